@@ -1,0 +1,78 @@
+"""meetq: reliable asyncio work queues, broadcast and local events, on Redis or in memory.
+
+Pick a backend with ``type:`` in config; everything else behaves the same on each.
+"""
+
+from meetq._system import build_registry, initialize_queue_system, make_plugin_manager
+from meetq.core.config import (
+    EventBusConfig,
+    MeetqConfig,
+    MessageQueueConfig,
+    RedisConfig,
+    TaskDispatcherConfig,
+    TaskSchedulerConfig,
+    load_config,
+)
+from meetq.core.errors import (
+    BackendError,
+    BackendNotFoundError,
+    BackendUnavailableError,
+    ClosedError,
+    ConfigError,
+    HandlerTimeout,
+    MeetqError,
+    MissingDependencyError,
+    PluginError,
+    QueueFull,
+    SerializationError,
+    ValidationError,
+)
+from meetq.core.event_bus import LocalEventBus
+from meetq.core.manager import QueueManager
+from meetq.core.message_queue import MessageQueue
+from meetq.core.pubsub import PubSub
+from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
+from meetq.core.serialization import JsonSerializer, Serializer
+from meetq.core.types import DeadLetter, LocalEvent, Message, Priority, PubSubMessage
+
+__all__ = [
+    "BackendContext",
+    "BackendError",
+    "BackendNotFoundError",
+    "BackendRegistry",
+    "BackendSpec",
+    "BackendUnavailableError",
+    "ClosedError",
+    "ConfigError",
+    "DeadLetter",
+    "EventBusConfig",
+    "HandlerTimeout",
+    "JsonSerializer",
+    "LocalEvent",
+    "LocalEventBus",
+    "MeetqConfig",
+    "MeetqError",
+    "Message",
+    "MessageQueue",
+    "MessageQueueConfig",
+    "MissingDependencyError",
+    "PluginError",
+    "Priority",
+    "PubSub",
+    "PubSubMessage",
+    "QueueFull",
+    "QueueManager",
+    "RedisConfig",
+    "Requirement",
+    "SerializationError",
+    "Serializer",
+    "TaskDispatcherConfig",
+    "TaskSchedulerConfig",
+    "ValidationError",
+    "build_registry",
+    "initialize_queue_system",
+    "load_config",
+    "make_plugin_manager",
+]
+
+__version__ = "0.1.0"

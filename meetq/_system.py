@@ -1,0 +1,75 @@
+"""Wiring: the plugin manager with the built-in backends, and ``initialize_queue_system``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import pluggy
+
+from meetq.core.config import MeetqConfig, load_config
+from meetq.core.manager import QueueManager
+from meetq.core.protocols import Backend
+from meetq.core.registry import BackendContext, BackendRegistry
+from meetq.plugins import ENTRY_POINT_GROUP, MeetqHookSpecs
+
+__all__ = ["build_registry", "initialize_queue_system", "make_plugin_manager"]
+
+
+def make_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
+    """A fresh plugin manager holding the built-in backends and, unless told otherwise,
+    every plugin installed under the ``meetq`` entry-point group."""
+    from meetq.backends.memory import plugin as memory_plugin
+    from meetq.backends.redis import plugin as redis_plugin
+
+    pm = pluggy.PluginManager("meetq")
+    pm.add_hookspecs(MeetqHookSpecs)
+    pm.register(memory_plugin, name="meetq.backends.memory")
+    pm.register(redis_plugin, name="meetq.backends.redis")
+    if entry_points:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    pm.check_pending()
+    return pm
+
+
+def build_registry(pm: pluggy.PluginManager | None = None) -> BackendRegistry:
+    """Run every plugin's ``meetq_register_backends`` into a new registry."""
+    pm = pm if pm is not None else make_plugin_manager()
+    registry = BackendRegistry()
+    # One implementation at a time, so a duplicate name is blamed on the right plugin.
+    for impl in reversed(pm.hook.meetq_register_backends.get_hookimpls()):
+        registry._current_plugin = impl.plugin_name
+        try:
+            impl.function(registry=registry)
+        finally:
+            registry._current_plugin = "<direct>"
+    return registry
+
+
+async def initialize_queue_system(
+    config: str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig | None = None,
+    redis: Any = None,
+    *,
+    registry: BackendRegistry | None = None,
+) -> QueueManager:
+    """Validate ``config`` and build a ``QueueManager`` (not started).
+
+    ``redis`` is an existing ``redis.asyncio.Redis`` (or ``fakeredis.FakeAsyncRedis``)
+    used as is by Redis backends; without it they connect to ``redis.url``.
+    """
+    cfg = load_config(config)
+    reg = registry if registry is not None else build_registry()
+    context = BackendContext(config=cfg, client=redis)
+    # Resolve every selected type before building anything, so a typo starts nothing.
+    for section, enabled, type_name in (
+        ("message_queue", cfg.message_queue.enabled, cfg.message_queue.type),
+        ("event_bus", cfg.event_bus.enabled, cfg.event_bus.type),
+    ):
+        if enabled:
+            reg.get(type_name, key=f"{section}.type")
+
+    def backend_for(type_name: str) -> Backend:
+        return reg.create(type_name, context)
+
+    return QueueManager(cfg, backend_for)

@@ -1,0 +1,34 @@
+"""The memory backend object: one set of queues and one broker per instance."""
+
+from __future__ import annotations
+
+from meetq.core.protocols import PubSubTransport, WorkQueueBackend, WorkQueueOptions
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend:
+    """Queues by name and a broadcast broker, shared by everything built from this object."""
+
+    name = "memory"
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(self) -> None:
+        from meetq.backends.memory._pubsub import MemoryBroker
+
+        self._queues: dict[str, WorkQueueBackend] = {}
+        self._broker = MemoryBroker()
+
+    def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
+        from meetq.backends.memory._work_queue import MemoryWorkQueue
+
+        queue = self._queues.get(queue_name)
+        if queue is None:
+            queue = self._queues[queue_name] = MemoryWorkQueue(queue_name, options)
+        return queue
+
+    def pubsub_transport(self) -> PubSubTransport:
+        return self._broker.transport()
+
+    async def aclose(self) -> None:
+        """Nothing to release: the data goes with the object."""

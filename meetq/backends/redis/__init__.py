@@ -1,0 +1,44 @@
+"""Redis backend (redis-py asyncio client; also runs on fakeredis).
+
+Features: durable work queues shared by any number of processes — every state change
+is one Lua script on keys that share the queue's hash tag (``meetq:{name}:...``), so a
+queue lives in one Redis Cluster slot; push wake-up through a notification channel;
+Pub/Sub broadcast over one connection per process with automatic reconnect.
+Capabilities: ``durable``, ``cross_process``.
+Config keys: ``type: redis`` (``message_queue``), ``type: redis_pubsub`` or ``redis``
+(``event_bus``); the ``redis:`` section (url, timeouts, max_connections, key_prefix).
+Registering this plugin does not import ``redis``; selecting it without the package
+installed raises ``MissingDependencyError`` with the install command.
+"""
+
+from __future__ import annotations
+
+from meetq.core.protocols import CAP_CROSS_PROCESS, CAP_DURABLE, Backend
+from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
+from meetq.plugins import hookimpl
+
+__all__ = ["plugin"]
+
+
+def _create(context: BackendContext) -> Backend:
+    from meetq.backends.redis._backend import RedisBackend
+
+    return RedisBackend.from_context(context)
+
+
+class _RedisPlugin:
+    @hookimpl
+    def meetq_register_backends(self, registry: BackendRegistry) -> None:
+        registry.register(
+            BackendSpec(
+                name="redis",
+                aliases=("redis_pubsub",),
+                factory=_create,
+                capabilities=frozenset({CAP_DURABLE, CAP_CROSS_PROCESS}),
+                requires=(Requirement(module="redis", install="pip install 'redis>=5,<6'"),),
+                description="durable, cross-process queues and Pub/Sub on Redis",
+            )
+        )
+
+
+plugin = _RedisPlugin()

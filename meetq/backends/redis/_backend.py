@@ -1,0 +1,93 @@
+"""The Redis backend object: one client, queues by name, one Pub/Sub transport factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from meetq.core.errors import BackendUnavailableError
+from meetq.core.protocols import (
+    CAP_CROSS_PROCESS,
+    CAP_DURABLE,
+    PubSubTransport,
+    WorkQueueBackend,
+    WorkQueueOptions,
+)
+from meetq.core.registry import BackendContext
+
+__all__ = ["RedisBackend", "translate_errors"]
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn any redis-py error raised inside into ``BackendUnavailableError``."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        raise BackendUnavailableError(f"redis: {what} failed: {exc}", backend="redis") from exc
+    except OSError as exc:
+        raise BackendUnavailableError(f"redis: {what} failed: {exc}", backend="redis") from exc
+
+
+class RedisBackend:
+    """Work queues and Pub/Sub on one Redis client.
+
+    The client is used as given (a ``redis.asyncio.Redis`` or ``fakeredis.FakeAsyncRedis``)
+    and then left open; a client the backend made itself from ``redis.url`` is closed by
+    ``aclose``.
+    """
+
+    name = "redis"
+    capabilities: frozenset[str] = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS})
+
+    def __init__(self, client: Any, *, key_prefix: str = "meetq", owns_client: bool = False,
+                 reconnect_backoff: tuple[float, float] = (0.1, 5.0)) -> None:
+        self.client = client
+        self.key_prefix = key_prefix
+        self._owns_client = owns_client
+        self._reconnect_backoff = reconnect_backoff
+        self._queues: dict[str, WorkQueueBackend] = {}
+        self._closed = False
+
+    @classmethod
+    def from_context(cls, context: BackendContext) -> RedisBackend:
+        cfg = context.config.redis
+        eb = context.config.event_bus
+        backoff = (eb.reconnect_backoff_base, eb.reconnect_backoff_max)
+        if context.client is not None:
+            return cls(context.client, key_prefix=cfg.key_prefix, reconnect_backoff=backoff)
+        client = aioredis.Redis.from_url(
+            cfg.url,
+            socket_timeout=cfg.socket_timeout or None,
+            socket_connect_timeout=cfg.socket_connect_timeout or None,
+            max_connections=cfg.max_connections,
+        )
+        return cls(client, key_prefix=cfg.key_prefix, owns_client=True, reconnect_backoff=backoff)
+
+    def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
+        from meetq.backends.redis._work_queue import RedisWorkQueue
+
+        queue = self._queues.get(queue_name)
+        if queue is None:
+            queue = self._queues[queue_name] = RedisWorkQueue(
+                self.client, queue_name, options, key_prefix=self.key_prefix
+            )
+        return queue
+
+    def pubsub_transport(self) -> PubSubTransport:
+        from meetq.backends.redis._pubsub import RedisPubSubTransport
+
+        return RedisPubSubTransport(self.client, backoff=self._reconnect_backoff)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for queue in self._queues.values():
+            await queue.aclose()
+        if self._owns_client:
+            await self.client.aclose()

@@ -1,0 +1,243 @@
+"""Configuration: the seed guide's YAML schema, validated where it enters.
+
+Sections: ``redis``, ``message_queue``, ``task_scheduler``, ``event_bus``,
+``task_dispatcher``. Every key is documented in ``docs/configuration.md``. Durations take
+a number in the seed's unit for that key or a string with its own unit (``"30s"``,
+``"100ms"``); they are stored in seconds. ``MEETQ_REDIS_URL`` overrides ``redis.url``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from meetq.core._durations import parse_duration
+from meetq.core.errors import ConfigError
+
+__all__ = [
+    "EventBusConfig",
+    "MeetqConfig",
+    "MessageQueueConfig",
+    "RedisConfig",
+    "TaskDispatcherConfig",
+    "TaskSchedulerConfig",
+    "load_config",
+]
+
+SECONDS = 1.0
+MILLISECONDS = 0.001
+
+
+def _duration(default: float, unit: float) -> Any:
+    return attrs.field(default=default, metadata={"kind": "duration", "unit": unit})
+
+
+def _int(default: int, minimum: int, maximum: int = 10**9) -> Any:
+    return attrs.field(default=default, metadata={"kind": "int", "min": minimum, "max": maximum})
+
+
+def _bool(default: bool) -> Any:
+    return attrs.field(default=default, metadata={"kind": "bool"})
+
+
+def _str(default: str | None, *, optional: bool = False) -> Any:
+    return attrs.field(default=default, metadata={"kind": "str", "optional": optional})
+
+
+def _choice(default: str, choices: tuple[str, ...]) -> Any:
+    return attrs.field(default=default, metadata={"kind": "choice", "choices": choices})
+
+
+def _float(default: float, minimum: float, maximum: float) -> Any:
+    return attrs.field(default=default, metadata={"kind": "float", "min": minimum, "max": maximum})
+
+
+@attrs.frozen(kw_only=True)
+class RedisConfig:
+    """Connection to Redis, used by every component whose ``type`` is a Redis one."""
+
+    url: str = _str("redis://127.0.0.1:6379/0")
+    socket_timeout: float = _duration(10.0, SECONDS)
+    socket_connect_timeout: float = _duration(5.0, SECONDS)
+    max_connections: int = _int(64, 1, 100_000)
+    key_prefix: str = _str("meetq")
+
+
+@attrs.frozen(kw_only=True)
+class MessageQueueConfig:
+    """The reliable work queue (guide section 1)."""
+
+    enabled: bool = _bool(True)
+    type: str = _str("memory")
+    queue_name: str = _str("default")
+    workers: int = _int(4, 1, 10_000)
+    prefetch: int = _int(0, 0, 100_000)
+    visibility_timeout: float = _duration(30.0, SECONDS)
+    poll_interval: float = _duration(0.1, MILLISECONDS)
+    max_retries: int = _int(3, 0, 1000)
+    enable_dead_letter_queue: bool = _bool(True)
+    handler_timeout: float = _duration(0.0, SECONDS)
+    retry_backoff_base: float = _duration(1.0, SECONDS)
+    retry_backoff_max: float = _duration(300.0, SECONDS)
+    retry_jitter: float = _float(0.2, 0.0, 1.0)
+    unhandled_timeout: float = _duration(300.0, SECONDS)
+    dead_letter_max_size: int = _int(100_000, 1, 10**9)
+    dead_letter_max_age: float = _duration(7 * 86400.0, SECONDS)
+    shutdown_grace: float = _duration(30.0, SECONDS)
+
+
+@attrs.frozen(kw_only=True)
+class TaskSchedulerConfig:
+    """The in-process task scheduler (guide section 4)."""
+
+    enabled: bool = _bool(True)
+    buffer_size: int = _int(1000, 1, 10**8)
+    workers: int = _int(8, 1, 10_000)
+    enable_delayed_tasks: bool = _bool(True)
+
+
+@attrs.frozen(kw_only=True)
+class EventBusConfig:
+    """Broadcast (``type``: ``redis_pubsub`` or ``memory``) and the local event bus."""
+
+    enabled: bool = _bool(True)
+    type: str = _str("memory")
+    buffer_size: int = _int(1000, 1, 10**8)
+    workers: int = _int(4, 1, 10_000)
+    namespace: str = _str("meetq")
+    overflow: str = _choice("raise", ("raise", "drop", "wait"))
+    subscriber_buffer: int = _int(1000, 1, 10**8)
+    subscriber_overflow: str = _choice("drop_oldest", ("drop_oldest", "drop_newest", "block"))
+    reconnect_backoff_base: float = _duration(0.1, SECONDS)
+    reconnect_backoff_max: float = _duration(5.0, SECONDS)
+    shutdown_grace: float = _duration(5.0, SECONDS)
+
+
+@attrs.frozen(kw_only=True)
+class TaskDispatcherConfig:
+    """Task routing (guide section 5)."""
+
+    enabled: bool = _bool(True)
+    enable_routing: bool = _bool(True)
+    enable_callbacks: bool = _bool(True)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "redis": RedisConfig,
+    "message_queue": MessageQueueConfig,
+    "task_scheduler": TaskSchedulerConfig,
+    "event_bus": EventBusConfig,
+    "task_dispatcher": TaskDispatcherConfig,
+}
+
+
+@attrs.frozen(kw_only=True)
+class MeetqConfig:
+    """The whole configuration; build it with ``load_config``."""
+
+    redis: RedisConfig = attrs.field(factory=RedisConfig)
+    message_queue: MessageQueueConfig = attrs.field(factory=MessageQueueConfig)
+    task_scheduler: TaskSchedulerConfig = attrs.field(factory=TaskSchedulerConfig)
+    event_bus: EventBusConfig = attrs.field(factory=EventBusConfig)
+    task_dispatcher: TaskDispatcherConfig = attrs.field(factory=TaskDispatcherConfig)
+
+
+def _unknown(key: str, value: Any, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+    return ConfigError(key, value, "unknown key" + hint)
+
+
+def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
+    kind = meta["kind"]
+    if kind == "duration":
+        try:
+            return parse_duration(value, number_unit=meta["unit"])
+        except ValueError as exc:
+            raise ConfigError(path, value, str(exc)) from None
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, value, "expected an integer")
+        if not meta["min"] <= value <= meta["max"]:
+            raise ConfigError(path, value, f"must be between {meta['min']} and {meta['max']}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, value, "expected a number")
+        if not meta["min"] <= value <= meta["max"]:
+            raise ConfigError(path, value, f"must be between {meta['min']} and {meta['max']}")
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(path, value, "expected true or false")
+        return value
+    if kind == "choice":
+        if value not in meta["choices"]:
+            raise ConfigError(path, value, f"expected one of {', '.join(meta['choices'])}")
+        return value
+    if value is None and meta.get("optional"):
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, value, "expected a non-empty string")
+    return value
+
+
+def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(name, raw, "expected a mapping of keys to values")
+    fields = {f.name: f for f in attrs.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{name}.{key}"
+        if key not in fields:
+            raise _unknown(path, value, sorted(fields))
+        values[key] = _convert(path, value, fields[key].metadata)
+    return cls(**values)
+
+
+def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig | None = None) -> MeetqConfig:
+    """Read and validate a config from a YAML file path, a mapping, or ``None`` (defaults).
+
+    Unknown keys, wrong types and impossible values raise ``ConfigError`` naming the
+    dotted key path and the value. Extra top-level sections of a larger service config
+    (database, logging, ...) are ignored; only meetq's sections are checked.
+    ``MEETQ_REDIS_URL`` in the environment overrides ``redis.url``.
+    """
+    if isinstance(source, MeetqConfig):
+        config = source
+    else:
+        raw: Any
+        if source is None:
+            raw = {}
+        elif isinstance(source, str | os.PathLike):
+            raw = _read_yaml(Path(source))
+        else:
+            raw = source
+        if not isinstance(raw, Mapping):
+            raise ConfigError("<root>", raw, "expected a mapping of sections")
+        sections = {name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+        config = MeetqConfig(**sections)
+    env_url = os.environ.get("MEETQ_REDIS_URL")
+    if env_url:
+        config = attrs.evolve(config, redis=attrs.evolve(config.redis, url=env_url))
+    return config
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml  # only needed when reading files
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("<file>", str(path), f"cannot read: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", str(path), f"not valid YAML: {exc}") from None

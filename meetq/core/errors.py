@@ -1,0 +1,139 @@
+"""Every error meetq raises, in one tree.
+
+::
+
+    MeetqError
+    ├── ConfigError              a config key is unknown, mistyped or out of range (.key, .value)
+    ├── ValidationError          a public call got a bad argument (.field, .value)
+    │   └── SerializationError   a payload cannot be encoded (.field, .value)
+    ├── PluginError              a plugin misbehaved, e.g. registered a taken backend name
+    ├── BackendError             something went wrong in or with a backend (.backend)
+    │   ├── BackendNotFoundError    ``type:`` names no registered backend (.available)
+    │   ├── MissingDependencyError  the backend's driver is not installed (.install)
+    │   └── BackendUnavailableError the backend cannot be reached right now
+    ├── ClosedError              the component was stopped and takes no more work
+    ├── QueueFull                a bounded buffer is full and the policy says raise
+    └── HandlerTimeout           a handler ran past its timeout (recorded, never raised to callers)
+
+Errors carry their subject as attributes and say what to do in their message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BackendError",
+    "BackendNotFoundError",
+    "BackendUnavailableError",
+    "ClosedError",
+    "ConfigError",
+    "HandlerTimeout",
+    "MeetqError",
+    "MissingDependencyError",
+    "PluginError",
+    "QueueFull",
+    "SerializationError",
+    "ValidationError",
+]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class MeetqError(Exception):
+    """Base of every error meetq raises on purpose."""
+
+
+class ConfigError(MeetqError):
+    """A configuration key is unknown, has the wrong type or an impossible value.
+
+    ``key`` is the dotted path (``message_queue.workers``); ``value`` is what was given.
+    """
+
+    def __init__(self, key: str, value: Any, problem: str) -> None:
+        self.key = key
+        self.value = value
+        self.problem = problem
+        super().__init__(f"config {key}={_show(value)}: {problem}")
+
+
+class ValidationError(MeetqError):
+    """A public entry point was given a bad argument; nothing was stored or started."""
+
+    def __init__(self, field: str, value: Any, problem: str) -> None:
+        self.field = field
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{field}={_show(value)}: {problem}")
+
+
+class SerializationError(ValidationError):
+    """A payload (or header) cannot be encoded by the configured serializer."""
+
+
+class PluginError(MeetqError):
+    """A plugin broke a registration rule (for example a duplicate backend name)."""
+
+
+class BackendError(MeetqError):
+    """A backend failed; ``backend`` names it."""
+
+    def __init__(self, message: str, *, backend: str) -> None:
+        self.backend = backend
+        super().__init__(message)
+
+
+class BackendNotFoundError(BackendError):
+    """The configured ``type:`` is not a registered backend."""
+
+    def __init__(
+        self, name: str, available: list[str], suggestion: str | None, *, key: str = "type"
+    ) -> None:
+        self.available = available
+        self.key = key
+        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+        listing = ", ".join(repr(n) for n in available) or "none"
+        super().__init__(
+            f"config {key}={name!r}: no backend of that name (available: {listing}).{hint}",
+            backend=name,
+        )
+
+
+class MissingDependencyError(BackendError):
+    """The selected backend needs a package that is not installed."""
+
+    def __init__(self, backend: str, package: str, install: str) -> None:
+        self.package = package
+        self.install = install
+        super().__init__(
+            f"backend {backend!r} needs the {package!r} package, which is not installed; "
+            f"install it with: {install}",
+            backend=backend,
+        )
+
+
+class BackendUnavailableError(BackendError):
+    """The backend could not be reached or answered with an error."""
+
+
+class ClosedError(MeetqError):
+    """The component has been stopped; start a new one to continue."""
+
+
+class QueueFull(MeetqError):
+    """A bounded buffer is full and its overflow policy is ``raise``."""
+
+    def __init__(self, message: str, *, capacity: int) -> None:
+        self.capacity = capacity
+        super().__init__(message)
+
+
+class HandlerTimeout(MeetqError):
+    """A handler ran longer than its timeout and was cancelled."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"handler did not finish within {timeout:g}s and was cancelled")

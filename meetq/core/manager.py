@@ -1,0 +1,131 @@
+"""QueueManager: builds every enabled component from one config and runs them together.
+
+Building does not start consuming: register handlers first, then ``await qm.start()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from meetq.core.config import MeetqConfig
+from meetq.core.event_bus import LocalEventBus
+from meetq.core.message_queue import MessageQueue
+from meetq.core.protocols import Backend
+from meetq.core.pubsub import PubSub
+
+__all__ = ["QueueManager"]
+
+log = logging.getLogger("meetq.manager")
+
+
+class QueueManager:
+    """Owns the components built from a ``MeetqConfig`` and the backends they use.
+
+    ``get_*`` return None for a component that is disabled (or not part of meetq yet:
+    the task scheduler and dispatcher arrive in later releases).
+    """
+
+    def __init__(self, config: MeetqConfig, backend_for: Callable[[str], Backend]) -> None:
+        self.config = config
+        self._backend_for = backend_for
+        self._backends: dict[str, Backend] = {}
+        self._message_queue: MessageQueue | None = None
+        self._pubsub: PubSub | None = None
+        self._event_bus: LocalEventBus | None = None
+        self._started = False
+        self._stopped = False
+        mq = config.message_queue
+        if mq.enabled:
+            self._message_queue = MessageQueue(self._backend(mq.type), mq)
+        eb = config.event_bus
+        if eb.enabled:
+            self._pubsub = PubSub(self._backend(eb.type), eb)
+            self._event_bus = LocalEventBus.from_config(eb)
+
+    def _backend(self, type_name: str) -> Backend:
+        backend = self._backends.get(type_name)
+        if backend is None:
+            backend = self._backend_for(type_name)
+            # Aliases (redis / redis_pubsub) share one backend instance and connection.
+            for existing in self._backends.values():
+                if existing.name == backend.name:
+                    backend = existing
+                    break
+            self._backends[type_name] = backend
+        return backend
+
+    def get_message_queue(self) -> MessageQueue | None:
+        """The work queue, or None when ``message_queue.enabled`` is false."""
+        return self._message_queue
+
+    def get_pubsub(self) -> PubSub | None:
+        """The broadcast component, or None when ``event_bus.enabled`` is false."""
+        return self._pubsub
+
+    def get_event_bus(self) -> LocalEventBus | None:
+        """The in-process event bus, or None when ``event_bus.enabled`` is false."""
+        return self._event_bus
+
+    def get_task_scheduler(self) -> Any:
+        """Not built yet in this release: always None."""
+        return None
+
+    def get_task_dispatcher(self) -> Any:
+        """Not built yet in this release: always None."""
+        return None
+
+    async def start(self) -> None:
+        """Start every built component (idempotent)."""
+        if self._started:
+            return
+        self._started = True
+        if self._event_bus is not None:
+            await self._event_bus.start()
+        if self._pubsub is not None:
+            await self._pubsub.start()
+        if self._message_queue is not None:
+            await self._message_queue.start()
+
+    async def stop(self) -> None:
+        """Stop every component, then close the backends (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for component in (self._message_queue, self._pubsub, self._event_bus):
+            if component is None:
+                continue
+            try:
+                await component.stop()
+            except Exception:  # one failing component must not keep the others running
+                log.exception("meetq: stopping %s failed", type(component).__name__)
+        closed: set[int] = set()
+        for backend in self._backends.values():
+            if id(backend) not in closed:
+                closed.add(id(backend))
+                await backend.aclose()
+
+    async def stats(self) -> dict[str, Any]:
+        """Statistics of every built component, by component name."""
+        result: dict[str, Any] = {}
+        if self._message_queue is not None:
+            result["message_queue"] = await self._message_queue.stats()
+        if self._pubsub is not None:
+            result["pubsub"] = await self._pubsub.stats()
+        if self._event_bus is not None:
+            result["event_bus"] = self._event_bus.stats()
+        return result
+
+    async def __aenter__(self) -> QueueManager:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

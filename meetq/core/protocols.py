@@ -1,0 +1,348 @@
+"""The contracts: what a backend must do, and what each component promises its users.
+
+A backend implements a few primitives (``WorkQueueBackend``, ``PubSubTransport``); the
+components in ``meetq.core`` add everything users touch (validation, serialization,
+retry policy, statistics) once, on top. The docstrings below *are* the contract that
+``meetq.testing`` checks on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import attrs
+
+from meetq.core.types import LocalEvent, Message, PubSubMessage
+
+__all__ = [
+    "CAP_CROSS_PROCESS",
+    "CAP_DURABLE",
+    "Backend",
+    "Claimed",
+    "DeadRecord",
+    "ExchangeResult",
+    "LeaseRef",
+    "LocalEventBusProtocol",
+    "MessageQueueProtocol",
+    "PubSubProtocol",
+    "PubSubTransport",
+    "Settlement",
+    "StoredMessage",
+    "TaskDispatcherProtocol",
+    "TaskSchedulerProtocol",
+    "TransportMessage",
+    "WorkQueueBackend",
+    "WorkQueueOptions",
+]
+
+#: Capability: stored messages survive the process that published them.
+CAP_DURABLE = "durable"
+#: Capability: separate processes share queues and channels through this backend.
+CAP_CROSS_PROCESS = "cross_process"
+
+Outcome = Literal["ack", "retry", "dead", "drop", "release"]
+
+
+@attrs.frozen(kw_only=True)
+class WorkQueueOptions:
+    """Per-queue limits a backend enforces itself."""
+
+    dead_letter_max_size: int = 100_000
+    dead_letter_max_age_ms: int = 7 * 86_400_000
+
+
+@attrs.frozen(kw_only=True)
+class StoredMessage:
+    """A message as handed to a backend: routing fields plus its encoded body.
+
+    ``delay_ms`` > 0 makes it invisible to workers until that many milliseconds (of the
+    backend's clock) have passed. ``dedup_key`` non-None: while a message with the same
+    key is waiting or running, enqueueing returns that message's id and stores nothing.
+    """
+
+    id: str
+    type: str
+    priority: int
+    body: bytes
+    delay_ms: int = 0
+    dedup_key: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Claimed:
+    """One delivery: the message, its 1-based attempt number and the lease token."""
+
+    id: str
+    type: str
+    priority: int
+    body: bytes
+    attempt: int
+    token: str
+
+
+@attrs.frozen(kw_only=True)
+class LeaseRef:
+    """Names one delivery; only the holder of the current token may settle it."""
+
+    id: str
+    type: str
+    token: str
+
+
+@attrs.frozen(kw_only=True)
+class Settlement:
+    """What became of one delivery.
+
+    - ``ack``: done; every trace of the message is removed.
+    - ``retry``: back to waiting after ``delay_ms``; counts as a failed attempt.
+    - ``dead``: moved to the dead-letter queue with ``error`` and ``traceback``.
+    - ``drop``: removed without a dead letter (dead-letter queue disabled); counted.
+    - ``release``: back to waiting at once, at its old position, the attempt not charged.
+    """
+
+    lease: LeaseRef
+    outcome: Outcome
+    delay_ms: int = 0
+    error: str = ""
+    traceback: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ExchangeResult:
+    """``settled[i]`` is False when settlement i was refused (its lease was lost)."""
+
+    settled: list[bool]
+    claimed: list[Claimed]
+
+
+@attrs.frozen(kw_only=True)
+class DeadRecord:
+    """A dead letter as stored: the raw body beside why and when it died."""
+
+    id: str
+    type: str
+    body: bytes
+    error: str
+    traceback: str
+    attempts: int
+    failed_at: float
+
+
+@runtime_checkable
+class WorkQueueBackend(Protocol):
+    """Storage and delivery for one named work queue.
+
+    Guarantees every implementation gives:
+
+    - **Atomic enqueue**: ``enqueue`` stores all of its messages or none.
+    - **Strict priority**: ``exchange`` hands out, among the ready messages of the
+      requested types, the highest priority first and FIFO within a priority.
+    - **No loss window**: taking a message and recording its lease is one atomic step.
+      A lease that is not extended before it expires makes the message ready again
+      (with its attempt already charged); a settlement or extension that carries a
+      token other than the current one is refused and changes nothing.
+    - **Bounded growth**: after ``ack``/``drop`` nothing of the message remains; the
+      dead-letter queue keeps at most ``dead_letter_max_size`` entries, none older than
+      ``dead_letter_max_age_ms``.
+    - Counters (``counters()``) are updated in the same atomic step as the state.
+    """
+
+    name: str
+
+    async def enqueue(self, messages: Sequence[StoredMessage]) -> list[str]:
+        """Store all ``messages`` atomically; return their ids (a dedup hit: the holder's)."""
+        ...
+
+    async def exchange(
+        self,
+        settlements: Sequence[Settlement],
+        *,
+        types: Sequence[str],
+        claim: int,
+        lease_ms: int,
+    ) -> ExchangeResult:
+        """Apply ``settlements``, then lease up to ``claim`` ready messages of ``types``.
+
+        Due delayed messages and expired leases of ``types`` become ready first. Done in
+        one round trip so a busy worker pays one network hop per batch.
+        """
+        ...
+
+    async def extend(self, leases: Sequence[LeaseRef], lease_ms: int) -> list[bool]:
+        """Push the deadline of each held lease ``lease_ms`` ahead; False where lost."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a message may have become ready, or after ``timeout`` seconds.
+
+        May return early; callers re-check with ``exchange``. Must really wait (never
+        spin) when nothing happens.
+        """
+        ...
+
+    async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
+        """Declare that a live worker handles ``types`` for the next ``ttl_ms``."""
+        ...
+
+    async def sweep_unhandled(self, unhandled_timeout_ms: int, limit: int) -> int:
+        """Dead-letter ready messages whose type no live worker handled for the timeout."""
+        ...
+
+    async def unhandled_count(self) -> int:
+        """Ready messages whose type no live worker currently handles."""
+        ...
+
+    async def queue_lengths(self) -> dict[int, int]:
+        """Waiting messages (ready or scheduled) by priority value 0..3."""
+        ...
+
+    async def processing_count(self) -> int:
+        """Messages currently leased to a worker."""
+        ...
+
+    async def dead_letter_count(self) -> int: ...
+
+    async def dead_letters(self, limit: int) -> list[DeadRecord]:
+        """Up to ``limit`` dead letters, oldest first."""
+        ...
+
+    async def requeue_dead_letters(self, max_count: int) -> int:
+        """Move up to ``max_count`` oldest dead letters back to ready, attempts reset."""
+        ...
+
+    async def clear(self) -> int:
+        """Remove every waiting message (not leased ones); return how many."""
+        ...
+
+    async def clear_dead_letters(self) -> int: ...
+
+    async def counters(self) -> dict[str, int]:
+        """Totals: published, processed, failed, retried, dead_letter, dropped."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class TransportMessage:
+    """One message a ``PubSubTransport`` received: full channel name, matching pattern."""
+
+    channel: str
+    data: bytes
+    pattern: str | None = None
+
+
+@runtime_checkable
+class PubSubTransport(Protocol):
+    """At-most-once broadcast of byte strings on named channels.
+
+    ``subscribe``/``psubscribe`` return once the subscription is confirmed: a message
+    published after that is delivered to ``messages()``. On a lost connection the
+    transport reconnects with backoff, re-subscribes everything and calls the
+    ``on_reconnect`` callbacks; messages published while disconnected are lost.
+    """
+
+    name: str
+
+    async def publish(self, channel: str, data: bytes) -> int:
+        """Send to ``channel``; return the number of receiving connections."""
+        ...
+
+    async def publish_many(self, channel: str, items: Sequence[bytes]) -> list[int]: ...
+
+    async def subscribe(self, channels: Sequence[str]) -> None: ...
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None: ...
+
+    async def psubscribe(self, patterns: Sequence[str]) -> None: ...
+
+    async def punsubscribe(self, patterns: Sequence[str]) -> None: ...
+
+    def messages(self) -> AsyncIterator[TransportMessage]: ...
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None: ...
+
+    @property
+    def reconnects(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend plugin provides: factories for the component primitives."""
+
+    name: str
+    capabilities: frozenset[str]
+
+    def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
+        """The queue named ``queue_name``; every call with one name reaches the same queue."""
+        ...
+
+    def pubsub_transport(self) -> PubSubTransport: ...
+
+    async def aclose(self) -> None: ...
+
+
+MessageHandler = Callable[[Message], Any]
+
+
+class MessageQueueProtocol(Protocol):
+    """A reliable priority work queue (see ``meetq.MessageQueue`` for the full contract)."""
+
+    def register_handler(self, message_type: str, handler: MessageHandler) -> None: ...
+
+    async def publish(self, message: Message, *, delay: float | None = None) -> str: ...
+
+    async def publish_batch(self, messages: Sequence[Message]) -> list[str]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float | None = None) -> None: ...
+
+    async def stats(self) -> Mapping[str, Any]: ...
+
+
+class PubSubProtocol(Protocol):
+    """Cross-process broadcast: every subscriber of a channel receives each message."""
+
+    async def subscribe(self, channel: str, handler: Callable[[PubSubMessage], Any]) -> None: ...
+
+    async def publish(self, channel: str, message: PubSubMessage) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def stats(self) -> Mapping[str, Any]: ...
+
+
+class LocalEventBusProtocol(Protocol):
+    """In-process events: per-handler order, non-blocking emit, counted overflow."""
+
+    def on(self, event_type: str, handler: Callable[[LocalEvent], Any]) -> None: ...
+
+    def emit(self, event_type: str, payload: Mapping[str, Any], source: str | None = None) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def stats(self) -> Mapping[str, Any]: ...
+
+
+class TaskSchedulerProtocol(Protocol):
+    """Runs in-process tasks by priority, at a set time, with timeout, retry and cancel."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class TaskDispatcherProtocol(Protocol):
+    """Routes typed task requests to registered services and tracks their status."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

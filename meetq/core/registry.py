@@ -1,0 +1,112 @@
+"""The typed registry that backend plugins fill in.
+
+Plugins call ``registry.register(BackendSpec(...))`` from their
+``meetq_register_backends`` hook. The factory is only called when a config selects the
+backend, so registering never imports a driver.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from meetq.core.config import MeetqConfig
+from meetq.core.errors import BackendNotFoundError, MissingDependencyError, PluginError
+from meetq.core.protocols import Backend
+
+__all__ = ["BackendContext", "BackendRegistry", "BackendSpec", "Requirement"]
+
+
+@attrs.frozen(kw_only=True)
+class BackendContext:
+    """What a backend factory receives: the validated config and an optional client.
+
+    ``client`` is whatever the caller passed to ``initialize_queue_system(redis=...)``;
+    a backend that needs no client ignores it.
+    """
+
+    config: MeetqConfig
+    client: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class Requirement:
+    """A module the backend imports when created, and the command that installs it."""
+
+    module: str
+    install: str
+
+
+@attrs.frozen(kw_only=True)
+class BackendSpec:
+    """A backend offered by a plugin.
+
+    ``name`` is what ``type:`` selects; ``aliases`` are other accepted spellings (the
+    seed's ``redis_pubsub``). ``capabilities`` lets the contract suite skip what the
+    backend does not claim (for example ``durable``) without naming backends.
+    """
+
+    name: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_\-]*$"))
+    factory: Callable[[BackendContext], Backend]
+    capabilities: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    requires: tuple[Requirement, ...] = attrs.field(default=(), converter=tuple)
+    description: str = ""
+
+
+class BackendRegistry:
+    """Backend specs by name; rejects duplicates naming both plugins."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, BackendSpec] = {}
+        self._owners: dict[str, str] = {}
+        self._current_plugin = "<direct>"
+
+    def register(self, spec: BackendSpec) -> None:
+        """Add ``spec``; raise ``PluginError`` if its name or an alias is taken."""
+        if not isinstance(spec, BackendSpec):
+            raise PluginError(
+                f"plugin {self._current_plugin!r} registered {spec!r}, which is not a BackendSpec"
+            )
+        for name in (spec.name, *spec.aliases):
+            if name in self._specs:
+                raise PluginError(
+                    f"backend name {name!r} from plugin {self._current_plugin!r} is already "
+                    f"registered by plugin {self._owners[name]!r}; rename one of them"
+                )
+        for name in (spec.name, *spec.aliases):
+            self._specs[name] = spec
+            self._owners[name] = self._current_plugin
+
+    def names(self) -> list[str]:
+        """Every registered name and alias, sorted."""
+        return sorted(self._specs)
+
+    def owner(self, name: str) -> str:
+        """The plugin that registered ``name``."""
+        return self._owners[self.get(name).name]
+
+    def get(self, name: str, *, key: str = "type") -> BackendSpec:
+        """The spec for ``name``; ``BackendNotFoundError`` with a suggestion if unknown.
+
+        ``key`` is the config path that named it, quoted in the error.
+        """
+        try:
+            return self._specs[name]
+        except (KeyError, TypeError):
+            close = difflib.get_close_matches(str(name), self.names(), n=1)
+            raise BackendNotFoundError(
+                name, self.names(), close[0] if close else None, key=key
+            ) from None
+
+    def create(self, name: str, context: BackendContext) -> Backend:
+        """Check the spec's requirements, then build the backend."""
+        spec = self.get(name)
+        for requirement in spec.requires:
+            if importlib.util.find_spec(requirement.module) is None:
+                raise MissingDependencyError(spec.name, requirement.module, requirement.install)
+        return spec.factory(context)

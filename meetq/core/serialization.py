@@ -1,0 +1,150 @@
+"""Turning messages into bytes and back.
+
+JSON is the default and the only format meetq ships; pickle is never used unless a
+user writes and selects such a serializer themselves. A value JSON would silently change
+(a tuple becoming a list, an int key becoming a string, NaN) is rejected, so what a
+handler receives equals what was published on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from meetq.core.errors import SerializationError
+from meetq.core.types import Message, Priority, PubSubMessage
+
+__all__ = [
+    "JsonSerializer",
+    "Serializer",
+    "decode_message",
+    "decode_pubsub_message",
+    "encode_message",
+    "encode_pubsub_message",
+]
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Encodes a JSON-like tree of plain values to bytes and back.
+
+    ``dumps`` raises ``SerializationError`` naming the offending field; ``loads`` raises
+    ``ValueError`` (or a subclass) for bytes it cannot read.
+    """
+
+    name: str
+
+    def dumps(self, value: Mapping[str, Any], *, field: str = "payload") -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+def _find_unencodable(value: Any, path: str) -> tuple[str, Any, str] | None:
+    """Return (path, value, problem) of the first value JSON cannot carry faithfully."""
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value, "NaN and infinity are not JSON")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (f"{path}[{key!r}]", key, f"keys must be strings, not {type(key).__name__}")
+            found = _find_unencodable(item, f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_unencodable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    return (path, value, f"{type(value).__name__} is not JSON-serializable")
+
+
+class JsonSerializer:
+    """Compact UTF-8 JSON; accepts dict, list, str, int, finite float, bool and None."""
+
+    name = "json"
+
+    def dumps(self, value: Mapping[str, Any], *, field: str = "payload") -> bytes:
+        found = _find_unencodable(value, field)
+        if found is not None:
+            path, bad, problem = found
+            raise SerializationError(path, bad, problem)
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+def encode_message(message: Message, serializer: Serializer) -> bytes:
+    """The stored form of a message; ``retry_count`` is kept by the backend, not here."""
+    body = {
+        "id": message.id,
+        "type": message.type,
+        "priority": int(message.priority),
+        "payload": message.payload,
+        "timestamp": message.timestamp,
+        "max_retries": message.max_retries,
+        "timeout": message.timeout,
+        "source": message.source,
+        "destination": message.destination,
+        "headers": message.headers,
+        "dedup_key": message.dedup_key,
+    }
+    return serializer.dumps(body, field="message")
+
+
+def decode_message(data: bytes, serializer: Serializer, *, retry_count: int) -> Message:
+    """Rebuild a stored message; raises ``ValueError`` (or a meetq error) if it is damaged."""
+    body = serializer.loads(data)
+    if not isinstance(body, dict):
+        raise ValueError("stored message is not an object")
+    return Message(
+        id=body["id"],
+        type=body["type"],
+        priority=Priority.parse(body["priority"]),
+        payload=body["payload"],
+        timestamp=body["timestamp"],
+        retry_count=retry_count,
+        max_retries=body.get("max_retries"),
+        timeout=body.get("timeout"),
+        source=body.get("source"),
+        destination=body.get("destination"),
+        headers=body.get("headers") or {},
+        dedup_key=body.get("dedup_key"),
+    )
+
+
+def encode_pubsub_message(message: PubSubMessage, serializer: Serializer) -> bytes:
+    """The wire form of a broadcast event."""
+    body = {
+        "id": message.id,
+        "type": message.type,
+        "payload": message.payload,
+        "timestamp": message.timestamp,
+        "source": message.source,
+        "headers": message.headers,
+    }
+    return serializer.dumps(body, field="message")
+
+
+def decode_pubsub_message(data: bytes, serializer: Serializer, *, channel: str) -> PubSubMessage:
+    """Rebuild a broadcast event received on ``channel``."""
+    body = serializer.loads(data)
+    if not isinstance(body, dict):
+        raise ValueError("received event is not an object")
+    return PubSubMessage(
+        id=body["id"],
+        type=body["type"],
+        payload=body["payload"],
+        timestamp=body["timestamp"],
+        source=body.get("source"),
+        headers=body.get("headers") or {},
+        channel=channel,
+    )
+
+
