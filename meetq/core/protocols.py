@@ -127,6 +127,7 @@ class DeadRecord:
     traceback: str
     attempts: int
     failed_at: float
+    priority: int = 1
 
 
 @runtime_checkable

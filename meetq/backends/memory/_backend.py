@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from meetq.core.protocols import PubSubTransport, WorkQueueBackend, WorkQueueOptions
 
 __all__ = ["MemoryBackend"]
@@ -14,10 +16,8 @@ class MemoryBackend:
     capabilities: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
-        from meetq.backends.memory._pubsub import MemoryBroker
-
         self._queues: dict[str, WorkQueueBackend] = {}
-        self._broker = MemoryBroker()
+        self._broker: Any = None
 
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
         from meetq.backends.memory._work_queue import MemoryWorkQueue
@@ -28,7 +28,12 @@ class MemoryBackend:
         return queue
 
     def pubsub_transport(self) -> PubSubTransport:
-        return self._broker.transport()
+        if self._broker is None:
+            from meetq.backends.memory._pubsub import MemoryBroker
+
+            self._broker = MemoryBroker()
+        transport: PubSubTransport = self._broker.transport()
+        return transport
 
     async def aclose(self) -> None:
         """Nothing to release: the data goes with the object."""

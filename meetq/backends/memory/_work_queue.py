@@ -1,0 +1,422 @@
+"""The in-memory work queue: the reference implementation of ``WorkQueueBackend``.
+
+Same semantics as the Redis backend, state held in dicts and heaps. Heaps use lazy
+deletion: an entry in a heap counts only while the message is still in that state with
+that version, so every transition is O(log n) and nothing needs scanning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from enum import Enum
+
+import attrs
+
+from meetq.core.protocols import (
+    Claimed,
+    DeadRecord,
+    ExchangeResult,
+    LeaseRef,
+    Settlement,
+    StoredMessage,
+    WorkQueueOptions,
+)
+
+__all__ = ["MemoryWorkQueue"]
+
+# Ready order: the highest priority first, then publish order. Same encoding as Redis.
+_SEQ_SPAN = 2**44
+
+
+class _State(Enum):
+    READY = "ready"
+    DELAYED = "delayed"
+    LEASED = "leased"
+    DEAD = "dead"
+
+
+@attrs.define
+class _Entry:
+    id: str
+    type: str
+    priority: int
+    body: bytes
+    score: int
+    dedup_key: str | None
+    state: _State
+    version: int = 0
+    attempts: int = 0
+    token: str = ""
+    ready_at: float = 0.0
+
+
+def _now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+class MemoryWorkQueue:
+    """One named queue held in this process."""
+
+    def __init__(self, name: str, options: WorkQueueOptions) -> None:
+        self.name = name
+        self._options = options
+        self._seq = itertools.count(1)
+        self._entries: dict[str, _Entry] = {}
+        self._ready: dict[str, list[tuple[int, str, int]]] = {}
+        self._delayed: dict[str, list[tuple[float, int, str, int]]] = {}
+        self._leases: dict[str, list[tuple[float, str, int]]] = {}
+        self._deadline: dict[str, float] = {}
+        self._dedup: dict[str, str] = {}
+        self._dead: dict[str, DeadRecord] = {}  # insertion order = failure order
+        self._handlers: dict[str, float] = {}
+        self._counts: Counter[str] = Counter()
+        self._waiting: Counter[int] = Counter()
+        self._processing = 0
+        self._wake: asyncio.Event | None = None
+        self._token_seq = itertools.count(1)
+        self._token_prefix = uuid.uuid4().hex[:12]
+
+    # -- transitions -------------------------------------------------------------------
+
+    def _bump(self, entry: _Entry, state: _State) -> int:
+        entry.state = state
+        entry.version += 1
+        return entry.version
+
+    def _make_ready(self, entry: _Entry, now: float) -> None:
+        version = self._bump(entry, _State.READY)
+        entry.ready_at = now
+        heapq.heappush(self._ready.setdefault(entry.type, []), (entry.score, entry.id, version))
+
+    def _make_delayed(self, entry: _Entry, due: float) -> None:
+        version = self._bump(entry, _State.DELAYED)
+        heap = self._delayed.setdefault(entry.type, [])
+        heapq.heappush(heap, (due, next(self._seq), entry.id, version))
+
+    def _forget(self, entry: _Entry) -> None:
+        self._entries.pop(entry.id, None)
+        self._deadline.pop(entry.id, None)
+        if entry.dedup_key is not None and self._dedup.get(entry.dedup_key) == entry.id:
+            del self._dedup[entry.dedup_key]
+        entry.version += 1
+
+    def _signal(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _score(self, priority: int) -> int:
+        return (3 - priority) * _SEQ_SPAN + next(self._seq)
+
+    # -- WorkQueueBackend --------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[StoredMessage]) -> list[str]:
+        now = _now_ms()
+        ids: list[str] = []
+        claimed_keys: dict[str, str] = {}
+        woke = False
+        for message in messages:
+            key = message.dedup_key
+            if key is not None:
+                holder = self._dedup.get(key) or claimed_keys.get(key)
+                if holder is not None:
+                    ids.append(holder)
+                    continue
+                claimed_keys[key] = message.id
+            if message.id in self._entries:
+                ids.append(message.id)  # same id twice: already stored, store nothing
+                continue
+            entry = _Entry(
+                id=message.id,
+                type=message.type,
+                priority=message.priority,
+                body=message.body,
+                score=self._score(message.priority),
+                dedup_key=key,
+                state=_State.READY,
+            )
+            self._entries[entry.id] = entry
+            if key is not None:
+                self._dedup[key] = entry.id
+            if message.delay_ms > 0:
+                self._make_delayed(entry, now + message.delay_ms)
+            else:
+                self._make_ready(entry, now)
+                woke = True
+            self._waiting[entry.priority] += 1
+            self._counts["published"] += 1
+            ids.append(entry.id)
+        if woke:
+            self._signal()
+        return ids
+
+    def _holds(self, lease: LeaseRef) -> _Entry | None:
+        entry = self._entries.get(lease.id)
+        if entry is None or entry.state is not _State.LEASED or entry.token != lease.token:
+            return None
+        return entry
+
+    def _settle(self, settlement: Settlement, now: float) -> bool:
+        entry = self._holds(settlement.lease)
+        if entry is None:
+            return False
+        self._processing -= 1
+        outcome = settlement.outcome
+        if outcome == "ack":
+            self._counts["processed"] += 1
+            self._forget(entry)
+        elif outcome == "retry":
+            self._counts["failed"] += 1
+            self._counts["retried"] += 1
+            self._waiting[entry.priority] += 1
+            self._deadline.pop(entry.id, None)
+            self._make_delayed(entry, now + max(0, settlement.delay_ms))
+        elif outcome == "release":
+            entry.attempts -= 1
+            self._waiting[entry.priority] += 1
+            self._deadline.pop(entry.id, None)
+            self._make_ready(entry, now)
+            self._signal()
+        elif outcome == "dead":
+            self._counts["failed"] += 1
+            self._bury(entry, settlement.error, settlement.traceback)
+        else:  # drop
+            self._counts["failed"] += 1
+            self._counts["dropped"] += 1
+            self._forget(entry)
+        return True
+
+    def _bury(self, entry: _Entry, error: str, traceback: str) -> None:
+        self._counts["dead_letter"] += 1
+        self._forget(entry)
+        self._bump(entry, _State.DEAD)
+        self._dead[entry.id] = DeadRecord(
+            id=entry.id,
+            type=entry.type,
+            body=entry.body,
+            error=error,
+            traceback=traceback,
+            attempts=entry.attempts,
+            failed_at=time.time(),
+            priority=entry.priority,
+        )
+        self._trim_dead()
+
+    def _trim_dead(self) -> None:
+        cutoff = time.time() - self._options.dead_letter_max_age_ms / 1000.0
+        while self._dead:
+            oldest = next(iter(self._dead.values()))
+            if len(self._dead) > self._options.dead_letter_max_size or oldest.failed_at < cutoff:
+                del self._dead[oldest.id]
+            else:
+                break
+
+    def _refresh(self, message_type: str, now: float) -> None:
+        """Due delayed messages and expired leases of one type become ready."""
+        delayed = self._delayed.get(message_type)
+        while delayed and delayed[0][0] <= now:
+            _, _, message_id, version = heapq.heappop(delayed)
+            entry = self._entries.get(message_id)
+            if entry is not None and entry.version == version:
+                self._make_ready(entry, now)
+        leases = self._leases.get(message_type)
+        while leases and leases[0][0] <= now:
+            _, message_id, version = heapq.heappop(leases)
+            entry = self._entries.get(message_id)
+            if entry is None or entry.version != version:
+                continue
+            deadline = self._deadline.get(message_id, 0.0)
+            if deadline > now:  # extended since this heap item was pushed
+                heapq.heappush(leases, (deadline, message_id, version))
+                continue
+            self._processing -= 1
+            self._waiting[entry.priority] += 1
+            self._deadline.pop(message_id, None)
+            self._make_ready(entry, now)
+
+    def _pop_best(self, types: Sequence[str]) -> _Entry | None:
+        best: tuple[int, str, int] | None = None
+        best_type = ""
+        for message_type in types:
+            heap = self._ready.get(message_type)
+            while heap:
+                score, message_id, version = heap[0]
+                entry = self._entries.get(message_id)
+                if entry is not None and entry.version == version:
+                    break
+                heapq.heappop(heap)  # stale: the message moved on
+            if heap and (best is None or heap[0] < best):
+                best, best_type = heap[0], message_type
+        if best is None:
+            return None
+        heapq.heappop(self._ready[best_type])
+        return self._entries[best[1]]
+
+    async def exchange(
+        self,
+        settlements: Sequence[Settlement],
+        *,
+        types: Sequence[str],
+        claim: int,
+        lease_ms: int,
+    ) -> ExchangeResult:
+        now = _now_ms()
+        settled = [self._settle(s, now) for s in settlements]
+        claimed: list[Claimed] = []
+        if claim > 0:
+            for message_type in types:
+                self._refresh(message_type, now)
+            deadline = now + lease_ms
+            while len(claimed) < claim:
+                entry = self._pop_best(types)
+                if entry is None:
+                    break
+                version = self._bump(entry, _State.LEASED)
+                entry.attempts += 1
+                entry.token = f"{self._token_prefix}:{next(self._token_seq)}"
+                self._deadline[entry.id] = deadline
+                heapq.heappush(self._leases.setdefault(entry.type, []), (deadline, entry.id, version))
+                self._waiting[entry.priority] -= 1
+                self._processing += 1
+                claimed.append(
+                    Claimed(
+                        id=entry.id,
+                        type=entry.type,
+                        priority=entry.priority,
+                        body=entry.body,
+                        attempt=entry.attempts,
+                        token=entry.token,
+                    )
+                )
+        return ExchangeResult(settled=settled, claimed=claimed)
+
+    async def extend(self, leases: Sequence[LeaseRef], lease_ms: int) -> list[bool]:
+        deadline = _now_ms() + lease_ms
+        result = []
+        for lease in leases:
+            entry = self._holds(lease)
+            if entry is not None:
+                self._deadline[entry.id] = deadline
+            result.append(entry is not None)
+        return result
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        if not self._wake.is_set() and timeout > 0:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+        self._wake.clear()
+
+    async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
+        expiry = _now_ms() + ttl_ms
+        for message_type in types:
+            self._handlers[message_type] = max(self._handlers.get(message_type, 0.0), expiry)
+
+    def _unhandled_types(self, now: float) -> list[str]:
+        return [t for t in self._ready if self._handlers.get(t, 0.0) <= now]
+
+    async def sweep_unhandled(self, unhandled_timeout_ms: int, limit: int) -> int:
+        now = _now_ms()
+        swept = 0
+        for message_type in self._unhandled_types(now):
+            self._refresh(message_type, now)
+            heap = self._ready[message_type]
+            keep: list[tuple[int, str, int]] = []
+            while heap and swept < limit:
+                item = heapq.heappop(heap)
+                entry = self._entries.get(item[1])
+                if entry is None or entry.version != item[2]:
+                    continue
+                if now - entry.ready_at < unhandled_timeout_ms:
+                    keep.append(item)
+                    continue
+                self._waiting[entry.priority] -= 1
+                self._bury(
+                    entry,
+                    f"no live worker handles type {entry.type!r} "
+                    f"(waited {unhandled_timeout_ms / 1000:g}s)",
+                    "",
+                )
+                swept += 1
+            for item in keep:
+                heapq.heappush(heap, item)
+        return swept
+
+    async def unhandled_count(self) -> int:
+        now = _now_ms()
+        count = 0
+        for message_type in self._unhandled_types(now):
+            count += sum(
+                1
+                for _, message_id, version in self._ready[message_type]
+                if (e := self._entries.get(message_id)) is not None and e.version == version
+            )
+        return count
+
+    async def queue_lengths(self) -> dict[int, int]:
+        return {p: self._waiting[p] for p in range(4)}
+
+    async def processing_count(self) -> int:
+        return self._processing
+
+    async def dead_letter_count(self) -> int:
+        self._trim_dead()
+        return len(self._dead)
+
+    async def dead_letters(self, limit: int) -> list[DeadRecord]:
+        self._trim_dead()
+        return list(itertools.islice(self._dead.values(), max(0, limit)))
+
+    async def requeue_dead_letters(self, max_count: int) -> int:
+        self._trim_dead()
+        now = _now_ms()
+        moved = 0
+        for record in list(itertools.islice(self._dead.values(), max(0, max_count))):
+            del self._dead[record.id]
+            priority = record.priority
+            entry = _Entry(
+                id=record.id,
+                type=record.type,
+                priority=priority,
+                body=record.body,
+                score=self._score(priority),
+                dedup_key=None,
+                state=_State.READY,
+            )
+            self._entries[entry.id] = entry
+            self._make_ready(entry, now)
+            self._waiting[priority] += 1
+            moved += 1
+        if moved:
+            self._signal()
+        return moved
+
+    async def clear(self) -> int:
+        removed = 0
+        for entry in list(self._entries.values()):
+            if entry.state in (_State.READY, _State.DELAYED):
+                self._waiting[entry.priority] -= 1
+                self._forget(entry)
+                removed += 1
+        return removed
+
+    async def clear_dead_letters(self) -> int:
+        count = len(self._dead)
+        self._dead.clear()
+        return count
+
+    async def counters(self) -> dict[str, int]:
+        keys = ("published", "processed", "failed", "retried", "dead_letter", "dropped")
+        return {k: self._counts[k] for k in keys}
+
+    async def aclose(self) -> None:
+        """Nothing to release; the queue's data stays with its backend object."""
+

@@ -1,0 +1,605 @@
+"""MessageQueue: the reliable priority work queue users publish to and consume from.
+
+Everything a user touches lives here once — validation, serialization, the retry
+policy, handler timeouts, lease renewal, statistics, logging — on top of a backend's
+``WorkQueueBackend`` primitives. That is what keeps ``type: memory`` and ``type: redis``
+indistinguishable apart from durability and reach.
+
+The consuming side of one ``MessageQueue`` is a small pool:
+
+- one *exchange loop* settles finished deliveries and claims new ones in a single backend
+  round trip, never claiming more than there are free handler slots;
+- one task per running handler (``workers`` at most);
+- one *lease keeper* that extends every running handler's lease in one call, so a
+  handler may run far longer than the visibility timeout without being re-delivered;
+- one *janitor* that heartbeats the handled types and dead-letters messages no live
+  worker handles after ``unhandled_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import os
+import random
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import attrs
+
+from meetq.core.config import MessageQueueConfig, load_config
+from meetq.core.errors import (
+    ClosedError,
+    HandlerTimeout,
+    MeetqError,
+    ValidationError,
+)
+from meetq.core.protocols import (
+    Backend,
+    Claimed,
+    LeaseRef,
+    Settlement,
+    StoredMessage,
+    WorkQueueBackend,
+    WorkQueueOptions,
+)
+from meetq.core.serialization import JsonSerializer, Serializer, decode_message, encode_message
+from meetq.core.types import DeadLetter, Message, Priority
+
+__all__ = ["MessageQueue"]
+
+log = logging.getLogger("meetq.message_queue")
+
+Handler = Callable[[Message], Any]
+H = TypeVar("H", bound=Handler)
+
+_MAX_BATCH = 100_000
+
+
+def _config_from(
+    config: MessageQueueConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]
+) -> MessageQueueConfig:
+    if isinstance(config, MessageQueueConfig):
+        if not overrides:
+            return config
+        base = attrs.asdict(config)
+        for key in overrides:
+            if key not in base:
+                # Let load_config produce the did-you-mean message.
+                load_config({"message_queue": {key: overrides[key]}})
+        fields = {f.name for f in attrs.fields(MessageQueueConfig)}
+        raw = {k: v for k, v in base.items() if k in fields}
+        # Durations are stored in seconds; hand them back as explicit strings.
+        for f in attrs.fields(MessageQueueConfig):
+            if f.metadata.get("kind") == "duration":
+                raw[f.name] = f"{raw[f.name]}s"
+        raw.update(overrides)
+        return load_config({"message_queue": raw}).message_queue
+    merged = dict(config or {})
+    merged.update(overrides)
+    return load_config({"message_queue": merged}).message_queue
+
+
+class MessageQueue:
+    """A reliable priority work queue on one backend.
+
+    Guarantees (checked by ``meetq.testing.WorkQueueContract`` on every backend):
+
+    - strict priority (CRITICAL > HIGH > NORMAL > LOW), FIFO within a priority;
+    - at-least-once: once ``publish`` returns, the message is processed or dead-lettered;
+    - the visibility timeout is a lease renewed while the handler runs; only an expired
+      lease (a dead or stuck worker) causes re-delivery;
+    - a failed attempt is retried after an exponential backoff with jitter, scheduled in
+      the backend; after ``max_retries`` retries it is dead-lettered (or dropped and
+      counted when the dead-letter queue is disabled);
+    - no handler error, timeout or undecodable message ever stops a worker.
+
+    Build it with ``qm.get_message_queue()`` or directly::
+
+        mq = MessageQueue(backend, queue_name="ai_tasks", workers=4, visibility_timeout=30)
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: MessageQueueConfig | Mapping[str, Any] | None = None,
+        *,
+        serializer: Serializer | None = None,
+        worker_name: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = _config_from(config, overrides)
+        cfg = self.config
+        self.backend = backend
+        self.name = cfg.queue_name
+        self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
+        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        self._queue: WorkQueueBackend = backend.work_queue(
+            cfg.queue_name,
+            WorkQueueOptions(
+                dead_letter_max_size=cfg.dead_letter_max_size,
+                dead_letter_max_age_ms=int(cfg.dead_letter_max_age * 1000),
+            ),
+        )
+        self._handlers: dict[str, Handler] = {}
+        self._capacity = cfg.prefetch or cfg.workers
+        self._lease_ms = max(1, int(cfg.visibility_timeout * 1000))
+        # Running deliveries by message id, and settlements not yet sent.
+        self._running: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
+        self._pending: list[Settlement] = []
+        self._kick = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._state = "new"  # new -> running -> stopping -> stopped
+        self._claiming = False
+        self._local: dict[str, int] = {"lease_lost": 0, "handler_timeouts": 0, "undecodable": 0}
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def register_handler(self, message_type: str, handler: Handler) -> None:
+        """Run ``handler(message)`` for messages of ``message_type``.
+
+        An ``async def`` handler runs on the event loop; a plain function runs in a
+        thread. Raising marks the attempt failed. Register before ``start()``.
+        """
+        if not isinstance(message_type, str) or not message_type:
+            raise ValidationError("message_type", message_type, "expected a non-empty string")
+        if not callable(handler):
+            raise ValidationError("handler", handler, "expected a callable taking a Message")
+        if self._state != "new":
+            raise ValidationError(
+                "message_type", message_type, "register handlers before start(); this queue runs"
+            )
+        if message_type in self._handlers:
+            raise ValidationError(
+                "message_type", message_type, "a handler is already registered for this type"
+            )
+        self._handlers[message_type] = handler
+
+    def handler(self, message_type: str) -> Callable[[H], H]:
+        """Decorator form of ``register_handler``."""
+
+        def decorate(func: H) -> H:
+            self.register_handler(message_type, func)
+            return func
+
+        return decorate
+
+    @property
+    def handled_types(self) -> list[str]:
+        """The message types this queue's workers consume."""
+        return sorted(self._handlers)
+
+    # -- publishing --------------------------------------------------------------------
+
+    def _prepare(
+        self, message: object, delay: object, not_before: object, field: str
+    ) -> StoredMessage:
+        if not isinstance(message, Message):
+            raise ValidationError(field, message, "expected a meetq.Message")
+        delay_s = 0.0
+        if delay is not None and not_before is not None:
+            raise ValidationError("delay", delay, "give delay or not_before, not both")
+        if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, int | float):
+                raise ValidationError("delay", delay, "expected seconds as a number")
+            if not math.isfinite(delay) or delay < 0:
+                raise ValidationError("delay", delay, "must be finite and not negative")
+            delay_s = float(delay)
+        if not_before is not None:
+            if isinstance(not_before, bool) or not isinstance(not_before, int | float):
+                raise ValidationError("not_before", not_before, "expected a Unix time in seconds")
+            if not math.isfinite(not_before):
+                raise ValidationError("not_before", not_before, "must be finite")
+            delay_s = max(0.0, float(not_before) - time.time())
+        if message.max_retries is None:
+            message = attrs.evolve(message, max_retries=self.config.max_retries)
+        try:
+            body = encode_message(message, self.serializer)
+        except ValidationError as exc:
+            # "message.payload.x" reads better as "<field>.payload.x".
+            inner = exc.field.removeprefix("message")
+            raise type(exc)(f"{field}{inner}", exc.value, exc.problem) from None
+        return StoredMessage(
+            id=message.id,
+            type=message.type,
+            priority=int(message.priority),
+            body=body,
+            delay_ms=int(delay_s * 1000),
+            dedup_key=message.dedup_key,
+        )
+
+    async def publish(
+        self,
+        message: Message,
+        *,
+        delay: float | None = None,
+        not_before: float | None = None,
+    ) -> str:
+        """Store ``message`` and return its id.
+
+        ``delay`` (seconds) or ``not_before`` (Unix time) hold it back. With a
+        ``dedup_key`` set, publishing while an earlier message with that key waits or runs
+        returns the earlier id and stores nothing. Bad input raises ``ValidationError``
+        naming the field; nothing is stored then.
+        """
+        stored = self._prepare(message, delay, not_before, "message")
+        ids = await self._queue.enqueue([stored])
+        return ids[0]
+
+    async def publish_batch(
+        self, messages: Sequence[Message], *, delay: float | None = None
+    ) -> list[str]:
+        """Validate every message, then store them all or none in one round trip."""
+        if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+            raise ValidationError("messages", messages, "expected a list of meetq.Message")
+        if len(messages) > _MAX_BATCH:
+            raise ValidationError(
+                "messages", f"<{len(messages)} messages>", f"at most {_MAX_BATCH} per batch"
+            )
+        stored = [
+            self._prepare(m, delay, None, f"messages[{i}]") for i, m in enumerate(messages)
+        ]
+        if not stored:
+            return []
+        return await self._queue.enqueue(stored)
+
+    # -- inspection --------------------------------------------------------------------
+
+    async def queue_length(self, priority: Priority | int | str | None = None) -> int:
+        """Messages waiting (ready or scheduled), of one priority or in all."""
+        lengths = await self._queue.queue_lengths()
+        if priority is None:
+            return sum(lengths.values())
+        return lengths.get(int(Priority.parse(priority)), 0)
+
+    async def processing_count(self) -> int:
+        """Messages currently leased to a worker (of any process)."""
+        return await self._queue.processing_count()
+
+    async def dead_letter_count(self) -> int:
+        return await self._queue.dead_letter_count()
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, oldest first, each with its error and attempts."""
+        _check_count("limit", limit)
+        result = []
+        for record in await self._queue.dead_letters(limit):
+            try:
+                message: Message | None = decode_message(
+                    record.body, self.serializer, retry_count=max(0, record.attempts - 1)
+                )
+                raw = None
+            except (ValueError, KeyError, TypeError, MeetqError):
+                message, raw = None, record.body
+            result.append(
+                DeadLetter(
+                    id=record.id,
+                    type=record.type,
+                    message=message,
+                    raw=raw,
+                    error=record.error,
+                    traceback=record.traceback,
+                    attempts=record.attempts,
+                    failed_at=record.failed_at,
+                )
+            )
+        return result
+
+    async def requeue_dead_letters(self, max_count: int = 100) -> int:
+        """Put up to ``max_count`` oldest dead letters back in the queue, attempts reset."""
+        _check_count("max_count", max_count)
+        return await self._queue.requeue_dead_letters(max_count)
+
+    async def clear(self) -> int:
+        """Remove every waiting message (running ones finish); return how many."""
+        return await self._queue.clear()
+
+    async def clear_dead_letters(self) -> int:
+        return await self._queue.clear_dead_letters()
+
+    async def stats(self) -> dict[str, Any]:
+        """Queue-wide totals (shared by every process on a shared backend) and this
+        worker's own figures (``workers``, ``in_flight``, ``lease_lost``, ...)."""
+        counts = await self._queue.counters()
+        lengths = await self._queue.queue_lengths()
+        by_name = {p.name.lower(): lengths.get(int(p), 0) for p in Priority}
+        return {
+            "queue_name": self.name,
+            "backend": self.backend.name,
+            "total_published": counts.get("published", 0),
+            "total_processed": counts.get("processed", 0),
+            "total_failed": counts.get("failed", 0),
+            "total_retried": counts.get("retried", 0),
+            "total_dead_letter": counts.get("dead_letter", 0),
+            "total_dropped": counts.get("dropped", 0),
+            "queue_length": {**by_name, "total": sum(lengths.values())},
+            "processing_count": await self._queue.processing_count(),
+            "dead_letter_count": await self._queue.dead_letter_count(),
+            "unhandled_count": await self._queue.unhandled_count(),
+            "workers": self.config.workers,
+            "in_flight": len(self._running),
+            "handled_types": self.handled_types,
+            **self._local,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start consuming the registered types. Publishing works without it."""
+        if self._state == "running":
+            return
+        if self._state != "new":
+            raise ClosedError(f"message queue {self.name!r} was stopped; build a new one")
+        self._state = "running"
+        self._claiming = bool(self._handlers)
+        if not self._handlers:
+            log.warning("meetq: queue %r started with no handlers; it only publishes", self.name)
+            return
+        # Prime the wake-up channel so a publish right after start() is not missed.
+        await self._queue.wait_for_work(0)
+        await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
+        self._tasks = [
+            asyncio.create_task(self._exchange_loop(), name=f"meetq:{self.name}:exchange"),
+            asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),
+            asyncio.create_task(self._janitor(), name=f"meetq:{self.name}:janitor"),
+        ]
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let running handlers finish within ``grace`` seconds (default
+        ``shutdown_grace``); release the rest back to the queue without charging an
+        attempt. Calling it again is harmless."""
+        if self._state in ("stopping", "stopped"):
+            return
+        if self._state == "new":
+            self._state = "stopped"
+            return
+        self._state = "stopping"
+        self._claiming = False
+        wait = self.config.shutdown_grace if grace is None else grace
+        if grace is not None and (not isinstance(grace, int | float) or grace < 0):
+            raise ValidationError("grace", grace, "expected seconds, not negative")
+        running = [task for _, task in self._running.values()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=wait)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        # Last flush of settlements, then stop the helpers.
+        self._kick.set()
+        exchange = self._tasks[0] if self._tasks else None
+        for task in self._tasks[1:]:
+            task.cancel()
+        if exchange is not None:
+            self._state = "draining"
+            self._kick.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await exchange
+        for task in self._tasks[1:]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._state = "stopped"
+
+    async def __aenter__(self) -> MessageQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- the worker pool ---------------------------------------------------------------
+
+    @property
+    def _heartbeat_ttl_ms(self) -> int:
+        return int(self._janitor_interval * 3000)
+
+    @property
+    def _janitor_interval(self) -> float:
+        return max(0.02, min(5.0, self.config.unhandled_timeout / 4))
+
+    def _settle(self, settlement: Settlement) -> None:
+        self._pending.append(settlement)
+        self._kick.set()
+
+    async def _exchange_loop(self) -> None:
+        types = self.handled_types
+        backoff = 0.0
+        while True:
+            draining = self._state == "draining"
+            free = self._capacity - len(self._running) if self._claiming else 0
+            settlements, self._pending = self._pending, []
+            if not settlements and free <= 0:
+                if draining:
+                    return
+                self._kick.clear()
+                await self._kick.wait()
+                continue
+            self._kick.clear()
+            try:
+                result = await self._queue.exchange(
+                    settlements, types=types, claim=max(0, free), lease_ms=self._lease_ms
+                )
+            except MeetqError as exc:
+                self._pending[:0] = settlements  # keep them; they are retried next round
+                if draining:
+                    log.error("meetq: %s: could not settle %d deliveries on stop: %s",
+                              self.name, len(settlements), exc)
+                    return
+                backoff = min(max(backoff * 2, self.config.poll_interval, 0.05), 2.0)
+                log.warning("meetq: %s: backend error, retrying in %.2fs: %s",
+                            self.name, backoff, exc)
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
+            for settlement, ok in zip(settlements, result.settled, strict=True):
+                if not ok:
+                    self._local["lease_lost"] += 1
+                    log.warning(
+                        "meetq: %s: message %s was re-delivered after its lease expired; "
+                        "this worker's %s was not applied",
+                        self.name, settlement.lease.id, settlement.outcome,
+                    )
+            for claimed in result.claimed:
+                task = asyncio.create_task(self._run(claimed))
+                self._running[claimed.id] = (claimed, task)
+            if draining:
+                continue
+            if free > 0 and len(result.claimed) < free and not self._pending:
+                # Nothing more for us right now: sleep until a publish wakes us, a
+                # handler finishes, or poll_interval passes as a fallback.
+                await self._wait_for_work_or_kick()
+
+    async def _wait_for_work_or_kick(self) -> None:
+        if self._kick.is_set():
+            return
+        work = asyncio.ensure_future(self._queue.wait_for_work(self.config.poll_interval))
+        kick = asyncio.ensure_future(self._kick.wait())
+        try:
+            await asyncio.wait((work, kick), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (work, kick):
+                if not fut.done():
+                    fut.cancel()
+            for fut in (work, kick):
+                with contextlib.suppress(asyncio.CancelledError, MeetqError):
+                    await fut
+
+    def _max_attempts(self, message: Message) -> int:
+        retries = self.config.max_retries if message.max_retries is None else message.max_retries
+        return retries + 1
+
+    def _retry_delay_ms(self, attempt: int) -> int:
+        cfg = self.config
+        delay = min(cfg.retry_backoff_max, cfg.retry_backoff_base * (2 ** (attempt - 1)))
+        delay *= 1.0 - cfg.retry_jitter * random.random()
+        return int(delay * 1000)
+
+    def _failure(self, claimed: Claimed, message: Message | None, error: str, tb: str) -> Settlement:
+        lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
+        if message is not None and claimed.attempt < self._max_attempts(message):
+            return Settlement(
+                lease=lease, outcome="retry", delay_ms=self._retry_delay_ms(claimed.attempt),
+                error=error,
+            )
+        if self.config.enable_dead_letter_queue:
+            return Settlement(lease=lease, outcome="dead", error=error, traceback=tb)
+        log.error(
+            "meetq: %s: dropping message %s (%s) after %d attempts (dead-letter queue "
+            "disabled): %s", self.name, claimed.id, claimed.type, claimed.attempt, error,
+        )
+        return Settlement(lease=lease, outcome="drop", error=error, traceback=tb)
+
+    async def _run(self, claimed: Claimed) -> None:
+        lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
+        try:
+            settlement = await self._attempt(claimed, lease)
+        except asyncio.CancelledError:
+            # Only stop() cancels a handler: hand the message back, attempt not charged.
+            settlement = Settlement(lease=lease, outcome="release")
+        finally:
+            self._running.pop(claimed.id, None)
+        self._settle(settlement)
+
+    async def _attempt(self, claimed: Claimed, lease: LeaseRef) -> Settlement:
+        try:
+            message = decode_message(claimed.body, self.serializer, retry_count=claimed.attempt - 1)
+        except (ValueError, KeyError, TypeError, MeetqError) as exc:
+            self._local["undecodable"] += 1
+            log.error("meetq: %s: message %s cannot be decoded, dead-lettering it raw: %s",
+                      self.name, claimed.id, exc)
+            return Settlement(
+                lease=lease, outcome="dead", error=f"undecodable message: {exc!r}",
+                traceback="".join(traceback.format_exception(exc)),
+            )
+        if claimed.attempt > self._max_attempts(message):
+            # Its lease expired on every try: a worker died or hung each time.
+            error = (f"lease expired {claimed.attempt - 1} times; the handler never finished "
+                     f"(max_retries={self._max_attempts(message) - 1})")
+            return self._failure(claimed, None, error, "")
+        handler = self._handlers.get(claimed.type)
+        if handler is None:  # cannot happen: we claim only handled types
+            return Settlement(lease=lease, outcome="release")
+        timeout = message.timeout or self.config.handler_timeout or None
+        try:
+            await asyncio.wait_for(_call(handler, message), timeout)
+        except TimeoutError:
+            assert timeout is not None
+            self._local["handler_timeouts"] += 1
+            error = str(HandlerTimeout(timeout))
+            log.warning("meetq: %s: message %s attempt %d: %s",
+                        self.name, claimed.id, claimed.attempt, error)
+            return self._failure(claimed, message, error, "")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a handler must never take the worker down
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            tb = "".join(traceback.format_exception(exc, limit=20))
+            log.warning("meetq: %s: message %s (%s) attempt %d failed: %r",
+                        self.name, claimed.id, claimed.type, claimed.attempt, exc)
+            return self._failure(claimed, message, f"{type(exc).__name__}: {exc}", tb)
+        return Settlement(lease=lease, outcome="ack")
+
+    async def _lease_keeper(self) -> None:
+        interval = self._lease_ms / 3000.0
+        while True:
+            await asyncio.sleep(interval)
+            leases = [
+                LeaseRef(id=c.id, type=c.type, token=c.token) for c, _ in self._running.values()
+            ]
+            if not leases:
+                continue
+            try:
+                held = await self._queue.extend(leases, self._lease_ms)
+            except MeetqError as exc:
+                log.warning("meetq: %s: could not renew %d leases: %s", self.name, len(leases), exc)
+                continue
+            for lease, ok in zip(leases, held, strict=True):
+                if not ok:
+                    self._local["lease_lost"] += 1
+                    log.warning("meetq: %s: lease of message %s was lost while it ran",
+                                self.name, lease.id)
+
+    async def _janitor(self) -> None:
+        interval = self._janitor_interval
+        timeout_ms = int(self.config.unhandled_timeout * 1000)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
+                swept = await self._queue.sweep_unhandled(timeout_ms, 1000)
+            except MeetqError as exc:
+                log.warning("meetq: %s: heartbeat failed: %s", self.name, exc)
+                continue
+            if swept:
+                log.error("meetq: %s: dead-lettered %d messages no live worker handles",
+                          self.name, swept)
+
+
+async def _call(handler: Handler, message: Message) -> None:
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004  (async callable objects)
+    ):
+        await handler(message)
+        return
+    result = await asyncio.to_thread(handler, message)
+    if inspect.isawaitable(result):
+        await result
+
+
+def _check_count(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(field, value, "expected a non-negative int")
+

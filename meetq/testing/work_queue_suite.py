@@ -1,0 +1,632 @@
+"""Contract tests for ``MessageQueue`` and the ``WorkQueueBackend`` beneath it.
+
+Every test runs through the public API (or, where a failure has to be staged, the
+backend primitives) and holds on every backend that binds the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from meetq.core.errors import ClosedError, SerializationError, ValidationError
+from meetq.core.message_queue import MessageQueue
+from meetq.core.protocols import Backend, LeaseRef, Settlement, StoredMessage, WorkQueueOptions
+from meetq.core.types import Message, Priority
+from meetq.testing._base import BackendContract
+
+__all__ = ["WorkQueueContract", "eventually"]
+
+QUICK = {
+    "visibility_timeout": "2s",
+    "poll_interval": "50ms",
+    "retry_backoff_base": "10ms",
+    "retry_backoff_max": "40ms",
+    "retry_jitter": 0.0,
+    "shutdown_grace": "2s",
+}
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0
+) -> None:
+    """Wait until ``check()`` is true, re-checking every 5 ms; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+class WorkQueueContract(BackendContract):
+    """The work-queue part of the contract suite."""
+
+    @pytest_asyncio.fixture
+    async def make_queue(self, backend: Backend) -> AsyncIterator[Callable[..., MessageQueue]]:
+        made: list[MessageQueue] = []
+
+        def make(**overrides: Any) -> MessageQueue:
+            settings = {**QUICK, "queue_name": "q", **overrides}
+            mq = MessageQueue(backend, **settings)
+            made.append(mq)
+            return mq
+
+        yield make
+        for mq in made:
+            await mq.stop(grace=0)
+
+    # -- publish and validation ----------------------------------------------------------
+
+    async def test_publish_returns_id_and_handler_sees_message(self, make_queue: Any) -> None:
+        mq = make_queue()
+        seen: list[Message] = []
+        done = asyncio.Event()
+
+        @mq.handler("greet")
+        async def greet(msg: Message) -> None:
+            seen.append(msg)
+            done.set()
+
+        sent = Message(type="greet", payload={"name": "ada", "n": [1, 2.5, None, True]},
+                       priority=Priority.HIGH, source="svc", headers={"trace": "t1"})
+        message_id = await mq.publish(sent)
+        assert message_id == sent.id
+        async with mq:
+            await asyncio.wait_for(done.wait(), 10)
+        got = seen[0]
+        assert (got.id, got.type, got.priority, got.source) == (sent.id, "greet", Priority.HIGH, "svc")
+        assert got.payload == {"name": "ada", "n": [1, 2.5, None, True]}
+        assert got.headers == {"trace": "t1"}
+        assert got.attempt == 1 and got.retry_count == 0
+        assert got.max_retries == 3  # filled in from the config default
+
+    async def test_default_priority_is_normal(self, make_queue: Any) -> None:
+        mq = make_queue()
+        await mq.publish(Message(type="t"))
+        assert await mq.queue_length(Priority.NORMAL) == 1
+        assert await mq.queue_length() == 1
+
+    async def test_bad_input_names_the_field_and_stores_nothing(self, make_queue: Any) -> None:
+        mq = make_queue()
+        with pytest.raises(ValidationError) as info:
+            await mq.publish({"type": "x"})  # type: ignore[arg-type]
+        assert info.value.field == "message"
+        with pytest.raises(ValidationError) as info:
+            await mq.publish(Message(type="x"), delay=-1)
+        assert info.value.field == "delay"
+        with pytest.raises(ValidationError) as info:
+            Message(type="x", priority=7)
+        assert info.value.field == "priority" and info.value.value == 7
+        with pytest.raises(ValidationError):
+            Message(type="")
+        with pytest.raises(SerializationError) as info:
+            await mq.publish(Message(type="x", payload={"when": object()}))
+        assert info.value.field == "message.payload.when"
+        assert await mq.queue_length() == 0
+        assert (await mq.stats())["total_published"] == 0
+
+    async def test_batch_is_all_or_nothing(self, make_queue: Any) -> None:
+        mq = make_queue()
+        good = [Message(type="t", payload={"i": i}) for i in range(3)]
+        bad = Message(type="t", payload={"blob": b"bytes"})
+        with pytest.raises(SerializationError) as info:
+            await mq.publish_batch([*good, bad])
+        assert info.value.field == "messages[3].payload.blob"
+        assert await mq.queue_length() == 0
+        ids = await mq.publish_batch(good)
+        assert ids == [m.id for m in good]
+        assert await mq.queue_length() == 3
+        assert await mq.publish_batch([]) == []
+
+    # -- ordering ----------------------------------------------------------------------
+
+    async def test_strict_priority_then_fifo(self, make_queue: Any) -> None:
+        mq = make_queue(workers=1)
+        order: list[tuple[int, int]] = []
+        done = asyncio.Event()
+        plan = [Priority.LOW, Priority.NORMAL, Priority.CRITICAL, Priority.HIGH] * 3
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            order.append((msg.priority, msg.payload["i"]))
+            if len(order) == len(plan):
+                done.set()
+
+        await mq.publish_batch(
+            [Message(type="job", priority=p, payload={"i": i}) for i, p in enumerate(plan)]
+        )
+        async with mq:
+            await asyncio.wait_for(done.wait(), 10)
+        expected = sorted(((int(p), i) for i, p in enumerate(plan)), key=lambda x: (-x[0], x[1]))
+        assert order == expected
+
+    async def test_higher_priority_published_later_overtakes(self, make_queue: Any) -> None:
+        mq = make_queue(workers=1)
+        gate = asyncio.Event()
+        order: list[str] = []
+        done = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            order.append(msg.payload["name"])
+            if msg.payload["name"] == "first":
+                await gate.wait()
+            if len(order) == 4:
+                done.set()
+
+        await mq.publish(Message(type="job", payload={"name": "first"}))
+        async with mq:
+            await eventually(lambda: order == ["first"])
+            await mq.publish(Message(type="job", payload={"name": "low"}, priority="low"))
+            await mq.publish(Message(type="job", payload={"name": "normal"}))
+            await mq.publish(Message(type="job", payload={"name": "crit"}, priority=3))
+            gate.set()
+            await asyncio.wait_for(done.wait(), 10)
+        assert order == ["first", "crit", "normal", "low"]
+
+    # -- failures, retries, dead letters -----------------------------------------------
+
+    async def test_retry_with_backoff_then_dead_letter(self, make_queue: Any) -> None:
+        mq = make_queue()
+        attempts: list[int] = []
+
+        @mq.handler("boom")
+        async def boom(msg: Message) -> None:
+            attempts.append(msg.attempt)
+            raise RuntimeError(f"bad attempt {msg.attempt}")
+
+        sent = Message(type="boom", payload={"k": "v"}, max_retries=2)
+        await mq.publish(sent)
+        async with mq:
+            await eventually(mq.dead_letter_count)
+        assert attempts == [1, 2, 3]
+        [dead] = await mq.dead_letters()
+        assert dead.id == sent.id and dead.attempts == 3
+        assert "RuntimeError: bad attempt 3" in dead.error
+        assert "RuntimeError" in dead.traceback
+        assert dead.message is not None and dead.message.payload == {"k": "v"}
+        assert dead.failed_at == pytest.approx(time.time(), abs=60)
+        stats = await mq.stats()
+        assert stats["total_failed"] == 3
+        assert stats["total_retried"] == 2
+        assert stats["total_dead_letter"] == 1
+        assert stats["dead_letter_count"] == 1
+        assert stats["queue_length"]["total"] == 0 and stats["processing_count"] == 0
+
+    async def test_retry_then_success(self, make_queue: Any) -> None:
+        mq = make_queue()
+        attempts: list[int] = []
+        done = asyncio.Event()
+
+        @mq.handler("flaky")
+        def flaky(msg: Message) -> None:  # a plain function runs in a thread
+            attempts.append(msg.attempt)
+            if msg.attempt < 3:
+                raise ValueError("not yet")
+            done.set()
+
+        await mq.publish(Message(type="flaky", max_retries=5))
+        async with mq:
+            await asyncio.wait_for(done.wait(), 10)
+            await eventually(lambda: _processed(mq, 1))
+        assert attempts == [1, 2, 3]
+        assert await mq.dead_letter_count() == 0
+
+    async def test_requeue_dead_letters_resets_attempts(self, make_queue: Any) -> None:
+        mq = make_queue()
+        fail = True
+        seen: list[int] = []
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            seen.append(msg.attempt)
+            if fail:
+                raise RuntimeError("down")
+
+        await mq.publish(Message(type="job", max_retries=0))
+        async with mq:
+            await eventually(mq.dead_letter_count)
+            fail = False
+            assert await mq.requeue_dead_letters(10) == 1
+            await eventually(lambda: _processed(mq, 1))
+        assert seen == [1, 1]
+        assert await mq.dead_letter_count() == 0
+
+    async def test_dead_letter_disabled_drops_and_counts(self, make_queue: Any) -> None:
+        mq = make_queue(enable_dead_letter_queue=False, max_retries=1)
+        calls: list[int] = []
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            calls.append(msg.attempt)
+            raise RuntimeError("nope")
+
+        await mq.publish(Message(type="job"))
+        async with mq:
+            await eventually(lambda: _stat(mq, "total_dropped", 1))
+        assert calls == [1, 2]
+        assert await mq.dead_letter_count() == 0
+        assert await mq.queue_length() == 0
+
+    async def test_handler_timeout_cancels_and_counts_as_failure(self, make_queue: Any) -> None:
+        mq = make_queue()
+        cancelled = asyncio.Event()
+
+        @mq.handler("slow")
+        async def slow(msg: Message) -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        await mq.publish(Message(type="slow", timeout=0.05, max_retries=0))
+        async with mq:
+            await eventually(mq.dead_letter_count)
+        assert cancelled.is_set()
+        [dead] = await mq.dead_letters()
+        assert "0.05s" in dead.error
+
+    async def test_worker_survives_every_kind_of_failure(self, make_queue: Any) -> None:
+        mq = make_queue(workers=2, max_retries=0)
+        ok = asyncio.Event()
+
+        class Weird(BaseException):
+            pass
+
+        @mq.handler("raise")
+        async def raises(msg: Message) -> None:
+            raise {"value": ValueError, "base": Weird}[msg.payload["kind"]]("x")
+
+        @mq.handler("sync_raise")
+        def sync_raises(msg: Message) -> None:
+            raise KeyError("k")
+
+        @mq.handler("ok")
+        async def fine(msg: Message) -> None:
+            ok.set()
+
+        await mq.publish_batch([
+            Message(type="raise", payload={"kind": "value"}),
+            Message(type="raise", payload={"kind": "base"}),
+            Message(type="sync_raise"),
+        ])
+        async with mq:
+            await eventually(lambda: _dead(mq, 3))
+            await mq.publish(Message(type="ok"))
+            await asyncio.wait_for(ok.wait(), 10)
+        errors = sorted(d.error.split(":")[0] for d in await mq.dead_letters())
+        assert errors == ["KeyError", "ValueError", "Weird"]
+
+    async def test_undecodable_message_is_dead_lettered_raw(
+        self, make_queue: Any, backend: Backend
+    ) -> None:
+        mq = make_queue()
+        ok = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            ok.set()
+
+        raw = backend.work_queue("q", WorkQueueOptions())
+        await raw.enqueue([StoredMessage(id="bad1", type="job", priority=1, body=b"\xff{not json")])
+        await mq.publish(Message(type="job"))
+        async with mq:
+            await asyncio.wait_for(ok.wait(), 10)
+            await eventually(mq.dead_letter_count)
+        [dead] = await mq.dead_letters()
+        assert dead.id == "bad1" and dead.message is None and dead.raw == b"\xff{not json"
+        assert "undecodable" in dead.error
+
+    async def test_dead_letter_queue_is_capped(self, make_queue: Any) -> None:
+        mq = make_queue(max_retries=0, dead_letter_max_size=3, workers=1)
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            raise RuntimeError(str(msg.payload["i"]))
+
+        await mq.publish_batch([Message(type="job", payload={"i": i}) for i in range(5)])
+        async with mq:
+            await eventually(lambda: _stat(mq, "total_dead_letter", 5))
+        kept = [d.message.payload["i"] for d in await mq.dead_letters() if d.message]
+        assert kept == [2, 3, 4]
+        assert await mq.clear_dead_letters() == 3
+        assert await mq.dead_letter_count() == 0
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def test_lease_is_renewed_while_handler_runs(self, make_queue: Any) -> None:
+        # The handler runs 3x the visibility timeout while a second worker polls the
+        # same queue: the message must be neither re-delivered nor duplicated.
+        first = make_queue(visibility_timeout="200ms")
+        second = make_queue(visibility_timeout="200ms")
+        runs: list[str] = []
+
+        async def slow(msg: Message) -> None:
+            runs.append("run")
+            await asyncio.sleep(0.6)  # the point of the test: outlive the lease 3x
+
+        first.register_handler("slow", slow)
+        second.register_handler("slow", slow)
+        await first.publish(Message(type="slow"))
+        async with first, second:
+            await eventually(lambda: _processed(first, 1))
+            assert runs == ["run"]
+            assert (await first.stats())["lease_lost"] == 0
+            assert (await second.stats())["lease_lost"] == 0
+        assert await first.dead_letter_count() == 0
+
+    async def test_expired_lease_redelivers_and_late_settlement_is_refused(
+        self, backend: Backend, make_queue: Any
+    ) -> None:
+        raw = backend.work_queue("q", WorkQueueOptions())
+        mq = make_queue(visibility_timeout="2s")
+        await mq.publish(Message(type="job"))
+        stuck = await raw.exchange([], types=["job"], claim=1, lease_ms=50)
+        [old] = stuck.claimed
+        assert old.attempt == 1
+        seen: list[int] = []
+        release = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            seen.append(msg.attempt)
+            await release.wait()
+
+        async with mq:
+            await eventually(lambda: seen == [2])
+            # The stuck worker wakes up and acks with its stale token: refused.
+            late = LeaseRef(id=old.id, type=old.type, token=old.token)
+            result = await raw.exchange([Settlement(lease=late, outcome="ack")],
+                                        types=["job"], claim=0, lease_ms=50)
+            assert result.settled == [False]
+            assert await raw.extend([late], 1000) == [False]
+            assert await mq.processing_count() == 1
+            release.set()
+            await eventually(lambda: _processed(mq, 1))
+        assert seen == [2]
+
+    async def test_release_keeps_position_and_attempt(self, backend: Backend, make_queue: Any) -> None:
+        raw = backend.work_queue("q", WorkQueueOptions())
+        mq = make_queue()
+        await mq.publish_batch([Message(type="job", payload={"i": i}) for i in range(3)])
+        got = await raw.exchange([], types=["job"], claim=1, lease_ms=5000)
+        [first] = got.claimed
+        lease = LeaseRef(id=first.id, type=first.type, token=first.token)
+        back = await raw.exchange([Settlement(lease=lease, outcome="release")],
+                                  types=["job"], claim=1, lease_ms=5000)
+        assert back.settled == [True]
+        assert [c.id for c in back.claimed] == [first.id]
+        assert back.claimed[0].attempt == 1
+
+    # -- scheduling --------------------------------------------------------------------
+
+    async def test_delayed_delivery(self, make_queue: Any) -> None:
+        mq = make_queue()
+        started = time.monotonic()
+        ran_at: list[float] = []
+        done = asyncio.Event()
+
+        @mq.handler("later")
+        async def later(msg: Message) -> None:
+            ran_at.append(time.monotonic())
+            done.set()
+
+        await mq.publish(Message(type="later"), delay=0.3)
+        await mq.publish(Message(type="later"), not_before=time.time() + 0.3)
+        assert await mq.queue_length() == 2
+        async with mq:
+            await asyncio.wait_for(done.wait(), 10)
+            await eventually(lambda: len(ran_at) == 2)
+        assert min(ran_at) - started >= 0.29
+
+    async def test_push_wakeup_not_polling(self, make_queue: Any) -> None:
+        # poll_interval is a fallback bound only: with it at 60 s, a publish to an idle
+        # queue must still start its handler at once.
+        mq = make_queue(poll_interval="60s")
+        done = asyncio.Event()
+
+        @mq.handler("ping")
+        async def ping(msg: Message) -> None:
+            done.set()
+
+        async with mq:
+            await eventually(lambda: _idle(mq))
+            await mq.publish(Message(type="ping"))
+            await asyncio.wait_for(done.wait(), 5)
+
+    async def test_dedup_key(self, make_queue: Any) -> None:
+        mq = make_queue()
+        gate = asyncio.Event()
+        runs: list[str] = []
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            runs.append(msg.id)
+            await gate.wait()
+
+        first = await mq.publish(Message(type="job", dedup_key="k1"))
+        assert await mq.publish(Message(type="job", dedup_key="k1")) == first
+        batch = await mq.publish_batch([Message(type="job", dedup_key="k2"),
+                                        Message(type="job", dedup_key="k2")])
+        assert batch[0] == batch[1]
+        assert await mq.queue_length() == 2
+        async with mq:
+            await eventually(lambda: len(runs) == 2)
+            # Still running: a dedup hit.
+            assert await mq.publish(Message(type="job", dedup_key="k1")) == first
+            gate.set()
+            await eventually(lambda: _processed(mq, 2))
+            again = await mq.publish(Message(type="job", dedup_key="k1"))
+            assert again != first
+            await eventually(lambda: _processed(mq, 3))
+
+    # -- several workers on one queue --------------------------------------------------
+
+    async def test_unhandled_type_waits_for_a_worker_that_handles_it(
+        self, make_queue: Any
+    ) -> None:
+        billing = make_queue(unhandled_timeout="60s")
+        media = make_queue(unhandled_timeout="60s")
+        got: list[str] = []
+
+        @billing.handler("invoice")
+        async def invoice(msg: Message) -> None:
+            got.append("invoice")
+
+        @media.handler("transcode")
+        async def transcode(msg: Message) -> None:
+            got.append("transcode")
+
+        await billing.publish(Message(type="transcode"))
+        async with billing:
+            await eventually(lambda: _stat(billing, "unhandled_count", 1))
+            assert await billing.dead_letter_count() == 0
+            async with media:
+                await eventually(lambda: got == ["transcode"])
+        assert await billing.dead_letter_count() == 0
+
+    async def test_unhandled_message_is_dead_lettered_after_timeout(self, make_queue: Any) -> None:
+        mq = make_queue(unhandled_timeout="200ms")
+
+        @mq.handler("known")
+        async def known(msg: Message) -> None:
+            pass
+
+        await mq.publish(Message(type="orphan"))
+        async with mq:
+            await eventually(mq.dead_letter_count)
+        [dead] = await mq.dead_letters()
+        assert dead.type == "orphan" and "no live worker" in dead.error
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def test_graceful_stop_releases_unfinished_without_charging(
+        self, make_queue: Any
+    ) -> None:
+        mq = make_queue(workers=2)
+        started = asyncio.Event()
+        quick_done = asyncio.Event()
+
+        @mq.handler("stuck")
+        async def stuck(msg: Message) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        @mq.handler("quick")
+        async def quick(msg: Message) -> None:
+            await started.wait()
+            quick_done.set()
+
+        await mq.publish_batch([Message(type="stuck"), Message(type="quick")])
+        await mq.start()
+        await asyncio.wait_for(quick_done.wait(), 10)
+        await mq.stop(grace=0.05)
+        await mq.stop()  # twice is harmless
+        assert await mq.processing_count() == 0
+        assert await mq.queue_length() == 1
+        assert (await mq.stats())["total_processed"] == 1
+        # Publishing still works with no worker running.
+        await mq.publish(Message(type="quick"))
+        with pytest.raises(ClosedError):
+            await mq.start()
+
+        after = make_queue()
+        attempts: list[int] = []
+
+        @after.handler("stuck")
+        async def again(msg: Message) -> None:
+            attempts.append(msg.attempt)
+
+        async with after:
+            await eventually(lambda: attempts == [1])
+
+    async def test_in_flight_handler_finishes_within_grace(self, make_queue: Any) -> None:
+        mq = make_queue()
+        started = asyncio.Event()
+        finished = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            started.set()
+            await asyncio.sleep(0.05)
+            finished.set()
+
+        await mq.publish(Message(type="job"))
+        await mq.start()
+        await asyncio.wait_for(started.wait(), 10)
+        await mq.stop(grace=10)
+        assert finished.is_set()
+        assert (await mq.stats())["total_processed"] == 1
+
+    async def test_register_rules(self, make_queue: Any) -> None:
+        mq = make_queue()
+
+        async def h(msg: Message) -> None:
+            pass
+
+        mq.register_handler("a", h)
+        with pytest.raises(ValidationError):
+            mq.register_handler("a", h)
+        with pytest.raises(ValidationError):
+            mq.register_handler("b", "not callable")  # type: ignore[arg-type]
+        await mq.start()
+        with pytest.raises(ValidationError):
+            mq.register_handler("c", h)
+
+    async def test_stats_keys_and_clear(self, make_queue: Any) -> None:
+        mq = make_queue()
+        await mq.publish_batch([Message(type="t", priority=p) for p in Priority])
+        stats = await mq.stats()
+        for key in ("queue_name", "total_published", "total_processed", "total_failed",
+                    "total_retried", "total_dead_letter", "queue_length", "processing_count",
+                    "dead_letter_count", "workers"):
+            assert key in stats
+        assert stats["queue_length"] == {"critical": 1, "high": 1, "normal": 1, "low": 1,
+                                         "total": 4}
+        assert stats["total_published"] == 4
+        assert await mq.clear() == 4
+        assert await mq.queue_length() == 0
+
+    async def test_many_messages_each_processed_once(self, make_queue: Any) -> None:
+        first = make_queue(workers=8)
+        second = make_queue(workers=3)
+        seen: list[int] = []
+
+        async def handle(msg: Message) -> None:
+            seen.append(msg.payload["i"])
+
+        first.register_handler("n", handle)
+        second.register_handler("n", handle)
+        total = 500
+        await first.publish_batch([Message(type="n", payload={"i": i}) for i in range(total)])
+        async with first, second:
+            await eventually(lambda: _processed(first, total), timeout=30)
+        assert sorted(seen) == list(range(total))
+        assert await first.processing_count() == 0
+
+
+async def _stat(mq: MessageQueue, key: str, value: int) -> bool:
+    return bool((await mq.stats())[key] == value)
+
+
+async def _processed(mq: MessageQueue, count: int) -> bool:
+    return await _stat(mq, "total_processed", count)
+
+
+async def _dead(mq: MessageQueue, count: int) -> bool:
+    return await mq.dead_letter_count() == count
+
+
+def _idle(mq: MessageQueue) -> bool:
+    return not mq._kick.is_set() and not mq._running
