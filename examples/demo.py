@@ -1,0 +1,118 @@
+"""A tour of meetq on the memory backend: no server needed.
+
+Run it with ``bash scripts/demo.sh``. Switching ``type: memory`` to ``type: redis`` (and
+``event_bus.type`` to ``redis_pubsub``) in CONFIG runs the same code on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import meetq
+from meetq import Message, Priority, PubSubMessage
+
+CONFIG = {
+    "message_queue": {
+        "type": "memory",
+        "queue_name": "ai_tasks",
+        "workers": 1,  # one at a time, so the priority order is easy to see
+        "visibility_timeout": 30,
+        "poll_interval": 100,
+        "max_retries": 2,
+        "retry_backoff_base": "50ms",
+    },
+    "event_bus": {"type": "memory", "buffer_size": 1000, "workers": 4},
+}
+
+
+async def work_queue_tour(qm: meetq.QueueManager) -> None:
+    mq = qm.get_message_queue()
+    assert mq is not None
+    order: list[str] = []
+    all_done = asyncio.Event()
+    broken = True
+
+    @mq.handler("speech_recognition")
+    async def recognise(msg: Message) -> None:
+        order.append(f"{msg.priority.name:<8} {msg.payload['clip']}")
+        if len(order) == 4:
+            all_done.set()
+
+    @mq.handler("thumbnail")
+    async def thumbnail(msg: Message) -> None:
+        print(f"  thumbnail attempt {msg.attempt}: {'fails' if broken else 'succeeds'}")
+        if broken:
+            raise RuntimeError("image service unreachable")
+
+    # Published before the workers start, lowest priority first.
+    await mq.publish_batch([
+        Message(type="speech_recognition", priority=Priority.LOW, payload={"clip": "archive"}),
+        Message(type="speech_recognition", payload={"clip": "meeting-42"}),
+        Message(type="speech_recognition", priority=Priority.HIGH, payload={"clip": "live"}),
+        Message(type="speech_recognition", priority=Priority.CRITICAL, payload={"clip": "alarm"}),
+    ])
+    print("1. priorities: four messages published LOW, NORMAL, HIGH, CRITICAL; handled as:")
+    await qm.start()
+    await asyncio.wait_for(all_done.wait(), 10)
+    for line in order:
+        print(f"  {line}")
+
+    print("2. a failing handler is retried with backoff, then dead-lettered:")
+    await mq.publish(Message(type="thumbnail", payload={"frame": 7}, max_retries=2))
+    while await mq.dead_letter_count() == 0:
+        await asyncio.sleep(0.01)
+    [dead] = await mq.dead_letters()
+    print(f"  dead letter {dead.id[:8]}: {dead.attempts} attempts, error: {dead.error}")
+
+    print("3. the service is fixed; requeue the dead letter:")
+    broken = False
+    print(f"  requeued {await mq.requeue_dead_letters(100)} message(s)")
+    while (await mq.stats())["total_processed"] < 5:
+        await asyncio.sleep(0.01)
+    stats = await mq.stats()
+    print(f"  processed={stats['total_processed']} failed={stats['total_failed']} "
+          f"retried={stats['total_retried']} dead_letter_count={stats['dead_letter_count']}")
+
+
+async def events_tour(qm: meetq.QueueManager) -> None:
+    ps, bus = qm.get_pubsub(), qm.get_event_bus()
+    assert ps is not None and bus is not None
+    got = asyncio.Event()
+
+    async def on_meeting(msg: PubSubMessage) -> None:
+        print(f"  broadcast on {msg.channel}: {msg.type} {dict(msg.payload)}")
+        got.set()
+
+    print("4. broadcast with PubSub:")
+    await ps.subscribe("meeting_events", on_meeting)
+    await ps.publish("meeting_events", PubSubMessage(type="user_joined",
+                                                     payload={"user_id": 123, "meeting_id": 456}))
+    await asyncio.wait_for(got.wait(), 10)
+
+    print("5. in-process events with LocalEventBus:")
+    handled = asyncio.Event()
+
+    async def on_stream(event: meetq.LocalEvent) -> None:
+        print(f"  local event {event.type} from {event.source}: {dict(event.payload)}")
+        handled.set()
+
+    bus.on("stream_started", on_stream)
+    bus.emit("stream_started", {"stream_id": "stream_123"}, "media_service")
+    await asyncio.wait_for(handled.wait(), 10)
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.ERROR)
+    # Build, register handlers, then start: nothing is consumed before handlers exist.
+    qm = await meetq.initialize_queue_system(CONFIG)
+    try:
+        await work_queue_tour(qm)
+        await events_tour(qm)
+        print("6. stats:", {k: sorted(v) for k, v in (await qm.stats()).items()})
+    finally:
+        await qm.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
