@@ -37,8 +37,9 @@ def build_registry(pm: pluggy.PluginManager | None = None) -> BackendRegistry:
     """Run every plugin's ``meetq_register_backends`` into a new registry."""
     pm = pm if pm is not None else make_plugin_manager()
     registry = BackendRegistry()
-    # One implementation at a time, so a duplicate name is blamed on the right plugin.
-    for impl in reversed(pm.hook.meetq_register_backends.get_hookimpls()):
+    # One implementation at a time, in registration order (built-ins first), so a
+    # duplicate name is blamed on the plugin that came later and took a used name.
+    for impl in pm.hook.meetq_register_backends.get_hookimpls():
         registry._current_plugin = impl.plugin_name
         try:
             impl.function(registry=registry)
