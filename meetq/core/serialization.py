@@ -41,9 +41,27 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-def _find_unencodable(value: Any, path: str) -> tuple[str, Any, str] | None:
-    """Return (path, value, problem) of the first value JSON cannot carry faithfully."""
-    if value is None or isinstance(value, str | bool | int):
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _find_unencodable(
+    value: Any, path: str, *, check_text: bool = False
+) -> tuple[str, Any, str] | None:
+    """Return (path, value, problem) of the first value JSON cannot carry faithfully.
+
+    ``check_text`` also looks for strings UTF-8 cannot encode (lone surrogates); that
+    costs a pass over every string, so it is only done once encoding has failed.
+    """
+    if isinstance(value, str):
+        if check_text and _not_utf8(value):
+            return (path, value, "the string is not valid Unicode (lone surrogate)")
+        return None
+    if value is None or isinstance(value, bool | int):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, value, "NaN and infinity are not JSON")
@@ -51,13 +69,15 @@ def _find_unencodable(value: Any, path: str) -> tuple[str, Any, str] | None:
         for key, item in value.items():
             if not isinstance(key, str):
                 return (f"{path}[{key!r}]", key, f"keys must be strings, not {type(key).__name__}")
-            found = _find_unencodable(item, f"{path}.{key}")
+            if check_text and _not_utf8(key):
+                return (f"{path}[{key!r}]", key, "the key is not valid Unicode (lone surrogate)")
+            found = _find_unencodable(item, f"{path}.{key}", check_text=check_text)
             if found is not None:
                 return found
         return None
     if isinstance(value, list):
         for index, item in enumerate(value):
-            found = _find_unencodable(item, f"{path}[{index}]")
+            found = _find_unencodable(item, f"{path}[{index}]", check_text=check_text)
             if found is not None:
                 return found
         return None
@@ -74,7 +94,13 @@ class JsonSerializer:
         if found is not None:
             path, bad, problem = found
             raise SerializationError(path, bad, problem)
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            found = _find_unencodable(value, field, check_text=True)
+            path, bad, problem = found if found is not None else (field, value, "not UTF-8")
+            raise SerializationError(path, bad, problem) from None
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
