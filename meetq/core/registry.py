@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -41,6 +41,19 @@ class Requirement:
     install: str
 
 
+# Typed converters: mypy cannot infer the generic ``frozenset``/``tuple`` as converters.
+def _str_set(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _requirements(value: Iterable[Requirement]) -> tuple[Requirement, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class BackendSpec:
     """A backend offered by a plugin.
@@ -52,9 +65,9 @@ class BackendSpec:
 
     name: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_\-]*$"))
     factory: Callable[[BackendContext], Backend]
-    capabilities: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
-    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    requires: tuple[Requirement, ...] = attrs.field(default=(), converter=tuple)
+    capabilities: frozenset[str] = attrs.field(default=frozenset(), converter=_str_set)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    requires: tuple[Requirement, ...] = attrs.field(default=(), converter=_requirements)
     description: str = ""
 
 
