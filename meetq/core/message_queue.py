@@ -198,10 +198,8 @@ class MessageQueue:
             if not math.isfinite(not_before):
                 raise ValidationError("not_before", not_before, "must be finite")
             delay_s = max(0.0, float(not_before) - time.time())
-        if message.max_retries is None:
-            message = attrs.evolve(message, max_retries=self.config.max_retries)
         try:
-            body = encode_message(message, self.serializer)
+            body = encode_message(message, self.serializer, max_retries=self.config.max_retries)
         except ValidationError as exc:
             # "message.payload.x" reads better as "<field>.payload.x".
             inner = exc.field.removeprefix("message")

@@ -84,37 +84,51 @@ def _find_unencodable(
     return (path, value, f"{type(value).__name__} is not JSON-serializable")
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
+
+
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse
+)
+
+
 class JsonSerializer:
     """Compact UTF-8 JSON; accepts dict, list, str, int, finite float, bool and None."""
 
     name = "json"
 
     def dumps(self, value: Mapping[str, Any], *, field: str = "payload") -> bytes:
-        found = _find_unencodable(value, field)
-        if found is not None:
-            path, bad, problem = found
-            raise SerializationError(path, bad, problem)
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        # Fast path in C. The decode-and-compare catches what json would silently change
+        # (tuples, non-string keys); only on trouble do we walk the value to name the field.
         try:
-            return text.encode()
-        except UnicodeEncodeError:
-            found = _find_unencodable(value, field, check_text=True)
-            path, bad, problem = found if found is not None else (field, value, "not UTF-8")
-            raise SerializationError(path, bad, problem) from None
+            data = _ENCODER.encode(value).encode()
+            if json.loads(data) == value:
+                return data
+        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+            pass
+        found = _find_unencodable(value, field, check_text=True)
+        path, bad, problem = found if found is not None else (field, value, "not valid JSON")
+        raise SerializationError(path, bad, problem)
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
 
 
-def encode_message(message: Message, serializer: Serializer) -> bytes:
-    """The stored form of a message; ``retry_count`` is kept by the backend, not here."""
+def encode_message(
+    message: Message, serializer: Serializer, *, max_retries: int | None = None
+) -> bytes:
+    """The stored form of a message; ``retry_count`` is kept by the backend, not here.
+
+    ``max_retries`` fills in the message's when that is None.
+    """
     body = {
         "id": message.id,
         "type": message.type,
         "priority": int(message.priority),
         "payload": message.payload,
         "timestamp": message.timestamp,
-        "max_retries": message.max_retries,
+        "max_retries": message.max_retries if message.max_retries is not None else max_retries,
         "timeout": message.timeout,
         "source": message.source,
         "destination": message.destination,
