@@ -1,0 +1,559 @@
+"""PubSub: broadcast events to every subscriber of a channel, across processes.
+
+The front end over a backend's ``PubSubTransport``. Everything users touch lives here
+once — validation, namespacing, serialization, per-handler buffering and overflow,
+statistics, logging — so memory and Redis behave the same.
+
+Why it is built this way:
+
+- One transport per ``PubSub`` (one Redis connection, one reader task) carries every
+  subscription of the object; the reader only decodes and routes.
+- Each (handler, subscription) pair has its own bounded buffer and consumer task, so a
+  slow handler delays nobody else, and each handler sees a channel's messages in the
+  order they arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import attrs
+
+from meetq.core.config import EventBusConfig, load_config
+from meetq.core.errors import ClosedError, ValidationError
+from meetq.core.event_bus import is_async_callable
+from meetq.core.protocols import Backend, PubSubTransport, TransportMessage
+from meetq.core.serialization import (
+    JsonSerializer,
+    Serializer,
+    decode_pubsub_message,
+    encode_pubsub_message,
+)
+from meetq.core.types import PubSubMessage
+
+__all__ = ["PubSub", "PubSubHandler", "ReconnectCallback"]
+
+log = logging.getLogger("meetq.pubsub")
+
+#: A handler receives one ``PubSubMessage``; ``async def`` or plain (run in a thread).
+PubSubHandler = Callable[[PubSubMessage], Any]
+#: Called after a reconnect, once every subscription is confirmed again.
+ReconnectCallback = Callable[[], Any]
+
+MAX_CHANNEL_LENGTH = 1000
+# Overflow and decode warnings are logged at most this often per subscriber / PubSub.
+_LOG_INTERVAL = 5.0
+_CONFIRM_TIMEOUT = 30.0
+
+
+def _default_source() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    return f"{name or 'python'}:{os.getpid()}"
+
+
+class _Subscriber:
+    """One handler on one channel or pattern: its bounded buffer and consumer task."""
+
+    __slots__ = (
+        "buffer",
+        "busy",
+        "dropped_unlogged",
+        "handler",
+        "is_async",
+        "key",
+        "last_log",
+        "room",
+        "task",
+        "waiter",
+    )
+
+    def __init__(self, key: tuple[str, str], handler: PubSubHandler) -> None:
+        self.key = key  # ("channel" | "pattern", name without namespace)
+        self.handler = handler
+        self.is_async = is_async_callable(handler)
+        self.buffer: deque[PubSubMessage] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.room: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.busy = False
+        self.dropped_unlogged = 0
+        self.last_log = 0.0
+
+
+class PubSub:
+    """Publish to and subscribe on named channels through one backend transport.
+
+    Contract:
+
+    - ``subscribe``/``psubscribe`` return once the backend confirmed the subscription;
+      anything published after that is delivered. Called before ``start()`` they only
+      record the subscription: ``start()`` confirms all of them before it returns, and
+      delivery begins then.
+    - Every handler receives a channel's messages in publish order (for a pattern:
+      in arrival order). Each (handler, subscription) pair has a buffer of
+      ``subscriber_buffer`` messages and its own task, so a slow handler never delays
+      another handler or channel. A full buffer applies ``subscriber_overflow``:
+      ``drop_oldest`` / ``drop_newest`` discard (counted in ``dropped``, logged at most
+      every few seconds), ``block`` makes the reader wait — no loss here, but every
+      subscription of this PubSub waits too, and Redis may cut a reader that lags far
+      behind (its client output buffer limit).
+    - Delivery is at most once: messages published while a subscriber is disconnected
+      are lost (that is Redis Pub/Sub). The transport reconnects with exponential
+      backoff and jitter, re-subscribes everything, counts ``reconnects`` and then calls
+      the ``on_reconnect`` callbacks so a service can re-read state it may have missed.
+    - Wire channels are ``f"{namespace}:{channel}"``; delivered messages carry the
+      channel (and pattern subscriptions match) without the prefix.
+    - A bad channel, a non-``PubSubMessage`` or an unencodable payload raises
+      ``ValidationError``/``SerializationError`` naming the field, and nothing is sent.
+      Backend failures raise ``BackendUnavailableError``.
+    - A handler's exception is logged and counted in ``total_failed``; a message that
+      cannot be decoded is logged and counted in ``decode_errors``; neither stops the
+      reader.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: EventBusConfig | Mapping[str, Any] | None = None,
+        *,
+        serializer: Serializer | None = None,
+        source: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        """``config`` is an ``EventBusConfig`` or a mapping of its keys; ``overrides``
+        replace single keys (``PubSub(backend, namespace="svc", subscriber_buffer=10)``).
+        ``source`` fills ``PubSubMessage.source`` when a message leaves it None (default:
+        the program name and pid)."""
+        self.config = _resolve_config(config, overrides)
+        self._backend = backend
+        self._serializer: Serializer = serializer if serializer is not None else JsonSerializer()
+        if source is not None and (not isinstance(source, str) or not source):
+            raise ValidationError("source", source, "expected a non-empty string or None")
+        self.source = source or _default_source()
+        self._prefix = f"{self.config.namespace}:"
+        self._transport: PubSubTransport = backend.pubsub_transport()
+        self._transport.on_reconnect(self._reconnected)
+        self._channels: dict[str, list[_Subscriber]] = {}
+        self._patterns: dict[str, list[_Subscriber]] = {}
+        self._reconnect_callbacks: list[ReconnectCallback] = []
+        self._confirming: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._callback_tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._closed = False
+        self._stopped = False
+        self._published = 0
+        self._received = 0
+        self._processed = 0
+        self._failed = 0
+        self._dropped = 0
+        self._decode_errors = 0
+        self._last_decode_log = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the reader and confirm every subscription recorded so far (idempotent)."""
+        if self._closed:
+            raise ClosedError("this PubSub is stopped; create a new one")
+        if self._started:
+            return
+        self._started = True
+        self._reader = asyncio.create_task(self._read(), name="meetq-pubsub-reader")
+        for subs in (*self._channels.values(), *self._patterns.values()):
+            for sub in subs:
+                self._start_consumer(sub)
+        if self._channels:
+            await self._transport.subscribe([self._prefix + c for c in self._channels])
+        if self._patterns:
+            await self._transport.psubscribe([self._prefix + p for p in self._patterns])
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop receiving, let handlers finish their buffered messages within ``grace``
+        (default ``shutdown_grace``), then close the transport. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._closed = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        subs = [s for group in (*self._channels.values(), *self._patterns.values()) for s in group]
+        consumers = [s.task for s in subs if s.task is not None]
+        if consumers:
+            for sub in subs:
+                self._wake(sub)  # an idle consumer sees the stop and returns at once
+            _, late = await asyncio.wait(consumers, timeout=grace)
+            left = sum(len(s.buffer) for s in subs)
+            if late:
+                log.warning(
+                    "meetq pubsub stopped after %.1fs grace with %d buffered message(s) "
+                    "unhandled; they are dropped",
+                    grace,
+                    left,
+                )
+                self._dropped += left
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+        for task in list(self._callback_tasks):
+            task.cancel()
+        await asyncio.gather(*self._callback_tasks, return_exceptions=True)
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> PubSub:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- subscribing --------------------------------------------------------------------
+
+    async def subscribe(self, channel: str, handler: PubSubHandler) -> None:
+        """Call ``handler`` for every message published on ``channel`` from now on.
+
+        Returns once the subscription is confirmed (after ``start()``; before it, once
+        recorded). Subscribing the same handler to a channel twice has no further effect.
+        """
+        await self._add("channel", channel, handler)
+
+    async def psubscribe(self, pattern: str, handler: PubSubHandler) -> None:
+        """Like ``subscribe`` for every channel matching the glob ``pattern``
+        (``"meeting.*"``; ``*``, ``?``, ``[abc]`` as in Redis ``PSUBSCRIBE``)."""
+        await self._add("pattern", pattern, handler)
+
+    async def unsubscribe(self, channel: str, handler: PubSubHandler | None = None) -> None:
+        """Remove ``handler`` from ``channel``, or every handler of it when None.
+
+        The handler gets nothing published after this returns; messages already in its
+        buffer are still handled.
+        """
+        await self._remove("channel", channel, handler)
+
+    async def punsubscribe(self, pattern: str, handler: PubSubHandler | None = None) -> None:
+        """Remove ``handler`` (or all handlers) from the pattern subscription ``pattern``."""
+        await self._remove("pattern", pattern, handler)
+
+    def subscribed_channels(self) -> list[str]:
+        """Channels with at least one handler, sorted (without the namespace prefix)."""
+        return sorted(self._channels)
+
+    def subscribed_patterns(self) -> list[str]:
+        """Patterns with at least one handler, sorted (without the namespace prefix)."""
+        return sorted(self._patterns)
+
+    def on_reconnect(self, callback: ReconnectCallback) -> None:
+        """Call ``callback()`` (async or plain) after each reconnect, once every
+        subscription is confirmed again: re-read state that changed while disconnected."""
+        if not callable(callback):
+            raise ValidationError("callback", callback, "expected a callable")
+        self._reconnect_callbacks.append(callback)
+
+    async def _add(self, kind: str, name: str, handler: PubSubHandler) -> None:
+        self._check_open()
+        _check_channel(kind, name)
+        if not callable(handler):
+            raise ValidationError("handler", handler, "expected a callable")
+        table = self._channels if kind == "channel" else self._patterns
+        subs = table.get(name)
+        if subs is not None and any(s.handler == handler for s in subs):
+            return
+        sub = _Subscriber((kind, name), handler)
+        if subs is None:
+            subs = table[name] = []
+        subs.append(sub)
+        if not self._started:
+            return
+        self._start_consumer(sub)
+        key = (kind, name)
+        pending = self._confirming.get(key)
+        if pending is not None:
+            # Another call is confirming this name right now; return only after it did.
+            await asyncio.shield(pending)
+            return
+        if len(subs) > 1:
+            return  # the name was confirmed by an earlier call
+        confirmed = self._confirming[key] = asyncio.get_running_loop().create_future()
+        try:
+            if kind == "channel":
+                await self._transport.subscribe([self._prefix + name])
+            else:
+                await self._transport.psubscribe([self._prefix + name])
+        except BaseException as exc:
+            # Nothing is subscribed: undo every handler added for this name meanwhile.
+            for added in table.pop(name, []):
+                self._retire(added)
+            confirmed.set_exception(exc)
+            confirmed.exception()  # retrieved: concurrent callers may not exist
+            raise
+        else:
+            confirmed.set_result(None)
+        finally:
+            del self._confirming[key]
+
+    async def _remove(self, kind: str, name: str, handler: PubSubHandler | None) -> None:
+        _check_channel(kind, name)
+        table = self._channels if kind == "channel" else self._patterns
+        subs = table.get(name)
+        if not subs:
+            return
+        gone = [s for s in subs if handler is None or s.handler == handler]
+        for sub in gone:
+            subs.remove(sub)
+            self._retire(sub)
+        if subs:
+            return
+        del table[name]
+        if self._started and not self._closed:
+            if kind == "channel":
+                await self._transport.unsubscribe([self._prefix + name])
+            else:
+                await self._transport.punsubscribe([self._prefix + name])
+
+    def _retire(self, sub: _Subscriber) -> None:
+        # The consumer finishes what is buffered, then ends (it sees key removed).
+        sub.key = (sub.key[0], "")
+        self._wake(sub)
+        room = sub.room
+        if room is not None and not room.done():
+            room.set_result(None)  # a reader blocked on this buffer moves on
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: PubSubMessage) -> int:
+        """Send ``message`` to every subscriber of ``channel``; return how many
+        connections received it (Redis's count; 0 when nobody listens)."""
+        self._check_open()
+        _check_channel("channel", channel)
+        data = self._encode(message, "message")
+        count = await self._transport.publish(self._prefix + channel, data)
+        self._published += 1
+        return count
+
+    async def publish_batch(self, channel: str, messages: Sequence[PubSubMessage]) -> list[int]:
+        """Send several messages in one round trip (a pipeline), in order.
+
+        Every message is validated and encoded first: if one is bad, nothing is sent.
+        Returns the receiver count of each message.
+        """
+        self._check_open()
+        _check_channel("channel", channel)
+        if isinstance(messages, PubSubMessage | str | bytes) or not isinstance(
+            messages, Iterable
+        ):
+            raise ValidationError("messages", messages, "expected a sequence of PubSubMessage")
+        encoded = [self._encode(m, f"messages[{i}]") for i, m in enumerate(messages)]
+        if not encoded:
+            return []
+        counts = await self._transport.publish_many(self._prefix + channel, encoded)
+        self._published += len(encoded)
+        return counts
+
+    def _encode(self, message: object, field: str) -> bytes:
+        if not isinstance(message, PubSubMessage):
+            raise ValidationError(field, message, "expected a PubSubMessage")
+        if message.source is None:
+            message = attrs.evolve(message, source=self.source)
+        return encode_pubsub_message(message, self._serializer)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this PubSub is stopped; create a new one")
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        prefix = self._prefix
+        cut = len(prefix)
+        serializer = self._serializer
+        async for item in self._transport.messages():
+            self._received += 1
+            if item.pattern is None:
+                name = item.channel[cut:] if item.channel.startswith(prefix) else item.channel
+                subs = self._channels.get(name)
+            else:
+                name = item.channel[cut:] if item.channel.startswith(prefix) else item.channel
+                pattern = item.pattern[cut:] if item.pattern.startswith(prefix) else item.pattern
+                subs = self._patterns.get(pattern)
+            if not subs:
+                continue  # unsubscribed while the message was in flight
+            try:
+                message = decode_pubsub_message(item.data, serializer, channel=name)
+            except Exception as exc:
+                self._decode_error(item, exc)
+                continue
+            for sub in tuple(subs):
+                await self._offer(sub, message)
+
+    def _decode_error(self, item: TransportMessage, exc: Exception) -> None:
+        self._decode_errors += 1
+        now = time.monotonic()
+        if now - self._last_decode_log >= _LOG_INTERVAL:
+            self._last_decode_log = now
+            log.warning(
+                "meetq pubsub: cannot decode a message on %r (%d undecodable so far): %r; "
+                "skipped",
+                item.channel,
+                self._decode_errors,
+                exc,
+            )
+
+    async def _offer(self, sub: _Subscriber, message: PubSubMessage) -> None:
+        buffer = sub.buffer
+        if len(buffer) >= self.config.subscriber_buffer:
+            policy = self.config.subscriber_overflow
+            if policy == "block":
+                while len(buffer) >= self.config.subscriber_buffer and sub.key[1]:
+                    room = sub.room = asyncio.get_running_loop().create_future()
+                    await room
+            else:
+                if policy == "drop_oldest":
+                    buffer.popleft()
+                    buffer.append(message)
+                self._count_drop(sub)
+                self._wake(sub)
+                return
+        buffer.append(message)
+        self._wake(sub)
+
+    def _count_drop(self, sub: _Subscriber) -> None:
+        self._dropped += 1
+        sub.dropped_unlogged += 1
+        now = time.monotonic()
+        if now - sub.last_log >= _LOG_INTERVAL:
+            log.warning(
+                "meetq pubsub: handler %r on %s %r is behind (buffer of %d full): "
+                "%d message(s) dropped (%s)",
+                sub.handler,
+                sub.key[0],
+                sub.key[1],
+                self.config.subscriber_buffer,
+                sub.dropped_unlogged,
+                self.config.subscriber_overflow,
+            )
+            sub.dropped_unlogged = 0
+            sub.last_log = now
+
+    @staticmethod
+    def _wake(sub: _Subscriber) -> None:
+        waiter = sub.waiter
+        if waiter is not None:
+            sub.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _start_consumer(self, sub: _Subscriber) -> None:
+        sub.task = asyncio.create_task(
+            self._consume(sub), name=f"meetq-pubsub-{sub.key[0]}-{sub.key[1]}"
+        )
+
+    async def _consume(self, sub: _Subscriber) -> None:
+        buffer = sub.buffer
+        handler = sub.handler
+        loop = asyncio.get_running_loop()
+        while True:
+            while buffer:
+                message = buffer.popleft()
+                room = sub.room
+                if room is not None:
+                    sub.room = None
+                    if not room.done():
+                        room.set_result(None)
+                try:
+                    if sub.is_async:
+                        await handler(message)
+                    else:
+                        await asyncio.to_thread(handler, message)
+                except Exception:
+                    self._failed += 1
+                    log.exception(
+                        "meetq pubsub handler %r failed on %r message %s (channel %r)",
+                        handler,
+                        message.type,
+                        message.id,
+                        message.channel,
+                    )
+                else:
+                    self._processed += 1
+            if self._closed or not sub.key[1]:
+                return
+            waiter = sub.waiter = loop.create_future()
+            await waiter
+
+    # -- reconnects and stats -----------------------------------------------------------
+
+    async def _reconnected(self) -> None:
+        log.info(
+            "meetq pubsub reconnected (%d reconnect(s)); messages published meanwhile are lost",
+            self._transport.reconnects,
+        )
+        for callback in list(self._reconnect_callbacks):
+            try:
+                if is_async_callable(callback):
+                    await callback()
+                else:
+                    result = await asyncio.to_thread(callback)
+                    if isinstance(result, Awaitable):
+                        await result
+            except Exception:
+                log.exception("meetq pubsub on_reconnect callback %r failed", callback)
+
+    async def stats(self) -> dict[str, int]:
+        """Counters: the seed's ``total_published`` (messages this object sent),
+        ``total_received`` (messages that arrived), ``total_processed`` / ``total_failed``
+        (handler calls that returned / raised), ``channel_count`` (channels with a
+        handler); plus ``pattern_count``, ``dropped`` (discarded by overflow or stop),
+        ``decode_errors`` and ``reconnects``."""
+        return {
+            "total_published": self._published,
+            "total_received": self._received,
+            "total_processed": self._processed,
+            "total_failed": self._failed,
+            "channel_count": len(self._channels),
+            "pattern_count": len(self._patterns),
+            "dropped": self._dropped,
+            "decode_errors": self._decode_errors,
+            "reconnects": self._transport.reconnects,
+        }
+
+
+def _check_channel(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_CHANNEL_LENGTH:
+        raise ValidationError(
+            field, value, f"expected a non-empty string of at most {MAX_CHANNEL_LENGTH} characters"
+        )
+
+
+def _resolve_config(
+    config: EventBusConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]
+) -> EventBusConfig:
+    if isinstance(config, EventBusConfig):
+        if not overrides:
+            return config
+        raw: dict[str, Any] = {
+            f.name: getattr(config, f.name) for f in attrs.fields(EventBusConfig)
+        }
+    elif config is None:
+        raw = {}
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    else:
+        raise ValidationError("config", config, "expected an EventBusConfig, a mapping or None")
+    raw.update(overrides)
+    # The same validation as a config file, so errors name the key (event_bus.<key>).
+    return load_config({"event_bus": raw}).event_bus
