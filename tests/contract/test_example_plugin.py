@@ -1,0 +1,96 @@
+"""A third-party backend found through its entry point, and bound to the contract suite.
+
+``tests/plugin_example`` holds the package ``meetq_example_backend`` and a committed
+``.dist-info`` naming its entry point, so putting that directory on ``sys.path`` is all
+``importlib.metadata`` needs: no ``pip install``. The path is added per test (and taken
+away after), before any fixture builds a plugin manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import meetq
+from meetq import Message, build_registry, make_plugin_manager
+from meetq.core.protocols import Backend
+from meetq.testing.work_queue_suite import WorkQueueContract
+
+PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugin_example"
+
+
+@pytest.fixture(autouse=True)
+def example_plugin_on_path(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make the example distribution discoverable for this test only."""
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    return PLUGIN_DIR
+
+
+def test_entry_point_is_discovered_by_make_plugin_manager() -> None:
+    pm = make_plugin_manager()
+    plugin = pm.get_plugin("example")
+    assert plugin is not None
+    assert type(plugin).__module__ == "meetq_example_backend"
+    dists = {dist.project_name for _, dist in pm.list_plugin_distinfo()}
+    assert "meetq-example-backend" in dists
+
+    registry = build_registry(pm)
+    assert "example" in registry.names()
+    assert registry.owner("example") == "example"
+
+
+def test_without_the_path_the_plugin_is_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # drop the autouse sys.path entry
+    assert str(PLUGIN_DIR) not in sys.path
+    assert make_plugin_manager().get_plugin("example") is None
+    assert "example" not in build_registry(make_plugin_manager()).names()
+
+
+def test_entry_points_can_be_turned_off() -> None:
+    assert make_plugin_manager(entry_points=False).get_plugin("example") is None
+
+
+def test_example_backend_satisfies_the_backend_protocol() -> None:
+    from meetq_example_backend import ExampleBackend
+
+    backend = ExampleBackend()
+    assert isinstance(backend, Backend)
+    assert backend.name == "example"
+    assert backend.capabilities == frozenset()
+
+
+async def test_type_example_is_selectable_by_config() -> None:
+    qm = await meetq.initialize_queue_system(
+        {
+            "message_queue": {"type": "example", "queue_name": "plug"},
+            "event_bus": {"enabled": False},
+        }
+    )
+    mq = qm.get_message_queue()
+    assert mq is not None
+    assert mq.backend.name == "example"
+    got: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+    @mq.handler("ping")
+    async def ping(message: Message) -> None:
+        got.set_result(message)
+
+    async with qm:
+        sent_id = await mq.publish(Message(type="ping", payload={"n": 1}))
+        received = await asyncio.wait_for(got, 10)
+    assert (received.id, received.payload) == (sent_id, {"n": 1})
+
+
+class TestExamplePluginWorkQueue(WorkQueueContract):
+    """The whole shipped work-queue contract, on the entry-point backend."""
+
+    @pytest.fixture
+    def backend_config(self) -> dict[str, Any]:
+        return {"message_queue": {"type": "example"}, "event_bus": {"type": "example"}}
+
+    def test_bound_backend_is_the_plugin(self, backend: Backend) -> None:
+        assert type(backend).__module__ == "meetq_example_backend"
