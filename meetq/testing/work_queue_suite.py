@@ -343,6 +343,22 @@ class WorkQueueContract(BackendContract):
         assert await mq.clear_dead_letters() == 3
         assert await mq.dead_letter_count() == 0
 
+    async def test_dead_letters_expire_by_age(self, make_queue: Any) -> None:
+        mq = make_queue(max_retries=0, dead_letter_max_age="300ms")
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            raise RuntimeError("x")
+
+        await mq.publish(Message(type="job"))
+        async with mq:
+            await eventually(mq.dead_letter_count)
+            # Aged out: no longer listed, counted or requeueable; the total stays.
+            await eventually(lambda: _dead(mq, 0))
+            assert await mq.dead_letters() == []
+            assert await mq.requeue_dead_letters(10) == 0
+            assert (await mq.stats())["total_dead_letter"] == 1
+
     # -- leases ------------------------------------------------------------------------
 
     async def test_lease_is_renewed_while_handler_runs(self, make_queue: Any) -> None:
