@@ -1,0 +1,466 @@
+"""The Redis work queue: ``WorkQueueBackend`` on Redis hashes, sorted sets and Lua.
+
+Features: every state change is one Lua script (``lua/*.lua``) run with ``EVALSHA`` in a
+single round trip, so a worker pays one network hop per batch of settlements and claims;
+strict priority then FIFO through one ready ZSET per type scored
+``(3 - priority) * 2**44 + seq``; leases with tokens so a late settlement from a worker
+that lost its lease changes nothing; push wake-ups on a Pub/Sub channel; the clock is
+Redis ``TIME``, so every process agrees on it.
+Capabilities: ``durable``, ``cross_process`` (declared by ``RedisBackend``).
+Config keys: ``redis.key_prefix`` (via ``RedisBackend``); per queue
+``WorkQueueOptions.dead_letter_max_size`` and ``dead_letter_max_age_ms``.
+
+Keys of queue ``q`` under prefix ``meetq`` all carry the hash tag ``{q}``, so one queue
+lives in one Redis Cluster slot (``P`` = ``meetq:{q}:``):
+
+- ``P m:body``, ``P m:score``, ``P m:attempts``, ``P m:token``, ``P m:dedup``,
+  ``P m:ready_at``: one HASH per field, keyed by message id. Per-message hashes keep
+  the key count fixed, and every key a script touches can be named in ``KEYS``.
+- ``P ready:T`` / ``P delayed:T`` / ``P lease:T``: ZSETs per type ``T`` (score: position,
+  due time, lease deadline).
+- ``P dedup`` (key -> id), ``P dead`` + ``P dinfo`` (dead letters beside their bodies),
+  ``P counts``, ``P seq``, ``P types``, ``P handlers``; channel ``P notify``.
+
+After ``ack`` or ``drop`` nothing of a message remains in any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import redis.exceptions
+from redis.client import NEVER_DECODE
+
+from meetq.backends.redis._backend import translate_errors
+from meetq.core.protocols import (
+    Claimed,
+    DeadRecord,
+    ExchangeResult,
+    LeaseRef,
+    Settlement,
+    StoredMessage,
+    WorkQueueOptions,
+)
+
+__all__ = ["RedisWorkQueue"]
+
+_LUA_DIR = Path(__file__).parent / "lua"
+
+# Outcome -> the one-letter code exchange.lua reads.
+_OUTCOME_CODES: Final = {"ack": "a", "retry": "r", "dead": "d", "drop": "x", "release": "l"}
+
+# Fixed key names, in the order _lib.lua documents (KEYS[1..14]).
+_FIXED_KEYS: Final = (
+    "m:body", "m:score", "m:attempts", "m:token", "m:dedup", "m:ready_at",
+    "dedup", "dead", "dinfo", "counts", "seq", "types", "handlers", "notify",
+)
+_COUNTERS: Final = ("published", "processed", "failed", "retried", "dead_letter", "dropped")
+_WAITING_FIELDS: Final = ("waiting:0", "waiting:1", "waiting:2", "waiting:3")
+
+# Always ask redis-py for raw bytes: bodies are binary, and a client built with
+# decode_responses=True must not turn them into text.
+_RAW: Final = {NEVER_DECODE: True}
+
+# wait_for_work: how long the first call waits for the subscription to be confirmed,
+# how long the listener blocks before pinging (to notice a dead connection), and the
+# reconnect backoff bounds.
+_SUBSCRIBE_WAIT = 5.0
+_LISTEN_IDLE = 5.0
+_BACKOFF_BASE = 0.1
+_BACKOFF_MAX = 5.0
+
+
+class _Script:
+    """One Lua script: the shared helpers plus its own file, known by its SHA1."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, prelude: str) -> None:
+        self.name = name
+        self.source = prelude + "\n" + (_LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+        self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+
+
+def _load_scripts() -> dict[str, _Script]:
+    prelude = (_LUA_DIR / "_lib.lua").read_text(encoding="utf-8")
+    names = (
+        "enqueue", "exchange", "extend", "heartbeat", "unhandled_types", "sweep",
+        "dead_list", "requeue", "clear", "clear_dead",
+    )
+    return {name: _Script(name, prelude) for name in names}
+
+
+_SCRIPTS: Final = _load_scripts()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+class RedisWorkQueue:
+    """One named work queue stored in Redis; see the module docstring for its keys.
+
+    Any number of instances, in any number of processes, may serve one queue: all
+    coordination happens inside the Lua scripts. ``aclose`` stops the wake-up listener
+    and leaves the client open (the backend owns it).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        queue_name: str,
+        options: WorkQueueOptions,
+        *,
+        key_prefix: str = "meetq",
+    ) -> None:
+        self.name = queue_name
+        self._client = client
+        self._options = options
+        self._prefix = f"{key_prefix}:{{{queue_name}}}:"
+        self._fixed: list[bytes] = [self._key(name) for name in _FIXED_KEYS]
+        self._channel = self._fixed[-1]
+        self._type_keys: dict[str, tuple[bytes, bytes, bytes]] = {}
+        # Tokens: a per-instance random part, a per-call counter, and the script's index.
+        self._token_base = uuid.uuid4().hex[:12]
+        self._token_calls = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._first_attempt = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _key(self, name: str) -> bytes:
+        return (self._prefix + name).encode("utf-8")
+
+    def _keys_of(self, message_type: str) -> tuple[bytes, bytes, bytes]:
+        keys = self._type_keys.get(message_type)
+        if keys is None:
+            keys = self._type_keys[message_type] = (
+                self._key(f"ready:{message_type}"),
+                self._key(f"delayed:{message_type}"),
+                self._key(f"lease:{message_type}"),
+            )
+        return keys
+
+    def _keys_with(self, types: Sequence[str]) -> list[bytes]:
+        keys = list(self._fixed)
+        for message_type in types:
+            keys.extend(self._keys_of(message_type))
+        return keys
+
+    async def _eval(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        """EVALSHA in one round trip; on NOSCRIPT (a restarted or flushed server) load
+        the script and run it again."""
+        with translate_errors(script.name):
+            try:
+                return await self._client.execute_command(
+                    "EVALSHA", script.sha, len(keys), *keys, *args, **_RAW
+                )
+            except redis.exceptions.NoScriptError:
+                await self._client.execute_command("SCRIPT", "LOAD", script.source)
+                return await self._client.execute_command(
+                    "EVALSHA", script.sha, len(keys), *keys, *args, **_RAW
+                )
+
+    async def _command(self, what: str, *args: Any) -> Any:
+        with translate_errors(what):
+            return await self._client.execute_command(*args, **_RAW)
+
+    # -- WorkQueueBackend --------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[StoredMessage]) -> list[str]:
+        """Store all ``messages`` atomically; return their ids (a dedup hit: the holder's)."""
+        if not messages:
+            return []
+        index: dict[str, int] = {}
+        body: list[Any] = []
+        for m in messages:
+            t = index.get(m.type)
+            if t is None:
+                t = index[m.type] = len(index) + 1
+            # "" means no key; a real key travels behind "=" so even "" stays a key.
+            key = "" if m.dedup_key is None else "=" + m.dedup_key
+            body += (m.id, t, m.priority, m.delay_ms, key, m.body)
+        names = list(index)
+        ids = await self._eval(
+            _SCRIPTS["enqueue"], self._keys_with(names), [len(names), *names, *body]
+        )
+        return [_text(i) for i in ids]
+
+    async def exchange(
+        self,
+        settlements: Sequence[Settlement],
+        *,
+        types: Sequence[str],
+        claim: int,
+        lease_ms: int,
+    ) -> ExchangeResult:
+        """Apply ``settlements``, then lease up to ``claim`` ready messages of ``types``.
+
+        One EVALSHA: due delayed messages and expired leases of ``types`` become ready,
+        then the best ``claim`` scores across ``types`` are leased.
+        """
+        index: dict[str, int] = {}
+        for message_type in types:
+            if message_type not in index:
+                index[message_type] = len(index) + 1
+        nclaim = len(index)
+        for s in settlements:
+            if s.lease.type not in index:
+                index[s.lease.type] = len(index) + 1
+        names = list(index)
+        prefix = f"{self._token_base}.{next(self._token_calls)}."
+        opts = self._options
+        args: list[Any] = [
+            lease_ms, claim, prefix, opts.dead_letter_max_size, opts.dead_letter_max_age_ms,
+            nclaim, len(names), *names,
+        ]
+        for s in settlements:
+            lease = s.lease
+            if s.outcome == "dead":
+                args += ("d", index[lease.type], lease.id, lease.token, s.error, s.traceback)
+            else:
+                args += (_OUTCOME_CODES[s.outcome], index[lease.type], lease.id, lease.token,
+                         s.delay_ms, "")
+        reply = await self._eval(_SCRIPTS["exchange"], self._keys_with(names), args)
+        settled = [flag == 0x31 for flag in reply[0]]  # b"1" / b"0" per settlement
+        claimed = [
+            Claimed(
+                id=_text(reply[i]),
+                type=names[reply[i + 1] - 1],
+                priority=reply[i + 2],
+                body=reply[i + 3],
+                attempt=reply[i + 4],
+                token=f"{prefix}{(i + 4) // 5}",
+            )
+            for i in range(1, len(reply), 5)
+        ]
+        return ExchangeResult(settled=settled, claimed=claimed)
+
+    async def extend(self, leases: Sequence[LeaseRef], lease_ms: int) -> list[bool]:
+        """Push the deadline of each held lease ``lease_ms`` ahead; False where lost."""
+        if not leases:
+            return []
+        index: dict[str, int] = {}
+        args: list[Any] = [lease_ms]
+        for lease in leases:
+            t = index.get(lease.type)
+            if t is None:
+                t = index[lease.type] = len(index) + 1
+            args += (t, lease.id, lease.token)
+        reply = await self._eval(_SCRIPTS["extend"], self._keys_with(list(index)), args)
+        return [flag == 0x31 for flag in reply]
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109  (protocol signature)
+        """Return when a wake-up arrives on the notify channel, or after ``timeout``.
+
+        The first call starts the listener and returns only once the subscription is
+        confirmed (or failed), so a publish after any call returns wakes the next one.
+        The wake-up stays set until a call consumes it, so none is lost in between.
+        """
+        if self._closed:
+            await asyncio.sleep(max(0.0, timeout))
+            return
+        if self._listener is None:
+            self._listener = asyncio.create_task(
+                self._listen(), name=f"meetq:{self.name}:wakeups"
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        if not self._first_attempt.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(timeout, _SUBSCRIBE_WAIT)):
+                    await self._first_attempt.wait()
+        remaining = deadline - loop.time()
+        if not self._wake.is_set() and remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+        self._wake.clear()
+
+    async def _listen(self) -> None:
+        """Keep one subscription to the notify channel; each message sets the wake-up.
+
+        On a connection error wait_for_work degrades to plain timeouts while this loop
+        resubscribes with backoff; a re-established subscription sets the wake-up once,
+        since notifications sent meanwhile are lost.
+        """
+        backoff = _BACKOFF_BASE
+        subscribed_before = False
+        while not self._closed:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                while True:
+                    message = await pubsub.get_message(timeout=_LISTEN_IDLE)
+                    if message is None:
+                        # Idle: a ping fails fast on a connection that silently died.
+                        await pubsub.ping()
+                        continue
+                    kind = message["type"]
+                    kind = kind.decode() if isinstance(kind, bytes) else kind
+                    if kind == "message":
+                        self._wake.set()
+                    elif kind == "subscribe":
+                        if subscribed_before:
+                            self._wake.set()
+                        subscribed_before = True
+                        backoff = _BACKOFF_BASE
+                        self._first_attempt.set()
+            except Exception:  # any failure: wait_for_work falls back to timeouts; retry
+                self._first_attempt.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+            finally:
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
+        """Declare that a live worker handles ``types`` for the next ``ttl_ms``."""
+        if types:
+            await self._eval(_SCRIPTS["heartbeat"], self._fixed, [ttl_ms, *types])
+
+    async def _unhandled_types(self) -> list[str]:
+        reply = await self._eval(_SCRIPTS["unhandled_types"], self._fixed, [])
+        return [_text(t) for t in reply]
+
+    async def sweep_unhandled(self, unhandled_timeout_ms: int, limit: int) -> int:
+        """Dead-letter ready messages whose type no live worker handled for the timeout.
+
+        Two steps: read the candidate types, then one script that takes those types'
+        keys and re-checks everything before it moves a message.
+        """
+        types = await self._unhandled_types()
+        if not types or limit <= 0:
+            return 0
+        waited = f"{unhandled_timeout_ms / 1000:g}s"
+        args: list[Any] = [
+            unhandled_timeout_ms, limit, self._options.dead_letter_max_size,
+            self._options.dead_letter_max_age_ms, len(types),
+        ]
+        for t in types:
+            args += (t, f"no live worker handles type {t!r} (waited {waited})")
+        swept = await self._eval(_SCRIPTS["sweep"], self._keys_with(types), args)
+        return int(swept)
+
+    async def unhandled_count(self) -> int:
+        """Ready messages whose type no live worker currently handles."""
+        types = await self._unhandled_types()
+        if not types:
+            return 0
+        with translate_errors("unhandled_count"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for t in types:
+                    pipe.zcard(self._keys_of(t)[0])
+                sizes = await pipe.execute()
+        return sum(int(n) for n in sizes)
+
+    async def queue_lengths(self) -> dict[int, int]:
+        """Waiting messages (ready or scheduled) by priority value 0..3."""
+        counts = await self._command(
+            "queue_lengths", "HMGET", self._fixed[9], *_WAITING_FIELDS
+        )
+        return {p: _int(n) for p, n in enumerate(counts)}
+
+    async def processing_count(self) -> int:
+        """Messages currently leased to a worker."""
+        return _int(await self._command("processing_count", "HGET", self._fixed[9], "processing"))
+
+    async def _dead_list(self, limit: int, *, bodies: bool) -> list[Any]:
+        opts = self._options
+        reply: list[Any] = await self._eval(
+            _SCRIPTS["dead_list"],
+            self._fixed,
+            [opts.dead_letter_max_size, opts.dead_letter_max_age_ms, max(0, limit),
+             "1" if bodies else "0"],
+        )
+        return reply
+
+    async def dead_letter_count(self) -> int:
+        """Dead letters kept (after applying the size and age caps)."""
+        reply = await self._dead_list(0, bodies=False)
+        return int(reply[0])
+
+    async def dead_letters(self, limit: int) -> list[DeadRecord]:
+        """Up to ``limit`` dead letters, oldest first."""
+        reply = await self._dead_list(limit, bodies=True)
+        records = []
+        for i in range(1, len(reply), 3):
+            info = json.loads(reply[i + 1])
+            records.append(
+                DeadRecord(
+                    id=_text(reply[i]),
+                    type=info["type"],
+                    body=reply[i + 2] or b"",
+                    error=info["error"],
+                    traceback=info["traceback"],
+                    attempts=int(info["attempts"]),
+                    failed_at=info["failed_at"] / 1000.0,
+                    priority=int(info["priority"]),
+                )
+            )
+        return records
+
+    async def requeue_dead_letters(self, max_count: int) -> int:
+        """Move up to ``max_count`` oldest dead letters back to ready, attempts reset.
+
+        Two steps: read the oldest ids with their types, then one script that takes
+        those types' keys and skips any id that left the dead-letter queue meanwhile.
+        """
+        reply = await self._dead_list(max_count, bodies=False)
+        if len(reply) <= 1:
+            return 0
+        index: dict[str, int] = {}
+        items: list[Any] = []
+        for i in range(1, len(reply), 2):
+            info = json.loads(reply[i + 1])
+            t = index.get(info["type"])
+            if t is None:
+                t = index[info["type"]] = len(index) + 1
+            items += (reply[i], t, int(info["priority"]))
+        names = list(index)
+        moved = await self._eval(
+            _SCRIPTS["requeue"], self._keys_with(names), [len(names), *names, *items]
+        )
+        return int(moved)
+
+    async def clear(self) -> int:
+        """Remove every waiting message (not leased ones); return how many."""
+        members = await self._command("clear", "SMEMBERS", self._fixed[11])
+        types = sorted(_text(t) for t in members)
+        if not types:
+            return 0
+        return int(await self._eval(_SCRIPTS["clear"], self._keys_with(types), []))
+
+    async def clear_dead_letters(self) -> int:
+        """Remove every dead letter and its body; return how many."""
+        return int(await self._eval(_SCRIPTS["clear_dead"], self._fixed, []))
+
+    async def counters(self) -> dict[str, int]:
+        """Totals: published, processed, failed, retried, dead_letter, dropped."""
+        values = await self._command("counters", "HMGET", self._fixed[9], *_COUNTERS)
+        return {name: _int(v) for name, v in zip(_COUNTERS, values, strict=True)}
+
+    async def aclose(self) -> None:
+        """Stop the wake-up listener; the client stays open. Safe to call again."""
+        if self._closed:
+            return
+        self._closed = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener

@@ -1,0 +1,187 @@
+-- Shared helpers, prepended to every meetq work-queue script; touches no key by itself.
+--
+-- KEYS (the same fixed layout for every script, all sharing the queue's hash tag):
+--   1 m:body      HASH id -> encoded body (kept while dead-lettered)
+--   2 m:score     HASH id -> ready score (position), set while waiting or leased
+--   3 m:attempts  HASH id -> attempts charged so far
+--   4 m:token     HASH id -> current lease token, set only while leased
+--   5 m:dedup     HASH id -> dedup key it holds
+--   6 m:ready_at  HASH id -> ms when it last became ready
+--   7 dedup       HASH dedup key -> id
+--   8 dead        ZSET id -> failed_at_ms * 1024 + tie-breaker (oldest first)
+--   9 dinfo       HASH id -> json {error, traceback, attempts, failed_at, type, priority}
+--  10 counts      HASH counters (published ... dropped, waiting:0..3, processing)
+--  11 seq         STRING sequence for ready positions
+--  12 types       SET of message types seen
+--  13 handlers    ZSET type -> heartbeat expiry ms
+--  14 notify      Pub/Sub channel for wake-ups (passed here only to keep one name list)
+--  15.. one triplet per message type t (1-based): ready (ZSET id -> score),
+--       delayed (ZSET id -> due ms), lease (ZSET id -> deadline ms) at 12 + 3 * t.
+-- ARGV: see each script.
+
+local unpack = unpack or table.unpack
+local K_BODY, K_SCORE, K_ATT = KEYS[1], KEYS[2], KEYS[3]
+local K_TOKEN, K_DEDUPKEY, K_READYAT = KEYS[4], KEYS[5], KEYS[6]
+local K_DEDUP, K_DEAD, K_DINFO, K_COUNTS = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_SEQ, K_TYPES, K_HANDLERS, K_NOTIFY = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+
+-- A ready score is (3 - priority) * BAND + seq: one ZSET gives strict priority, then FIFO.
+local BAND = 17592186044416 -- 2^44, written out so Lua 5.3+ keeps it an integer
+-- Lua's C stack holds about 8000 values: bulk commands go out in chunks of this many.
+local CHUNK = 4000
+-- Due delayed messages / expired leases moved per type per call: bounds script time.
+local PROMOTE_MAX = 5000
+-- Dead-letter scores are failed_at_ms * DEAD_SLOTS + n so ties keep failure order.
+local DEAD_SLOTS = 1024
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function priority_of(score)
+  return 3 - math.floor(score / BAND)
+end
+
+-- Run `cmd key <list...>` in chunks; pair lists stay aligned because CHUNK is even.
+local function bulk(cmd, key, list)
+  local n = #list
+  for i = 1, n, CHUNK do
+    redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, n)))
+  end
+end
+
+local function hmget(key, ids)
+  local n = #ids
+  if n == 0 then return {} end
+  if n <= CHUNK then return redis.call('HMGET', key, unpack(ids)) end
+  local out = {}
+  for i = 1, n, CHUNK do
+    local part = redis.call('HMGET', key, unpack(ids, i, math.min(i + CHUNK - 1, n)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+
+-- Counter deltas are summed here and written once at the end (one HINCRBY per field).
+local delta = {}
+local function count(field, n)
+  delta[field] = (delta[field] or 0) + n
+end
+local function flush_counts()
+  for field, n in pairs(delta) do
+    if n ~= 0 then redis.call('HINCRBY', K_COUNTS, field, n) end
+  end
+end
+
+-- Remove every per-message field of `ids`; the body too unless it goes to the DLQ.
+local function forget(ids, keep_body)
+  if #ids == 0 then return end
+  if redis.call('HLEN', K_DEDUPKEY) > 0 then
+    local held = hmget(K_DEDUPKEY, ids)
+    local dkeys = {}
+    for i = 1, #held do
+      if held[i] then dkeys[#dkeys + 1] = held[i] end
+    end
+    if #dkeys > 0 then
+      bulk('HDEL', K_DEDUP, dkeys)
+      bulk('HDEL', K_DEDUPKEY, ids)
+    end
+  end
+  if not keep_body then bulk('HDEL', K_BODY, ids) end
+  bulk('HDEL', K_SCORE, ids)
+  bulk('HDEL', K_ATT, ids)
+  bulk('HDEL', K_TOKEN, ids)
+  bulk('HDEL', K_READYAT, ids)
+end
+
+local function purge_dead(ids)
+  if #ids == 0 then return end
+  bulk('ZREM', K_DEAD, ids)
+  bulk('HDEL', K_DINFO, ids)
+  bulk('HDEL', K_BODY, ids)
+end
+
+-- Enforce the DLQ caps: nothing older than max_age_ms, at most max_size entries.
+local function trim_dead(now, max_size, max_age_ms)
+  local cutoff = string.format('(%.0f', (now - max_age_ms) * DEAD_SLOTS)
+  purge_dead(redis.call('ZRANGEBYSCORE', K_DEAD, '-inf', cutoff))
+  local excess = redis.call('ZCARD', K_DEAD) - max_size
+  if excess > 0 then purge_dead(redis.call('ZRANGE', K_DEAD, 0, excess - 1)) end
+end
+
+-- Dead-letter `entries` (each {id, type, priority, error, traceback}); they must already
+-- be out of their ready/lease ZSET. The body stays in m:body, the reason beside it.
+local function bury(entries, now, max_size, max_age_ms)
+  if #entries == 0 then return end
+  local ids = {}
+  for i = 1, #entries do ids[i] = entries[i][1] end
+  local attempts = hmget(K_ATT, ids)
+  -- Scores only grow, so the DLQ keeps failure order even within one millisecond.
+  local score = now * DEAD_SLOTS
+  local last = redis.call('ZRANGE', K_DEAD, -1, -1, 'WITHSCORES')
+  if last[2] and tonumber(last[2]) >= score then score = tonumber(last[2]) + 1 end
+  local zargs, hargs = {}, {}
+  for i = 1, #entries do
+    local e = entries[i]
+    zargs[#zargs + 1] = score
+    zargs[#zargs + 1] = e[1]
+    hargs[#hargs + 1] = e[1]
+    hargs[#hargs + 1] = cjson.encode({
+      error = e[4], traceback = e[5], attempts = tonumber(attempts[i]) or 0,
+      failed_at = now, type = e[2], priority = e[3],
+    })
+    score = score + 1
+  end
+  forget(ids, true)
+  bulk('ZADD', K_DEAD, zargs)
+  bulk('HSET', K_DINFO, hargs)
+  count('dead_letter', #entries)
+  trim_dead(now, max_size, max_age_ms)
+end
+
+-- Due delayed messages and expired leases of the type at KEYS[base..base+2] become
+-- ready at their own position. Returns how many did.
+local function promote(base, now)
+  local ready, delayed, lease = KEYS[base], KEYS[base + 1], KEYS[base + 2]
+  local moved = 0
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, PROMOTE_MAX)
+  if #due > 0 then
+    local scores = hmget(K_SCORE, due)
+    local zargs, rargs = {}, {}
+    for i = 1, #due do
+      if scores[i] then
+        zargs[#zargs + 1] = scores[i]
+        zargs[#zargs + 1] = due[i]
+        rargs[#rargs + 1] = due[i]
+        rargs[#rargs + 1] = now
+      end
+    end
+    bulk('ZREM', delayed, due)
+    bulk('ZADD', ready, zargs)
+    bulk('HSET', K_READYAT, rargs)
+    moved = moved + #rargs / 2
+  end
+  local expired = redis.call('ZRANGEBYSCORE', lease, '-inf', now, 'LIMIT', 0, PROMOTE_MAX)
+  if #expired > 0 then
+    local scores = hmget(K_SCORE, expired)
+    local zargs, rargs = {}, {}
+    for i = 1, #expired do
+      if scores[i] then
+        zargs[#zargs + 1] = scores[i]
+        zargs[#zargs + 1] = expired[i]
+        rargs[#rargs + 1] = expired[i]
+        rargs[#rargs + 1] = now
+        count('waiting:' .. priority_of(tonumber(scores[i])), 1)
+      end
+    end
+    -- The attempt stays charged: the holder may have done part of the work.
+    bulk('ZREM', lease, expired)
+    bulk('HDEL', K_TOKEN, expired)
+    bulk('ZADD', ready, zargs)
+    bulk('HSET', K_READYAT, rargs)
+    count('processing', -#expired)
+    moved = moved + #rargs / 2
+  end
+  return moved
+end

@@ -1,0 +1,93 @@
+-- enqueue: store a batch of messages, all or nothing (the script runs atomically and
+-- does every check before its first write).
+-- KEYS: the fixed layout of _lib.lua, then one ready/delayed/lease triplet per type.
+-- ARGV[1] = T, the number of types; ARGV[2 .. T+1] = type names (triplet order);
+--   then 6 values per message: id, type index (1..T), priority (0..3), delay ms,
+--   dedup key ('' for none, else '=' .. key), body.
+-- Returns the id of each message, or of the message already holding its dedup key.
+local now = now_ms()
+local ntypes = tonumber(ARGV[1])
+local first = ntypes + 2
+local n = (#ARGV - first + 1) / 6
+
+local ids = {}
+for i = 0, n - 1 do ids[i + 1] = ARGV[first + i * 6] end
+-- Every waiting or leased message has a score; an id that has one is already stored.
+local stored = hmget(K_SCORE, ids)
+
+local out, fresh, seen_id, seen_key = {}, {}, {}, {}
+for i = 0, n - 1 do
+  local o = first + i * 6
+  local id, key = ARGV[o], ARGV[o + 4]
+  local holder = nil
+  if key ~= '' then
+    holder = seen_key[key] or redis.call('HGET', K_DEDUP, key)
+    if not holder then seen_key[key] = id end
+  end
+  if holder then
+    out[i + 1] = holder
+  else
+    out[i + 1] = id
+    if not stored[i + 1] and not seen_id[id] then
+      seen_id[id] = true
+      fresh[#fresh + 1] = o
+    end
+  end
+end
+
+local k = #fresh
+if k > 0 then
+  -- One INCRBY reserves k consecutive positions; messages keep publish order.
+  local seq = redis.call('INCRBY', K_SEQ, k) - k
+  local body, score, ready_at, dedup, dedupkey = {}, {}, {}, {}, {}
+  local ready, delayed = {}, {}
+  local woke = false
+  for j = 1, k do
+    local o = fresh[j]
+    local id, t, p = ARGV[o], tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
+    local delay, key = tonumber(ARGV[o + 3]), ARGV[o + 4]
+    local s = (3 - p) * BAND + seq + j
+    body[#body + 1] = id
+    body[#body + 1] = ARGV[o + 5]
+    score[#score + 1] = id
+    score[#score + 1] = s
+    local list
+    if delay > 0 then
+      list = delayed[t] or {}
+      delayed[t] = list
+      list[#list + 1] = now + delay
+    else
+      list = ready[t] or {}
+      ready[t] = list
+      list[#list + 1] = s
+      ready_at[#ready_at + 1] = id
+      ready_at[#ready_at + 1] = now
+      woke = true
+    end
+    list[#list + 1] = id
+    if key ~= '' then
+      dedup[#dedup + 1] = key
+      dedup[#dedup + 1] = id
+      dedupkey[#dedupkey + 1] = id
+      dedupkey[#dedupkey + 1] = key
+    end
+    count('waiting:' .. p, 1)
+  end
+  bulk('HSET', K_BODY, body)
+  bulk('HSET', K_SCORE, score)
+  if #ready_at > 0 then bulk('HSET', K_READYAT, ready_at) end
+  if #dedup > 0 then
+    bulk('HSET', K_DEDUP, dedup)
+    bulk('HSET', K_DEDUPKEY, dedupkey)
+  end
+  for t = 1, ntypes do
+    local base = 12 + 3 * t
+    if ready[t] then bulk('ZADD', KEYS[base], ready[t]) end
+    if delayed[t] then bulk('ZADD', KEYS[base + 1], delayed[t]) end
+  end
+  redis.call('SADD', K_TYPES, unpack(ARGV, 2, ntypes + 1))
+  count('published', k)
+  flush_counts()
+  if woke then redis.call('PUBLISH', K_NOTIFY, '1') end
+end
+return out

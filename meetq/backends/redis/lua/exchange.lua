@@ -1,0 +1,154 @@
+-- exchange: apply settlements, make due/expired messages ready, lease up to `claim`.
+-- KEYS: the fixed layout of _lib.lua, then one ready/delayed/lease triplet per type.
+-- ARGV[1] lease ms, [2] claim, [3] token prefix, [4] dead-letter max size,
+--   [5] dead-letter max age ms, [6] C = how many leading types to claim from,
+--   [7] T = number of types, [8 .. 7+T] type names (triplet order),
+--   then 6 values per settlement: outcome (a ack, r retry, d dead, x drop, l release),
+--   type index, id, token, delay ms (retry) or error (dead), traceback (dead).
+-- Returns {settled flags as a '1'/'0' string, then per claimed message:
+--   id, type index, priority, body, attempt}; the n-th claim's token is prefix .. n.
+local now = now_ms()
+local lease_ms, claim = tonumber(ARGV[1]), tonumber(ARGV[2])
+local prefix = ARGV[3]
+local dead_max, dead_age = tonumber(ARGV[4]), tonumber(ARGV[5])
+local nclaim, ntypes = tonumber(ARGV[6]), tonumber(ARGV[7])
+local first = 8 + ntypes
+local nsettle = (#ARGV - first + 1) / 6
+local wake = false
+
+-- (1) settlements: each applies only if its token is the current one and the message
+-- is still in its lease ZSET, so a worker that lost its lease changes nothing.
+local flags = {}
+if nsettle > 0 then
+  local ids = {}
+  for i = 0, nsettle - 1 do ids[i + 1] = ARGV[first + i * 6 + 2] end
+  local tokens = hmget(K_TOKEN, ids)
+  local scores = hmget(K_SCORE, ids)
+  local gone, unleased, dead, ready_at = {}, {}, {}, {}
+  for i = 0, nsettle - 1 do
+    local o = first + i * 6
+    local code, t, id = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2]
+    local base = 12 + 3 * t
+    local ok = tokens[i + 1] == ARGV[o + 3] and redis.call('ZREM', KEYS[base + 2], id) == 1
+    if ok then
+      flags[i + 1] = '1'
+      count('processing', -1)
+      local score = tonumber(scores[i + 1])
+      local p = priority_of(score)
+      if code == 'a' then
+        count('processed', 1)
+        gone[#gone + 1] = id
+      elseif code == 'r' then
+        count('failed', 1)
+        count('retried', 1)
+        count('waiting:' .. p, 1)
+        unleased[#unleased + 1] = id
+        local delay = tonumber(ARGV[o + 4])
+        if delay < 0 then delay = 0 end
+        redis.call('ZADD', KEYS[base + 1], now + delay, id)
+        -- Due at once: another idle worker may take it before we come back.
+        if delay == 0 then wake = true end
+      elseif code == 'l' then
+        count('waiting:' .. p, 1)
+        unleased[#unleased + 1] = id
+        redis.call('HINCRBY', K_ATT, id, -1)
+        redis.call('ZADD', KEYS[base], score, id)
+        ready_at[#ready_at + 1] = id
+        ready_at[#ready_at + 1] = now
+        wake = true
+      elseif code == 'd' then
+        count('failed', 1)
+        dead[#dead + 1] = {id, ARGV[7 + t], p, ARGV[o + 4], ARGV[o + 5]}
+      else
+        count('failed', 1)
+        count('dropped', 1)
+        gone[#gone + 1] = id
+      end
+    else
+      flags[i + 1] = '0'
+    end
+  end
+  forget(gone, false)
+  bulk('HDEL', K_TOKEN, unleased)
+  bulk('HSET', K_READYAT, ready_at)
+  bury(dead, now, dead_max, dead_age)
+end
+
+-- (2) and (3): only a caller that claims refreshes, like the in-memory queue.
+local out = {table.concat(flags)}
+if claim > 0 and nclaim > 0 then
+  local moved = 0
+  for t = 1, nclaim do moved = moved + promote(12 + 3 * t, now) end
+
+  -- Pick the `claim` best scores across the requested types' ready ZSETs.
+  local picked = {} -- flat: id, score, type index
+  if nclaim == 1 then
+    local popped = redis.call('ZPOPMIN', KEYS[15], claim)
+    for i = 1, #popped, 2 do
+      picked[#picked + 1] = popped[i]
+      picked[#picked + 1] = tonumber(popped[i + 1])
+      picked[#picked + 1] = 1
+    end
+  else
+    local heads, pos, chosen = {}, {}, {}
+    for t = 1, nclaim do
+      heads[t] = redis.call('ZRANGE', KEYS[12 + 3 * t], 0, claim - 1, 'WITHSCORES')
+      pos[t] = 1
+    end
+    for _ = 1, claim do
+      local best, best_score = nil, nil
+      for t = 1, nclaim do
+        local s = heads[t][pos[t] + 1]
+        if s then
+          s = tonumber(s)
+          if not best_score or s < best_score then best, best_score = t, s end
+        end
+      end
+      if not best then break end
+      local id = heads[best][pos[best]]
+      pos[best] = pos[best] + 2
+      picked[#picked + 1] = id
+      picked[#picked + 1] = best_score
+      picked[#picked + 1] = best
+      local list = chosen[best] or {}
+      chosen[best] = list
+      list[#list + 1] = id
+    end
+    for t, list in pairs(chosen) do bulk('ZREM', KEYS[12 + 3 * t], list) end
+  end
+
+  local n = #picked / 3
+  if n > 0 then
+    local ids = {}
+    for i = 1, n do ids[i] = picked[i * 3 - 2] end
+    local bodies = hmget(K_BODY, ids)
+    local deadline = now + lease_ms
+    local tokens, leases = {}, {}
+    for i = 1, n do
+      local id, score, t = ids[i], picked[i * 3 - 1], picked[i * 3]
+      local p = priority_of(score)
+      local attempt = redis.call('HINCRBY', K_ATT, id, 1)
+      tokens[#tokens + 1] = id
+      tokens[#tokens + 1] = prefix .. i
+      local list = leases[t] or {}
+      leases[t] = list
+      list[#list + 1] = deadline
+      list[#list + 1] = id
+      count('waiting:' .. p, -1)
+      out[#out + 1] = id
+      out[#out + 1] = t
+      out[#out + 1] = p
+      out[#out + 1] = bodies[i]
+      out[#out + 1] = attempt
+    end
+    bulk('HSET', K_TOKEN, tokens)
+    for t, list in pairs(leases) do bulk('ZADD', KEYS[14 + 3 * t], list) end
+    count('processing', n)
+  end
+  -- Promoted more than we took: let other idle workers know.
+  if moved > n then wake = true end
+end
+
+flush_counts()
+if wake then redis.call('PUBLISH', K_NOTIFY, '1') end
+return out

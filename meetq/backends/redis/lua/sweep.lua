@@ -1,0 +1,44 @@
+-- sweep: dead-letter ready messages of types no live worker handles, once they have
+-- waited unhandled_timeout; forget types that hold no message at all.
+-- KEYS: the fixed layout of _lib.lua, then one ready/delayed/lease triplet per type.
+-- ARGV[1] timeout ms, [2] limit, [3] dead-letter max size, [4] dead-letter max age ms,
+--   [5] T, then 2 values per type (triplet order): name, error text for its dead letters.
+-- Returns how many messages were dead-lettered.
+local now = now_ms()
+local timeout, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local dead_max, dead_age = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ntypes = tonumber(ARGV[5])
+local swept = 0
+for t = 1, ntypes do
+  if swept >= limit then break end
+  local name, reason = ARGV[4 + 2 * t], ARGV[5 + 2 * t]
+  local base = 12 + 3 * t
+  local expiry = redis.call('ZSCORE', K_HANDLERS, name)
+  -- Re-checked here: a worker may have come up since the candidates were read.
+  if not expiry or tonumber(expiry) <= now then
+    promote(base, now)
+    local ready = KEYS[base]
+    local members = redis.call('ZRANGE', ready, 0, -1, 'WITHSCORES')
+    local ids = {}
+    for i = 1, #members, 2 do ids[#ids + 1] = members[i] end
+    local ready_at = hmget(K_READYAT, ids)
+    local victims, entries = {}, {}
+    for i = 1, #ids do
+      if swept >= limit then break end
+      if now - (tonumber(ready_at[i]) or now) >= timeout then
+        local p = priority_of(tonumber(members[i * 2]))
+        victims[#victims + 1] = ids[i]
+        entries[#entries + 1] = {ids[i], name, p, reason, ''}
+        count('waiting:' .. p, -1)
+        swept = swept + 1
+      end
+    end
+    bulk('ZREM', ready, victims)
+    bury(entries, now, dead_max, dead_age)
+    if redis.call('EXISTS', ready, KEYS[base + 1], KEYS[base + 2]) == 0 then
+      redis.call('SREM', K_TYPES, name)
+    end
+  end
+end
+flush_counts()
+return swept
