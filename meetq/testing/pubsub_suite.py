@@ -1,0 +1,519 @@
+"""Contract tests for ``PubSub`` on any backend.
+
+Bind with a class that mixes ``PubSubContract`` in and overrides ``backend_config``::
+
+    class TestMemoryPubSub(PubSubContract):
+        @pytest.fixture
+        def backend_config(self):
+            return {"message_queue": {"type": "memory"}, "event_bus": {"type": "memory"}}
+
+Every wait is on a condition with a generous timeout; nothing sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from meetq.core.config import MeetqConfig
+from meetq.core.errors import ClosedError, SerializationError, ValidationError
+from meetq.core.protocols import Backend
+from meetq.core.pubsub import PubSub
+from meetq.core.types import PubSubMessage
+from meetq.testing._base import BackendContract
+
+__all__ = ["PubSubContract", "wait_until"]
+
+TIMEOUT = 5.0
+PubSubFactory = Callable[..., Awaitable[PubSub]]
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate()`` is true; fail after ``TIMEOUT`` seconds.
+
+    For state that has no event to wait on (counters); the test still waits on a
+    condition with a deadline, it never sleeps a fixed time and hopes.
+    """
+
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - counters offer no event to wait on
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), TIMEOUT)
+
+
+class Collector:
+    """An async handler that records messages and lets a test wait for a count."""
+
+    def __init__(self) -> None:
+        self.messages: list[PubSubMessage] = []
+        self._changed = asyncio.Event()
+
+    async def __call__(self, message: PubSubMessage) -> None:
+        self.messages.append(message)
+        self._changed.set()
+
+    async def wait_for(self, count: int) -> list[PubSubMessage]:
+        async def wait() -> None:
+            while len(self.messages) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), TIMEOUT)
+        return self.messages
+
+    @property
+    def types(self) -> list[str]:
+        return [m.type for m in self.messages]
+
+
+class Gate:
+    """An async handler that blocks on its first message until ``release()``."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.released = asyncio.Event()
+        self.messages: list[PubSubMessage] = []
+
+    async def __call__(self, message: PubSubMessage) -> None:
+        self.messages.append(message)
+        self.entered.set()
+        await self.released.wait()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def msg(kind: str = "evt", **payload: Any) -> PubSubMessage:
+    return PubSubMessage(type=kind, payload=payload)
+
+
+class PubSubContract(BackendContract):
+    """Broadcast semantics every backend must give through ``meetq.PubSub``."""
+
+    @pytest_asyncio.fixture
+    async def make_pubsub(
+        self, pubsub_backend: Backend, meetq_config: MeetqConfig
+    ) -> AsyncIterator[PubSubFactory]:
+        """Build (and start, unless ``start=False``) PubSub objects; all stopped at the end."""
+        made: list[PubSub] = []
+
+        async def make(*, start: bool = True, **overrides: Any) -> PubSub:
+            ps = PubSub(pubsub_backend, meetq_config.event_bus, **overrides)
+            made.append(ps)
+            if start:
+                await ps.start()
+            return ps
+
+        try:
+            yield make
+        finally:
+            for ps in made:
+                await ps.stop()
+
+    # -- delivery -----------------------------------------------------------------------
+
+    async def test_subscribe_then_publish_delivers_with_fields_filled(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub(source="svc-a")
+        got = Collector()
+        await sub.subscribe("meeting_events", got)
+        sent = PubSubMessage(type="user_joined", payload={"user_id": 123, "meeting_id": 456})
+        assert await pub.publish("meeting_events", sent) == 1
+        [received] = await got.wait_for(1)
+        assert received.type == "user_joined"
+        assert dict(received.payload) == {"user_id": 123, "meeting_id": 456}
+        assert received.id == sent.id and len(received.id) == 32
+        assert received.timestamp == pytest.approx(sent.timestamp)
+        assert received.source == "svc-a"
+        assert received.channel == "meeting_events"
+
+    async def test_default_source_and_explicit_source_kept(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        ps = await make_pubsub()
+        got = Collector()
+        await ps.subscribe("c", got)
+        await ps.publish("c", msg("a"))
+        await ps.publish("c", PubSubMessage(type="b", source="mine"))
+        first, second = await got.wait_for(2)
+        assert first.source == ps.source and ps.source
+        assert second.source == "mine"
+
+    async def test_publish_returns_receiving_connections(self, make_pubsub: PubSubFactory) -> None:
+        a, b, pub = await make_pubsub(), await make_pubsub(), await make_pubsub()
+        assert await pub.publish("room", msg()) == 0
+        got_a1, got_a2, got_b = Collector(), Collector(), Collector()
+        await a.subscribe("room", got_a1)
+        # A second handler rides the same connection: still one receiver.
+        await a.subscribe("room", got_a2)
+        assert await pub.publish("room", msg("one")) == 1
+        await b.subscribe("room", got_b)
+        assert await pub.publish("room", msg("two")) == 2
+        assert (await got_a1.wait_for(2))[-1].type == "two"
+        assert [m.type for m in await got_a2.wait_for(2)] == ["one", "two"]
+        assert [m.type for m in await got_b.wait_for(1)] == ["two"]
+
+    async def test_publish_batch_in_order_with_counts(self, make_pubsub: PubSubFactory) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        got = Collector()
+        await sub.subscribe("batch", got)
+        counts = await pub.publish_batch("batch", [msg(f"m{i}") for i in range(50)])
+        assert counts == [1] * 50
+        await got.wait_for(50)
+        assert got.types == [f"m{i}" for i in range(50)]
+        assert await pub.publish_batch("batch", []) == []
+        assert (await pub.stats())["total_published"] == 50
+
+    async def test_each_handler_gets_publish_order(self, make_pubsub: PubSubFactory) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        fast, slow_order = Collector(), Collector()
+
+        async def slow(message: PubSubMessage) -> None:
+            await asyncio.sleep(0)  # yields mid-stream: order must survive interleaving
+            await slow_order(message)
+
+        await sub.subscribe("ordered", fast)
+        await sub.subscribe("ordered", slow)
+        for i in range(200):
+            await pub.publish("ordered", msg(f"m{i}", i=i))
+        expected = [f"m{i}" for i in range(200)]
+        await fast.wait_for(200)
+        await slow_order.wait_for(200)
+        assert fast.types == expected
+        assert slow_order.types == expected
+
+    async def test_plain_handler_runs_in_a_thread(self, make_pubsub: PubSubFactory) -> None:
+        ps = await make_pubsub()
+        loop_thread = threading.get_ident()
+        seen: list[tuple[str, int]] = []
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def plain(message: PubSubMessage) -> None:
+            seen.append((message.type, threading.get_ident()))
+            if len(seen) == 3:
+                loop.call_soon_threadsafe(done.set)
+
+        await ps.subscribe("plain", plain)
+        for kind in ("a", "b", "c"):
+            await ps.publish("plain", msg(kind))
+        await asyncio.wait_for(done.wait(), TIMEOUT)
+        assert [kind for kind, _ in seen] == ["a", "b", "c"]
+        assert all(thread != loop_thread for _, thread in seen)
+
+    # -- unsubscribe, patterns, namespace ------------------------------------------------
+
+    async def test_unsubscribe_one_handler_then_all(self, make_pubsub: PubSubFactory) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        keep, leave = Collector(), Collector()
+        await sub.subscribe("u", keep)
+        await sub.subscribe("u", leave)
+        await sub.unsubscribe("u", leave)
+        assert await pub.publish("u", msg("after-one")) == 1
+        await keep.wait_for(1)
+        assert sub.subscribed_channels() == ["u"]
+        await sub.unsubscribe("u")
+        assert sub.subscribed_channels() == []
+        assert await pub.publish("u", msg("after-all")) == 0
+        # A fresh subscription proves the earlier messages were not merely late.
+        marker = Collector()
+        await sub.subscribe("u", marker)
+        await pub.publish("u", msg("marker"))
+        await marker.wait_for(1)
+        assert keep.types == ["after-one"]
+        assert leave.types == []
+
+    async def test_pattern_subscription(self, make_pubsub: PubSubFactory) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        got, exact = Collector(), Collector()
+        await sub.psubscribe("meeting.*", got)
+        await sub.subscribe("other", exact)
+        assert await pub.publish("meeting.started", msg("s")) == 1
+        assert await pub.publish("other", msg("o")) == 1
+        assert await pub.publish("meeting.ended", msg("e")) == 1
+        await got.wait_for(2)
+        await exact.wait_for(1)
+        assert [(m.type, m.channel) for m in got.messages] == [
+            ("s", "meeting.started"),
+            ("e", "meeting.ended"),
+        ]
+        assert sub.subscribed_patterns() == ["meeting.*"]
+        await sub.punsubscribe("meeting.*")
+        assert await pub.publish("meeting.x", msg()) == 0
+        assert (await sub.stats())["pattern_count"] == 0
+
+    async def test_namespace_prefixes_the_wire_channel(
+        self, make_pubsub: PubSubFactory, pubsub_backend: Backend, meetq_namespace: str
+    ) -> None:
+        ours, other = await make_pubsub(), await make_pubsub(namespace=f"{meetq_namespace}x")
+        got, other_got = Collector(), Collector()
+        await ours.subscribe("shared", got)
+        await other.subscribe("shared", other_got)
+        # A raw transport sees the prefixed wire name.
+        raw = pubsub_backend.pubsub_transport()
+        try:
+            received: list[str] = []
+
+            async def read_one() -> None:
+                async for item in raw.messages():
+                    received.append(item.channel)
+                    return
+
+            reader = asyncio.create_task(read_one())
+            await raw.subscribe([f"{meetq_namespace}:shared"])
+            assert await ours.publish("shared", msg("x")) == 2
+            await asyncio.wait_for(reader, TIMEOUT)
+        finally:
+            await raw.aclose()
+        assert received == [f"{meetq_namespace}:shared"]
+        assert [m.channel for m in await got.wait_for(1)] == ["shared"]
+        assert await other.publish("shared", msg("y")) == 1
+        await other_got.wait_for(1)
+        assert other_got.types == ["y"] and got.types == ["x"]
+
+    # -- validation and failures ---------------------------------------------------------
+
+    @pytest.mark.parametrize("channel", ["", None, 42, b"bytes"])
+    async def test_bad_channel_rejected(self, make_pubsub: PubSubFactory, channel: Any) -> None:
+        ps = await make_pubsub()
+        with pytest.raises(ValidationError) as info:
+            await ps.publish(channel, msg())
+        assert info.value.field == "channel"
+        with pytest.raises(ValidationError):
+            await ps.subscribe(channel, Collector())
+        assert (await ps.stats())["total_published"] == 0
+
+    async def test_bad_messages_rejected_and_nothing_sent(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        got = Collector()
+        await sub.subscribe("v", got)
+        with pytest.raises(ValidationError) as info:
+            await pub.publish("v", {"type": "not-a-message"})  # type: ignore[arg-type]
+        assert info.value.field == "message"
+        with pytest.raises(SerializationError) as ser:
+            await pub.publish("v", PubSubMessage(type="t", payload={"when": object()}))
+        assert "payload.when" in ser.value.field
+        # One bad message in a batch: none of the batch is sent.
+        with pytest.raises(SerializationError) as batch:
+            await pub.publish_batch(
+                "v", [msg("ok"), PubSubMessage(type="t", payload={"n": float("nan")})]
+            )
+        assert batch.value.field.startswith("message")
+        with pytest.raises(ValidationError):
+            await pub.publish_batch("v", [msg("ok"), "nope"])  # type: ignore[list-item]
+        await pub.publish("v", msg("marker"))
+        await got.wait_for(1)
+        assert got.types == ["marker"]
+        assert (await pub.stats())["total_published"] == 1
+
+    async def test_handler_exception_contained_and_counted(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        ps = await make_pubsub()
+        got = Collector()
+
+        async def broken(message: PubSubMessage) -> None:
+            if message.type == "boom":
+                raise RuntimeError("handler bug")
+            await got(message)
+
+        await ps.subscribe("f", broken)
+        await ps.publish("f", msg("boom"))
+        await ps.publish("f", msg("fine"))
+        await got.wait_for(1)
+        stats = await ps.stats()
+        assert stats["total_failed"] == 1
+        assert stats["total_processed"] == 1
+        assert got.types == ["fine"]
+
+    async def test_undecodable_message_counted_reader_survives(
+        self, make_pubsub: PubSubFactory, pubsub_backend: Backend, meetq_namespace: str
+    ) -> None:
+        ps = await make_pubsub()
+        got = Collector()
+        await ps.subscribe("d", got)
+        raw = pubsub_backend.pubsub_transport()
+        try:
+            await raw.publish(f"{meetq_namespace}:d", b"\xff not json")
+            await raw.publish(f"{meetq_namespace}:d", b'{"id": "x"}')  # JSON, wrong shape
+        finally:
+            await raw.aclose()
+        await ps.publish("d", msg("after"))
+        await got.wait_for(1)
+        stats = await ps.stats()
+        assert stats["decode_errors"] == 2
+        assert got.types == ["after"]
+
+    # -- isolation and overflow ----------------------------------------------------------
+
+    async def test_slow_handler_delays_no_other_handler_or_channel(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        gate, same_channel, other_channel = Gate(), Collector(), Collector()
+        await sub.subscribe("busy", gate)
+        await sub.subscribe("busy", same_channel)
+        await sub.subscribe("quiet", other_channel)
+        for i in range(20):
+            await pub.publish("busy", msg(f"b{i}"))
+            await pub.publish("quiet", msg(f"q{i}"))
+        # Both complete while the gate handler is still stuck on its first message.
+        await same_channel.wait_for(20)
+        await other_channel.wait_for(20)
+        assert gate.entered.is_set() and not gate.released.is_set()
+        assert len(gate.messages) == 1
+        gate.release()
+        await wait_until(lambda: len(gate.messages) == 20)
+        assert [m.type for m in gate.messages] == [f"b{i}" for i in range(20)]
+
+    @pytest.mark.parametrize(
+        ("policy", "expected"),
+        [
+            ("drop_oldest", ["m0", "m3", "m4"]),
+            ("drop_newest", ["m0", "m1", "m2"]),
+            ("block", ["m0", "m1", "m2", "m3", "m4"]),
+        ],
+    )
+    async def test_subscriber_overflow_policy(
+        self, make_pubsub: PubSubFactory, policy: str, expected: list[str]
+    ) -> None:
+        sub = await make_pubsub(subscriber_buffer=2, subscriber_overflow=policy)
+        pub = await make_pubsub()
+        gate, witness = Gate(), Collector()
+        await sub.subscribe("o", gate)
+        await sub.subscribe("w", witness)
+        await pub.publish("o", msg("m0"))
+        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+        for i in range(1, 5):
+            await pub.publish("o", msg(f"m{i}"))
+        if policy == "block":
+            # The reader holds m3 waiting for room, so it reads nothing after it.
+            await wait_until(lambda: sub._received == 4)
+            await pub.publish("w", msg("w"))
+            assert (await sub.stats())["total_received"] == 4
+            assert witness.messages == []
+        else:
+            # A witness published afterwards on another channel arrives: every "o"
+            # message before it has been routed (one reader, arrival order).
+            await pub.publish("w", msg("w"))
+            await witness.wait_for(1)
+            assert (await sub.stats())["dropped"] == 2
+        gate.release()
+        await wait_until(lambda: len(gate.messages) == len(expected))
+        await witness.wait_for(1)
+        assert [m.type for m in gate.messages] == expected
+        stats = await sub.stats()
+        assert stats["dropped"] == 5 - len(expected)
+        assert stats["total_processed"] == len(expected) + 1
+
+    # -- lifecycle and stats -------------------------------------------------------------
+
+    async def test_subscribe_before_start_confirmed_by_start(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(start=False), await make_pubsub()
+        got, pattern_got = Collector(), Collector()
+        await sub.subscribe("early", got)
+        await sub.psubscribe("early.*", pattern_got)
+        assert sub.subscribed_channels() == ["early"]
+        await sub.start()
+        assert await pub.publish("early", msg("a")) == 1
+        assert await pub.publish("early.x", msg("b")) == 1
+        await got.wait_for(1)
+        await pattern_got.wait_for(1)
+
+    async def test_stats_keys_and_counts(self, make_pubsub: PubSubFactory) -> None:
+        ps = await make_pubsub()
+        got = Collector()
+        await ps.subscribe("s1", got)
+        await ps.subscribe("s2", got)
+        await ps.publish("s1", msg())
+        await ps.publish("s2", msg())
+        await got.wait_for(2)
+        stats = await ps.stats()
+        for key in (
+            "total_published",
+            "total_received",
+            "total_processed",
+            "total_failed",
+            "channel_count",
+            "dropped",
+            "reconnects",
+        ):
+            assert key in stats
+        assert stats["total_published"] == 2
+        assert stats["total_received"] == 2
+        assert stats["total_processed"] == 2
+        assert stats["total_failed"] == 0
+        assert stats["channel_count"] == 2
+        assert stats["dropped"] == 0
+        assert stats["reconnects"] == 0
+        assert ps.subscribed_channels() == ["s1", "s2"]
+
+    async def test_stop_is_idempotent_and_closes(
+        self, pubsub_backend: Backend, meetq_config: MeetqConfig
+    ) -> None:
+        got = Collector()
+        async with PubSub(pubsub_backend, meetq_config.event_bus) as ps:
+            await ps.subscribe("x", got)
+            await ps.publish("x", msg())
+            await got.wait_for(1)
+        await ps.stop()
+        with pytest.raises(ClosedError):
+            await ps.publish("x", msg())
+        with pytest.raises(ClosedError):
+            await ps.subscribe("x", got)
+        with pytest.raises(ClosedError):
+            await ps.start()
+
+    async def test_stop_handles_buffered_messages_within_grace(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        gate = Gate()
+        await sub.subscribe("g", gate)
+        for i in range(3):
+            await pub.publish("g", msg(f"m{i}"))
+        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+        await wait_until(lambda: sub._received == 3)  # all three are buffered
+        stopping = asyncio.create_task(sub.stop())
+        gate.release()
+        await asyncio.wait_for(stopping, TIMEOUT)
+        assert [m.type for m in gate.messages] == ["m0", "m1", "m2"]
+
+    async def test_config_mapping_and_overrides_validated(
+        self, pubsub_backend: Backend
+    ) -> None:
+        ps = PubSub(pubsub_backend, {"namespace": "n1", "subscriber_buffer": 7}, source="s")
+        try:
+            assert ps.config.namespace == "n1" and ps.config.subscriber_buffer == 7
+        finally:
+            await ps.stop()
+        from meetq.core.errors import ConfigError
+
+        with pytest.raises(ConfigError) as info:
+            PubSub(pubsub_backend, subscriber_overflow="sometimes")
+        assert info.value.key == "event_bus.subscriber_overflow"
+
+    async def test_on_reconnect_accepts_callbacks(self, make_pubsub: PubSubFactory) -> None:
+        ps = await make_pubsub()
+        calls: list[str] = []
+
+        async def refresh() -> None:
+            calls.append("refresh")
+
+        ps.on_reconnect(refresh)
+        with pytest.raises(ValidationError):
+            ps.on_reconnect("not callable")  # type: ignore[arg-type]
+        # Nothing dropped, so nothing fired; the reconnect itself is tested against a
+        # real server in tests/integration.
+        assert calls == [] and (await ps.stats())["reconnects"] == 0
