@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import meetq
-from meetq import Message, build_registry, make_plugin_manager
+from meetq import Message, PubSubMessage, build_registry, make_plugin_manager
 from meetq.core.protocols import Backend
 from meetq.testing.work_queue_suite import WorkQueueContract
 
@@ -67,22 +67,32 @@ async def test_type_example_is_selectable_by_config() -> None:
     qm = await meetq.initialize_queue_system(
         {
             "message_queue": {"type": "example", "queue_name": "plug"},
-            "event_bus": {"enabled": False},
+            "event_bus": {"type": "example"},
         }
     )
-    mq = qm.get_message_queue()
+    mq, pubsub = qm.get_message_queue(), qm.get_pubsub()
     assert mq is not None
+    assert pubsub is not None
     assert mq.backend.name == "example"
-    got: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[Message] = loop.create_future()
+    heard: asyncio.Future[PubSubMessage] = loop.create_future()
 
     @mq.handler("ping")
     async def ping(message: Message) -> None:
         got.set_result(message)
 
+    async def on_news(message: PubSubMessage) -> None:
+        heard.set_result(message)
+
     async with qm:
+        await pubsub.subscribe("news", on_news)
         sent_id = await mq.publish(Message(type="ping", payload={"n": 1}))
+        await pubsub.publish("news", PubSubMessage(type="headline", payload={"t": "x"}))
         received = await asyncio.wait_for(got, 10)
+        broadcast = await asyncio.wait_for(heard, 10)
     assert (received.id, received.payload) == (sent_id, {"n": 1})
+    assert (broadcast.channel, broadcast.payload) == ("news", {"t": "x"})
 
 
 class TestExamplePluginWorkQueue(WorkQueueContract):
