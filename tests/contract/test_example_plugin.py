@@ -1,4 +1,4 @@
-"""A third-party backend found through its entry point, and bound to the contract suite.
+"""A third-party backend found through its entry point, and bound to the contract suites.
 
 ``tests/plugin_example`` holds the package ``meetq_example_backend`` and a committed
 ``.dist-info`` naming its entry point, so putting that directory on ``sys.path`` is all
@@ -18,6 +18,8 @@ import pytest
 import meetq
 from meetq import Message, PubSubMessage, build_registry, make_plugin_manager
 from meetq.core.protocols import Backend
+from meetq.testing.event_bus_suite import EventBusContract
+from meetq.testing.pubsub_suite import PubSubContract
 from meetq.testing.work_queue_suite import WorkQueueContract
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugin_example"
@@ -104,3 +106,22 @@ class TestExamplePluginWorkQueue(WorkQueueContract):
 
     def test_bound_backend_is_the_plugin(self, backend: Backend) -> None:
         assert type(backend).__module__ == "meetq_example_backend"
+
+
+class TestExamplePluginPubSub(PubSubContract):
+    """The broadcast contract, on the same backend."""
+
+    @pytest.fixture
+    def backend_config(self) -> dict[str, Any]:
+        return {"message_queue": {"type": "example"}, "event_bus": {"type": "example"}}
+
+    def test_bound_backend_is_the_plugin(self, pubsub_backend: Backend) -> None:
+        assert type(pubsub_backend).__module__ == "meetq_example_backend"
+
+
+class TestExamplePluginEventBus(EventBusContract):
+    """The local event bus, built from a config that selects the plugin."""
+
+    @pytest.fixture
+    def backend_config(self) -> dict[str, Any]:
+        return {"message_queue": {"type": "example"}, "event_bus": {"type": "example"}}
