@@ -19,6 +19,11 @@ local out, fresh, seen_id, seen_key = {}, {}, {}, {}
 for i = 0, n - 1 do
   local o = first + i * 6
   local id, key = ARGV[o], ARGV[o + 4]
+  local t, p, delay = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3])
+  -- Checked before the first write, so a bad message leaves the whole batch unstored.
+  if not (t and p and delay) or t < 1 or t > ntypes or p < 0 or p > 3 or p % 1 ~= 0 then
+    return redis.error_reply('meetq: enqueue: bad message ' .. i + 1 .. ' (id ' .. id .. ')')
+  end
   local holder = nil
   if key ~= '' then
     holder = seen_key[key] or redis.call('HGET', K_DEDUP, key)
