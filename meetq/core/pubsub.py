@@ -139,6 +139,7 @@ class PubSub:
             raise ValidationError("source", source, "expected a non-empty string or None")
         self.source = source or _default_source()
         self._prefix = f"{self.config.namespace}:"
+        self._yield_at = self.config.subscriber_buffer // 2
         self._transport: PubSubTransport = backend.pubsub_transport()
         self._transport.on_reconnect(self._reconnected)
         self._channels: dict[str, list[_Subscriber]] = {}
@@ -430,6 +431,10 @@ class PubSub:
                 return
         buffer.append(message)
         self._wake(sub)
+        if len(buffer) > self._yield_at:
+            # A burst already read from the socket is routed without the reader ever
+            # suspending; give the consumers a turn before their buffers overflow.
+            await asyncio.sleep(0)
 
     def _count_drop(self, sub: _Subscriber) -> None:
         self._dropped += 1

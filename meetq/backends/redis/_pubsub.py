@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.exceptions
+from redis.asyncio.client import PubSub as PubSubConnection
 
 from meetq.backends.redis._backend import translate_errors
 from meetq.core.errors import BackendUnavailableError, ClosedError
@@ -35,7 +36,7 @@ log = logging.getLogger("meetq.redis.pubsub")
 
 # How long a subscription call waits for Redis to confirm it.
 CONFIRM_TIMEOUT = 30.0
-# After this long without traffic the reader sends PING; a second silent period with
+# After this long without traffic the watchdog sends PING; a second silent period with
 # the PING unanswered means the connection is dead.
 IDLE_PROBE = 15.0
 
@@ -78,6 +79,9 @@ class RedisPubSubTransport:
         self._callbacks: list[Callable[[], Awaitable[None]]] = []
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._ping_outstanding = False
+        self._traffic = 0  # responses read; the watchdog compares it between periods
+        self._pool: Any = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- publishing ---------------------------------------------------------------------
@@ -137,7 +141,7 @@ class RedisPubSubTransport:
         try:
             async with self._send_lock:
                 if self._ps is None:
-                    self._ps = self._client.pubsub()
+                    self._ps = self._new_pubsub()
                 with translate_errors(kind.upper()):
                     await self._ps.execute_command(kind.upper(), *names)
             self._connected.set()
@@ -195,19 +199,17 @@ class RedisPubSubTransport:
                 await self._connected.wait()
                 continue
             try:
-                # A read timeout we ask for returns None and keeps the connection; the
-                # client's socket_timeout would instead drop an idle subscriber.
-                response = await ps.parse_response(block=False, timeout=IDLE_PROBE)
+                # No read timeout on this connection (see _new_pubsub); the watchdog
+                # notices a silent one.
+                response = await ps.parse_response(block=True)
             except _DRIVER_ERRORS as exc:
                 if self._closed:
                     return
                 await self._reconnect(exc)
                 continue
             if response is None:
-                if self._ps is ps and not await self._probe(ps):
-                    await self._reconnect(ConnectionError("no answer to PING"))
                 continue
-            self._ping_outstanding = False
+            self._traffic += 1
             kind = _MESSAGE.get(response[0])
             if kind == 1:
                 yield TransportMessage(channel=_text(response[1]), data=_data(response[2]))
@@ -220,17 +222,48 @@ class RedisPubSubTransport:
                 if reply in _CONFIRMATIONS and response[1] is not None:
                     self._confirmed(reply, _text(response[1]))
 
-    async def _probe(self, ps: Any) -> bool:
-        """Send PING on an idle connection; False when the previous one got no answer."""
-        if self._ping_outstanding:
-            return False
-        self._ping_outstanding = True
-        try:
-            async with self._send_lock:
-                await ps.execute_command("PING")
-        except _DRIVER_ERRORS:
-            return False
-        return True
+    def _new_pubsub(self) -> Any:
+        # A pool of its own, copied from the client's but without socket_timeout: a
+        # subscriber is idle for long stretches, and a read timeout would either drop it
+        # or (as a per-read timer) cost about a third of the delivery rate. Liveness is
+        # checked by the watchdog instead.
+        if self._pool is None:
+            shared = self._client.connection_pool
+            kwargs = dict(shared.connection_kwargs)
+            kwargs["socket_timeout"] = None
+            self._pool = type(shared)(connection_class=shared.connection_class, **kwargs)
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._watch(), name="meetq-redis-pubsub-watchdog"
+            )
+        return PubSubConnection(self._pool)
+
+    async def _watch(self) -> None:
+        """PING an idle connection; if a PING stays unanswered for a whole period, cut
+        the connection so the reader reconnects (a peer that vanished sends no FIN)."""
+        seen = -1
+        while not self._closed:
+            await asyncio.sleep(IDLE_PROBE)
+            ps = self._ps
+            if ps is None or self._reconnecting or self._traffic != seen:
+                seen = self._traffic
+                self._ping_outstanding = False
+                continue
+            if self._ping_outstanding:
+                log.warning("meetq redis pub/sub: PING unanswered for %.0fs; reconnecting",
+                            IDLE_PROBE)
+                self._ping_outstanding = False
+                connection = getattr(ps, "connection", None)
+                if connection is not None:
+                    with contextlib.suppress(*_DRIVER_ERRORS):
+                        await connection.disconnect()
+                continue
+            self._ping_outstanding = True
+            try:
+                async with self._send_lock:
+                    await ps.execute_command("PING")
+            except _DRIVER_ERRORS:
+                continue  # the reader sees the broken connection too
 
     async def _reconnect(self, exc: BaseException) -> None:
         self._reconnecting = True
@@ -259,7 +292,7 @@ class RedisPubSubTransport:
                 # Nothing to restore: connect again on the next subscribe.
                 self._reconnecting = False
                 return
-            ps = self._client.pubsub()
+            ps = self._new_pubsub()
             try:
                 async with self._send_lock:
                     if channels:
@@ -326,9 +359,15 @@ class RedisPubSubTransport:
         for task in list(self._callback_tasks):
             task.cancel()
         await asyncio.gather(*self._callback_tasks, return_exceptions=True)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         ps, self._ps = self._ps, None
         if ps is not None:
             await _close_quietly(ps)
+        if self._pool is not None:
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                await self._pool.disconnect()
 
 
 async def _close_quietly(ps: Any) -> None:
