@@ -4,6 +4,7 @@
 -- ARGV[1] timeout ms, [2] limit, [3] dead-letter max size, [4] dead-letter max age ms,
 --   [5] T, then 2 values per type (triplet order): name, error text for its dead letters.
 -- Returns how many messages were dead-lettered.
+local SWEEP_SCAN = 10000 -- ready messages examined per type per call
 local now = now_ms()
 local timeout, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local dead_max, dead_age = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -18,7 +19,9 @@ for t = 1, ntypes do
   if not expiry or tonumber(expiry) <= now then
     promote(base, now)
     local ready = KEYS[base]
-    local members = redis.call('ZRANGE', ready, 0, -1, 'WITHSCORES')
+    -- Only the front of the queue is examined, so a huge backlog cannot stall Redis;
+    -- as the front is swept, later messages come into view on the next pass.
+    local members = redis.call('ZRANGE', ready, 0, SWEEP_SCAN - 1, 'WITHSCORES')
     local ids = {}
     for i = 1, #members, 2 do ids[#ids + 1] = members[i] end
     local ready_at = hmget(K_READYAT, ids)
