@@ -45,8 +45,13 @@ LATENCY_GAP = 0.005
 def _config(backend: str, url: str, workers: int) -> dict[str, Any]:
     return {
         "redis": {"url": url, "key_prefix": f"bench{uuid.uuid4().hex[:8]}"},
-        "message_queue": {"type": backend, "queue_name": "bench", "workers": workers,
-                          "visibility_timeout": 30, "poll_interval": 100},
+        "message_queue": {
+            "type": backend,
+            "queue_name": "bench",
+            "workers": workers,
+            "visibility_timeout": 30,
+            "poll_interval": 100,
+        },
         "event_bus": {"enabled": False},
     }
 
@@ -75,8 +80,9 @@ async def _drain(backend: str, url: str, count: int, workers: int) -> float:
     mq = qm.get_message_queue()
     assert mq is not None
     for start in range(0, count, 1000):
-        await mq.publish_batch([Message(type="noop", payload={"i": i})
-                                for i in range(start, min(count, start + 1000))])
+        await mq.publish_batch(
+            [Message(type="noop", payload={"i": i}) for i in range(start, min(count, start + 1000))]
+        )
     done = asyncio.Event()
     seen = 0
 
@@ -164,7 +170,9 @@ async def _child(kind: str, url: str, drain: int) -> dict[str, float]:
 def _run_child(kind: str, url: str, drain: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--url", url, "--drain", str(drain)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -183,8 +191,9 @@ def main() -> None:
         return
 
     with RedisServer() as server:
-        version = subprocess.run(["redis-server", "--version"], capture_output=True,
-                                 text=True).stdout.split()[2]
+        version = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True
+        ).stdout.split()[2]
         results: dict[str, list[dict[str, float]]] = {"memory": [], "redis": [], "bare": []}
         for _ in range(args.runs):
             for kind in results:  # interleaved, so machine noise hits all alike
@@ -194,9 +203,11 @@ def main() -> None:
         values = [r[key] for r in results[kind] if key in r]
         return statistics.median(values) if values else float("nan")
 
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"redis-py {redis.__version__}, redis-server {version}; "
-          f"median of {args.runs} runs; drain={args.drain}, worker pool 32")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"redis-py {redis.__version__}, redis-server {version}; "
+        f"median of {args.runs} runs; drain={args.drain}, worker pool 32"
+    )
     rows = [
         ("publish, one at a time (msg/s)", "publish_single", "{:,.0f}"),
         ("publish, batched x500 (msg/s)", "publish_batch", "{:,.0f}"),
@@ -205,15 +216,20 @@ def main() -> None:
         ("idle latency p99 (ms)", "lat_p99_ms", "{:.2f}"),
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ]
-    header = f"| {'figure':<34} | {'memory':>10} | {'redis':>10} | {'bare redis-py':>13} | {'redis/bare':>10} |"
+    header = (
+        f"| {'figure':<34} | {'memory':>10} | {'redis':>10} "
+        f"| {'bare redis-py':>13} | {'redis/bare':>10} |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for label, key, fmt in rows:
         mem, red, bare = med("memory", key), med("redis", key), med("bare", key)
         ratio = f"{red / bare:.2f}x" if bare == bare and key not in ("peak_rss_mb",) else ""
         bare_text = fmt.format(bare) if bare == bare else "-"
-        print(f"| {label:<34} | {fmt.format(mem):>10} | {fmt.format(red):>10} | "
-              f"{bare_text:>13} | {ratio:>10} |")
+        print(
+            f"| {label:<34} | {fmt.format(mem):>10} | {fmt.format(red):>10} | "
+            f"{bare_text:>13} | {ratio:>10} |"
+        )
 
 
 if __name__ == "__main__":

@@ -46,12 +46,16 @@ async def work_queue_tour(qm: meetq.QueueManager) -> None:
             raise RuntimeError("image service unreachable")
 
     # Published before the workers start, lowest priority first.
-    await mq.publish_batch([
-        Message(type="speech_recognition", priority=Priority.LOW, payload={"clip": "archive"}),
-        Message(type="speech_recognition", payload={"clip": "meeting-42"}),
-        Message(type="speech_recognition", priority=Priority.HIGH, payload={"clip": "live"}),
-        Message(type="speech_recognition", priority=Priority.CRITICAL, payload={"clip": "alarm"}),
-    ])
+    await mq.publish_batch(
+        [
+            Message(type="speech_recognition", priority=Priority.LOW, payload={"clip": "archive"}),
+            Message(type="speech_recognition", payload={"clip": "meeting-42"}),
+            Message(type="speech_recognition", priority=Priority.HIGH, payload={"clip": "live"}),
+            Message(
+                type="speech_recognition", priority=Priority.CRITICAL, payload={"clip": "alarm"}
+            ),
+        ]
+    )
     print("1. priorities: four messages published LOW, NORMAL, HIGH, CRITICAL; handled as:")
     await qm.start()
     await asyncio.wait_for(all_done.wait(), 10)
@@ -71,8 +75,10 @@ async def work_queue_tour(qm: meetq.QueueManager) -> None:
     while (await mq.stats())["total_processed"] < 5:
         await asyncio.sleep(0.01)
     stats = await mq.stats()
-    print(f"  processed={stats['total_processed']} failed={stats['total_failed']} "
-          f"retried={stats['total_retried']} dead_letter_count={stats['dead_letter_count']}")
+    print(
+        f"  processed={stats['total_processed']} failed={stats['total_failed']} "
+        f"retried={stats['total_retried']} dead_letter_count={stats['dead_letter_count']}"
+    )
 
 
 async def events_tour(qm: meetq.QueueManager) -> None:
@@ -86,8 +92,10 @@ async def events_tour(qm: meetq.QueueManager) -> None:
 
     print("4. broadcast with PubSub:")
     await ps.subscribe("meeting_events", on_meeting)
-    await ps.publish("meeting_events", PubSubMessage(type="user_joined",
-                                                     payload={"user_id": 123, "meeting_id": 456}))
+    await ps.publish(
+        "meeting_events",
+        PubSubMessage(type="user_joined", payload={"user_id": 123, "meeting_id": 456}),
+    )
     await asyncio.wait_for(got.wait(), 10)
 
     print("5. in-process events with LocalEventBus:")

@@ -202,7 +202,9 @@ def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
     return cls(**values)
 
 
-def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig | None = None) -> MeetqConfig:
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig | None = None,
+) -> MeetqConfig:
     """Read and validate a config from a YAML file path, a mapping, or ``None`` (defaults).
 
     Unknown keys, wrong types and impossible values raise ``ConfigError`` naming the
@@ -222,7 +224,9 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig
             raw = source
         if not isinstance(raw, Mapping):
             raise ConfigError("<root>", raw, "expected a mapping of sections")
-        sections = {name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+        sections = {
+            name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()
+        }
         config = MeetqConfig(**sections)
     env_url = os.environ.get("MEETQ_REDIS_URL")
     if env_url:

@@ -241,9 +241,7 @@ class MessageQueue:
             raise ValidationError(
                 "messages", f"<{len(messages)} messages>", f"at most {_MAX_BATCH} per batch"
             )
-        stored = [
-            self._prepare(m, delay, None, f"messages[{i}]") for i, m in enumerate(messages)
-        ]
+        stored = [self._prepare(m, delay, None, f"messages[{i}]") for i, m in enumerate(messages)]
         if not stored:
             return []
         return await self._queue.enqueue(stored)
@@ -432,12 +430,17 @@ class MessageQueue:
             except MeetqError as exc:
                 self._pending[:0] = settlements  # keep them; they are retried next round
                 if draining:
-                    log.error("meetq: %s: could not settle %d deliveries on stop: %s",
-                              self.name, len(settlements), exc)
+                    log.error(
+                        "meetq: %s: could not settle %d deliveries on stop: %s",
+                        self.name,
+                        len(settlements),
+                        exc,
+                    )
                     return
                 backoff = min(max(backoff * 2, self.config.poll_interval, 0.05), 2.0)
-                log.warning("meetq: %s: backend error, retrying in %.2fs: %s",
-                            self.name, backoff, exc)
+                log.warning(
+                    "meetq: %s: backend error, retrying in %.2fs: %s", self.name, backoff, exc
+                )
                 await asyncio.sleep(backoff)
                 continue
             backoff = 0.0
@@ -447,7 +450,9 @@ class MessageQueue:
                     log.warning(
                         "meetq: %s: message %s was re-delivered after its lease expired; "
                         "this worker's %s was not applied",
-                        self.name, settlement.lease.id, settlement.outcome,
+                        self.name,
+                        settlement.lease.id,
+                        settlement.outcome,
                     )
             for claimed in result.claimed:
                 task = asyncio.create_task(self._run(claimed))
@@ -484,18 +489,27 @@ class MessageQueue:
         delay *= 1.0 - cfg.retry_jitter * random.random()
         return int(delay * 1000)
 
-    def _failure(self, claimed: Claimed, message: Message | None, error: str, tb: str) -> Settlement:
+    def _failure(
+        self, claimed: Claimed, message: Message | None, error: str, tb: str
+    ) -> Settlement:
         lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
         if message is not None and claimed.attempt < self._max_attempts(message):
             return Settlement(
-                lease=lease, outcome="retry", delay_ms=self._retry_delay_ms(claimed.attempt),
+                lease=lease,
+                outcome="retry",
+                delay_ms=self._retry_delay_ms(claimed.attempt),
                 error=error,
             )
         if self.config.enable_dead_letter_queue:
             return Settlement(lease=lease, outcome="dead", error=error, traceback=tb)
         log.error(
             "meetq: %s: dropping message %s (%s) after %d attempts (dead-letter queue "
-            "disabled): %s", self.name, claimed.id, claimed.type, claimed.attempt, error,
+            "disabled): %s",
+            self.name,
+            claimed.id,
+            claimed.type,
+            claimed.attempt,
+            error,
         )
         return Settlement(lease=lease, outcome="drop", error=error, traceback=tb)
 
@@ -515,16 +529,24 @@ class MessageQueue:
             message = decode_message(claimed.body, self.serializer, retry_count=claimed.attempt - 1)
         except (ValueError, KeyError, TypeError, MeetqError) as exc:
             self._local["undecodable"] += 1
-            log.error("meetq: %s: message %s cannot be decoded, dead-lettering it raw: %s",
-                      self.name, claimed.id, exc)
+            log.error(
+                "meetq: %s: message %s cannot be decoded, dead-lettering it raw: %s",
+                self.name,
+                claimed.id,
+                exc,
+            )
             return Settlement(
-                lease=lease, outcome="dead", error=f"undecodable message: {exc!r}",
+                lease=lease,
+                outcome="dead",
+                error=f"undecodable message: {exc!r}",
                 traceback="".join(traceback.format_exception(exc)),
             )
         if claimed.attempt > self._max_attempts(message):
             # Its lease expired on every try: a worker died or hung each time.
-            error = (f"lease expired {claimed.attempt - 1} times; the handler never finished "
-                     f"(max_retries={self._max_attempts(message) - 1})")
+            error = (
+                f"lease expired {claimed.attempt - 1} times; the handler never finished "
+                f"(max_retries={self._max_attempts(message) - 1})"
+            )
             return self._failure(claimed, None, error, "")
         handler = self._handlers.get(claimed.type)
         if handler is None:  # cannot happen: we claim only handled types
@@ -536,8 +558,13 @@ class MessageQueue:
             assert timeout is not None
             self._local["handler_timeouts"] += 1
             error = str(HandlerTimeout(timeout))
-            log.warning("meetq: %s: message %s attempt %d: %s",
-                        self.name, claimed.id, claimed.attempt, error)
+            log.warning(
+                "meetq: %s: message %s attempt %d: %s",
+                self.name,
+                claimed.id,
+                claimed.attempt,
+                error,
+            )
             return self._failure(claimed, message, error, "")
         except asyncio.CancelledError:
             raise
@@ -545,8 +572,14 @@ class MessageQueue:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             tb = "".join(traceback.format_exception(exc, limit=20))
-            log.warning("meetq: %s: message %s (%s) attempt %d failed: %r",
-                        self.name, claimed.id, claimed.type, claimed.attempt, exc)
+            log.warning(
+                "meetq: %s: message %s (%s) attempt %d failed: %r",
+                self.name,
+                claimed.id,
+                claimed.type,
+                claimed.attempt,
+                exc,
+            )
             return self._failure(claimed, message, f"{type(exc).__name__}: {exc}", tb)
         return Settlement(lease=lease, outcome="ack")
 
@@ -567,8 +600,9 @@ class MessageQueue:
             for lease, ok in zip(leases, held, strict=True):
                 if not ok:
                     self._local["lease_lost"] += 1
-                    log.warning("meetq: %s: lease of message %s was lost while it ran",
-                                self.name, lease.id)
+                    log.warning(
+                        "meetq: %s: lease of message %s was lost while it ran", self.name, lease.id
+                    )
 
     async def _janitor(self) -> None:
         interval = self._janitor_interval
@@ -582,8 +616,9 @@ class MessageQueue:
                 log.warning("meetq: %s: heartbeat failed: %s", self.name, exc)
                 continue
             if swept:
-                log.error("meetq: %s: dead-lettered %d messages no live worker handles",
-                          self.name, swept)
+                log.error(
+                    "meetq: %s: dead-lettered %d messages no live worker handles", self.name, swept
+                )
 
 
 async def _call(handler: Handler, message: Message) -> None:
@@ -600,4 +635,3 @@ async def _call(handler: Handler, message: Message) -> None:
 def _check_count(field: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(field, value, "expected a non-negative int")
-

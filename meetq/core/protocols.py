@@ -174,7 +174,7 @@ class WorkQueueBackend(Protocol):
         """Push the deadline of each held lease ``lease_ms`` ahead; False where lost."""
         ...
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109  (a bounded wait is the contract)
         """Return when a message may have become ready, or after ``timeout`` seconds.
 
         May return early; callers re-check with ``exchange``. Must really wait (never
@@ -324,7 +324,9 @@ class LocalEventBusProtocol(Protocol):
 
     def on(self, event_type: str, handler: Callable[[LocalEvent], Any]) -> None: ...
 
-    def emit(self, event_type: str, payload: Mapping[str, Any], source: str | None = None) -> None: ...
+    def emit(
+        self, event_type: str, payload: Mapping[str, Any], source: str | None = None
+    ) -> None: ...
 
     async def start(self) -> None: ...
 

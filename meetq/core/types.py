@@ -85,14 +85,18 @@ def _headers_validator(instance: object, attribute: attrs.Attribute[Any], value:
             )
 
 
-def _max_retries_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _max_retries_validator(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
     if value is None:
         return
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
         raise ValidationError(attribute.name, value, "expected an int from 0 to 1000, or None")
 
 
-def _retry_count_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _retry_count_validator(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValidationError(attribute.name, value, "expected a non-negative int")
 

@@ -99,7 +99,7 @@ class EventBusContract(BackendContract):
         bus.off("t")
         assert bus.handler_count("t") == 0 and bus.handler_count("*") == 1
 
-    async def test_plain_handler_runs_in_a_thread(self, make_bus: BusFactory) -> None:
+    async def test_bus_plain_handler_runs_in_a_thread(self, make_bus: BusFactory) -> None:
         bus = make_bus()
         threads: list[int] = []
         bus.on("p", lambda event: threads.append(threading.get_ident()))

@@ -189,7 +189,7 @@ class PubSubContract(BackendContract):
         assert fast.types == expected
         assert slow_order.types == expected
 
-    async def test_plain_handler_runs_in_a_thread(self, make_pubsub: PubSubFactory) -> None:
+    async def test_pubsub_plain_handler_runs_in_a_thread(self, make_pubsub: PubSubFactory) -> None:
         ps = await make_pubsub()
         loop_thread = threading.get_ident()
         seen: list[tuple[str, int]] = []

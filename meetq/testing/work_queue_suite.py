@@ -7,6 +7,7 @@ backend primitives) and holds on every backend that binds the suite.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -22,6 +23,8 @@ from meetq.testing._base import BackendContract
 
 __all__ = ["WorkQueueContract", "eventually"]
 
+MakeQueue = Callable[..., MessageQueue]
+
 QUICK = {
     "visibility_timeout": "2s",
     "poll_interval": "50ms",
@@ -33,13 +36,14 @@ QUICK = {
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0
+    check: Callable[[], Awaitable[object]] | Callable[[], object],
+    timeout: float = 10.0,  # noqa: ASYNC109  (a test deadline, not a cancellation scope)
 ) -> None:
-    """Wait until ``check()`` is true, re-checking every 5 ms; fail after ``timeout``."""
+    """Wait until ``check()`` is truthy, re-checking every 5 ms; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
-        if not isinstance(result, bool):
+        if inspect.isawaitable(result):
             result = await result
         if result:
             return
@@ -67,7 +71,7 @@ class WorkQueueContract(BackendContract):
 
     # -- publish and validation ----------------------------------------------------------
 
-    async def test_publish_returns_id_and_handler_sees_message(self, make_queue: Any) -> None:
+    async def test_publish_returns_id_and_handler_sees_message(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         seen: list[Message] = []
         done = asyncio.Event()
@@ -77,26 +81,38 @@ class WorkQueueContract(BackendContract):
             seen.append(msg)
             done.set()
 
-        sent = Message(type="greet", payload={"name": "ada", "n": [1, 2.5, None, True]},
-                       priority=Priority.HIGH, source="svc", headers={"trace": "t1"})
+        sent = Message(
+            type="greet",
+            payload={"name": "ada", "n": [1, 2.5, None, True]},
+            priority=Priority.HIGH,
+            source="svc",
+            headers={"trace": "t1"},
+        )
         message_id = await mq.publish(sent)
         assert message_id == sent.id
         async with mq:
             await asyncio.wait_for(done.wait(), 10)
         got = seen[0]
-        assert (got.id, got.type, got.priority, got.source) == (sent.id, "greet", Priority.HIGH, "svc")
+        assert (got.id, got.type, got.priority, got.source) == (
+            sent.id,
+            "greet",
+            Priority.HIGH,
+            "svc",
+        )
         assert got.payload == {"name": "ada", "n": [1, 2.5, None, True]}
         assert got.headers == {"trace": "t1"}
         assert got.attempt == 1 and got.retry_count == 0
         assert got.max_retries == 3  # filled in from the config default
 
-    async def test_default_priority_is_normal(self, make_queue: Any) -> None:
+    async def test_default_priority_is_normal(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         await mq.publish(Message(type="t"))
         assert await mq.queue_length(Priority.NORMAL) == 1
         assert await mq.queue_length() == 1
 
-    async def test_bad_input_names_the_field_and_stores_nothing(self, make_queue: Any) -> None:
+    async def test_bad_input_names_the_field_and_stores_nothing(
+        self, make_queue: MakeQueue
+    ) -> None:
         mq = make_queue()
         with pytest.raises(ValidationError) as info:
             await mq.publish({"type": "x"})  # type: ignore[arg-type]
@@ -115,7 +131,7 @@ class WorkQueueContract(BackendContract):
         assert await mq.queue_length() == 0
         assert (await mq.stats())["total_published"] == 0
 
-    async def test_batch_is_all_or_nothing(self, make_queue: Any) -> None:
+    async def test_batch_is_all_or_nothing(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         good = [Message(type="t", payload={"i": i}) for i in range(3)]
         bad = Message(type="t", payload={"blob": b"bytes"})
@@ -130,7 +146,7 @@ class WorkQueueContract(BackendContract):
 
     # -- ordering ----------------------------------------------------------------------
 
-    async def test_strict_priority_then_fifo(self, make_queue: Any) -> None:
+    async def test_strict_priority_then_fifo(self, make_queue: MakeQueue) -> None:
         mq = make_queue(workers=1)
         order: list[tuple[int, int]] = []
         done = asyncio.Event()
@@ -150,7 +166,7 @@ class WorkQueueContract(BackendContract):
         expected = sorted(((int(p), i) for i, p in enumerate(plan)), key=lambda x: (-x[0], x[1]))
         assert order == expected
 
-    async def test_higher_priority_published_later_overtakes(self, make_queue: Any) -> None:
+    async def test_higher_priority_published_later_overtakes(self, make_queue: MakeQueue) -> None:
         mq = make_queue(workers=1)
         gate = asyncio.Event()
         order: list[str] = []
@@ -176,7 +192,7 @@ class WorkQueueContract(BackendContract):
 
     # -- failures, retries, dead letters -----------------------------------------------
 
-    async def test_retry_with_backoff_then_dead_letter(self, make_queue: Any) -> None:
+    async def test_retry_with_backoff_then_dead_letter(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         attempts: list[int] = []
 
@@ -203,7 +219,7 @@ class WorkQueueContract(BackendContract):
         assert stats["dead_letter_count"] == 1
         assert stats["queue_length"]["total"] == 0 and stats["processing_count"] == 0
 
-    async def test_retry_then_success(self, make_queue: Any) -> None:
+    async def test_retry_then_success(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         attempts: list[int] = []
         done = asyncio.Event()
@@ -222,7 +238,7 @@ class WorkQueueContract(BackendContract):
         assert attempts == [1, 2, 3]
         assert await mq.dead_letter_count() == 0
 
-    async def test_requeue_dead_letters_resets_attempts(self, make_queue: Any) -> None:
+    async def test_requeue_dead_letters_resets_attempts(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         fail = True
         seen: list[int] = []
@@ -242,7 +258,7 @@ class WorkQueueContract(BackendContract):
         assert seen == [1, 1]
         assert await mq.dead_letter_count() == 0
 
-    async def test_dead_letter_disabled_drops_and_counts(self, make_queue: Any) -> None:
+    async def test_dead_letter_disabled_drops_and_counts(self, make_queue: MakeQueue) -> None:
         mq = make_queue(enable_dead_letter_queue=False, max_retries=1)
         calls: list[int] = []
 
@@ -258,7 +274,9 @@ class WorkQueueContract(BackendContract):
         assert await mq.dead_letter_count() == 0
         assert await mq.queue_length() == 0
 
-    async def test_handler_timeout_cancels_and_counts_as_failure(self, make_queue: Any) -> None:
+    async def test_handler_timeout_cancels_and_counts_as_failure(
+        self, make_queue: MakeQueue
+    ) -> None:
         mq = make_queue()
         cancelled = asyncio.Event()
 
@@ -277,7 +295,7 @@ class WorkQueueContract(BackendContract):
         [dead] = await mq.dead_letters()
         assert "0.05s" in dead.error
 
-    async def test_worker_survives_every_kind_of_failure(self, make_queue: Any) -> None:
+    async def test_worker_survives_every_kind_of_failure(self, make_queue: MakeQueue) -> None:
         mq = make_queue(workers=2, max_retries=0)
         ok = asyncio.Event()
 
@@ -296,11 +314,13 @@ class WorkQueueContract(BackendContract):
         async def fine(msg: Message) -> None:
             ok.set()
 
-        await mq.publish_batch([
-            Message(type="raise", payload={"kind": "value"}),
-            Message(type="raise", payload={"kind": "base"}),
-            Message(type="sync_raise"),
-        ])
+        await mq.publish_batch(
+            [
+                Message(type="raise", payload={"kind": "value"}),
+                Message(type="raise", payload={"kind": "base"}),
+                Message(type="sync_raise"),
+            ]
+        )
         async with mq:
             await eventually(lambda: _dead(mq, 3))
             await mq.publish(Message(type="ok"))
@@ -309,7 +329,7 @@ class WorkQueueContract(BackendContract):
         assert errors == ["KeyError", "ValueError", "Weird"]
 
     async def test_undecodable_message_is_dead_lettered_raw(
-        self, make_queue: Any, backend: Backend
+        self, make_queue: MakeQueue, backend: Backend
     ) -> None:
         mq = make_queue()
         ok = asyncio.Event()
@@ -328,7 +348,7 @@ class WorkQueueContract(BackendContract):
         assert dead.id == "bad1" and dead.message is None and dead.raw == b"\xff{not json"
         assert "undecodable" in dead.error
 
-    async def test_dead_letter_queue_is_capped(self, make_queue: Any) -> None:
+    async def test_dead_letter_queue_is_capped(self, make_queue: MakeQueue) -> None:
         mq = make_queue(max_retries=0, dead_letter_max_size=3, workers=1)
 
         @mq.handler("job")
@@ -343,7 +363,7 @@ class WorkQueueContract(BackendContract):
         assert await mq.clear_dead_letters() == 3
         assert await mq.dead_letter_count() == 0
 
-    async def test_dead_letters_expire_by_age(self, make_queue: Any) -> None:
+    async def test_dead_letters_expire_by_age(self, make_queue: MakeQueue) -> None:
         mq = make_queue(max_retries=0, dead_letter_max_age="300ms")
 
         @mq.handler("job")
@@ -361,7 +381,7 @@ class WorkQueueContract(BackendContract):
 
     # -- leases ------------------------------------------------------------------------
 
-    async def test_lease_is_renewed_while_handler_runs(self, make_queue: Any) -> None:
+    async def test_lease_is_renewed_while_handler_runs(self, make_queue: MakeQueue) -> None:
         # The handler runs 3x the visibility timeout while a second worker polls the
         # same queue: the message must be neither re-delivered nor duplicated.
         first = make_queue(visibility_timeout="200ms")
@@ -383,7 +403,7 @@ class WorkQueueContract(BackendContract):
         assert await first.dead_letter_count() == 0
 
     async def test_expired_lease_redelivers_and_late_settlement_is_refused(
-        self, backend: Backend, make_queue: Any
+        self, backend: Backend, make_queue: MakeQueue
     ) -> None:
         raw = backend.work_queue("q", WorkQueueOptions())
         mq = make_queue(visibility_timeout="2s")
@@ -403,8 +423,9 @@ class WorkQueueContract(BackendContract):
             await eventually(lambda: seen == [2])
             # The stuck worker wakes up and acks with its stale token: refused.
             late = LeaseRef(id=old.id, type=old.type, token=old.token)
-            result = await raw.exchange([Settlement(lease=late, outcome="ack")],
-                                        types=["job"], claim=0, lease_ms=50)
+            result = await raw.exchange(
+                [Settlement(lease=late, outcome="ack")], types=["job"], claim=0, lease_ms=50
+            )
             assert result.settled == [False]
             assert await raw.extend([late], 1000) == [False]
             assert await mq.processing_count() == 1
@@ -412,22 +433,25 @@ class WorkQueueContract(BackendContract):
             await eventually(lambda: _processed(mq, 1))
         assert seen == [2]
 
-    async def test_release_keeps_position_and_attempt(self, backend: Backend, make_queue: Any) -> None:
+    async def test_release_keeps_position_and_attempt(
+        self, backend: Backend, make_queue: MakeQueue
+    ) -> None:
         raw = backend.work_queue("q", WorkQueueOptions())
         mq = make_queue()
         await mq.publish_batch([Message(type="job", payload={"i": i}) for i in range(3)])
         got = await raw.exchange([], types=["job"], claim=1, lease_ms=5000)
         [first] = got.claimed
         lease = LeaseRef(id=first.id, type=first.type, token=first.token)
-        back = await raw.exchange([Settlement(lease=lease, outcome="release")],
-                                  types=["job"], claim=1, lease_ms=5000)
+        back = await raw.exchange(
+            [Settlement(lease=lease, outcome="release")], types=["job"], claim=1, lease_ms=5000
+        )
         assert back.settled == [True]
         assert [c.id for c in back.claimed] == [first.id]
         assert back.claimed[0].attempt == 1
 
     # -- scheduling --------------------------------------------------------------------
 
-    async def test_delayed_delivery(self, make_queue: Any) -> None:
+    async def test_delayed_delivery(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         started = time.monotonic()
         ran_at: list[float] = []
@@ -446,7 +470,7 @@ class WorkQueueContract(BackendContract):
             await eventually(lambda: len(ran_at) == 2)
         assert min(ran_at) - started >= 0.29
 
-    async def test_push_wakeup_not_polling(self, make_queue: Any) -> None:
+    async def test_push_wakeup_not_polling(self, make_queue: MakeQueue) -> None:
         # poll_interval is a fallback bound only: with it at 60 s, a publish to an idle
         # queue must still start its handler at once.
         mq = make_queue(poll_interval="60s")
@@ -461,7 +485,7 @@ class WorkQueueContract(BackendContract):
             await mq.publish(Message(type="ping"))
             await asyncio.wait_for(done.wait(), 5)
 
-    async def test_dedup_key(self, make_queue: Any) -> None:
+    async def test_dedup_key(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         gate = asyncio.Event()
         runs: list[str] = []
@@ -473,8 +497,9 @@ class WorkQueueContract(BackendContract):
 
         first = await mq.publish(Message(type="job", dedup_key="k1"))
         assert await mq.publish(Message(type="job", dedup_key="k1")) == first
-        batch = await mq.publish_batch([Message(type="job", dedup_key="k2"),
-                                        Message(type="job", dedup_key="k2")])
+        batch = await mq.publish_batch(
+            [Message(type="job", dedup_key="k2"), Message(type="job", dedup_key="k2")]
+        )
         assert batch[0] == batch[1]
         assert await mq.queue_length() == 2
         async with mq:
@@ -490,7 +515,7 @@ class WorkQueueContract(BackendContract):
     # -- several workers on one queue --------------------------------------------------
 
     async def test_unhandled_type_waits_for_a_worker_that_handles_it(
-        self, make_queue: Any
+        self, make_queue: MakeQueue
     ) -> None:
         billing = make_queue(unhandled_timeout="60s")
         media = make_queue(unhandled_timeout="60s")
@@ -512,7 +537,9 @@ class WorkQueueContract(BackendContract):
                 await eventually(lambda: got == ["transcode"])
         assert await billing.dead_letter_count() == 0
 
-    async def test_unhandled_message_is_dead_lettered_after_timeout(self, make_queue: Any) -> None:
+    async def test_unhandled_message_is_dead_lettered_after_timeout(
+        self, make_queue: MakeQueue
+    ) -> None:
         mq = make_queue(unhandled_timeout="200ms")
 
         @mq.handler("known")
@@ -528,7 +555,7 @@ class WorkQueueContract(BackendContract):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def test_graceful_stop_releases_unfinished_without_charging(
-        self, make_queue: Any
+        self, make_queue: MakeQueue
     ) -> None:
         mq = make_queue(workers=2)
         started = asyncio.Event()
@@ -567,7 +594,7 @@ class WorkQueueContract(BackendContract):
         async with after:
             await eventually(lambda: attempts == [1])
 
-    async def test_in_flight_handler_finishes_within_grace(self, make_queue: Any) -> None:
+    async def test_in_flight_handler_finishes_within_grace(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         started = asyncio.Event()
         finished = asyncio.Event()
@@ -585,7 +612,7 @@ class WorkQueueContract(BackendContract):
         assert finished.is_set()
         assert (await mq.stats())["total_processed"] == 1
 
-    async def test_register_rules(self, make_queue: Any) -> None:
+    async def test_register_rules(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
 
         async def h(msg: Message) -> None:
@@ -600,21 +627,35 @@ class WorkQueueContract(BackendContract):
         with pytest.raises(ValidationError):
             mq.register_handler("c", h)
 
-    async def test_stats_keys_and_clear(self, make_queue: Any) -> None:
+    async def test_stats_keys_and_clear(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         await mq.publish_batch([Message(type="t", priority=p) for p in Priority])
         stats = await mq.stats()
-        for key in ("queue_name", "total_published", "total_processed", "total_failed",
-                    "total_retried", "total_dead_letter", "queue_length", "processing_count",
-                    "dead_letter_count", "workers"):
+        for key in (
+            "queue_name",
+            "total_published",
+            "total_processed",
+            "total_failed",
+            "total_retried",
+            "total_dead_letter",
+            "queue_length",
+            "processing_count",
+            "dead_letter_count",
+            "workers",
+        ):
             assert key in stats
-        assert stats["queue_length"] == {"critical": 1, "high": 1, "normal": 1, "low": 1,
-                                         "total": 4}
+        assert stats["queue_length"] == {
+            "critical": 1,
+            "high": 1,
+            "normal": 1,
+            "low": 1,
+            "total": 4,
+        }
         assert stats["total_published"] == 4
         assert await mq.clear() == 4
         assert await mq.queue_length() == 0
 
-    async def test_many_messages_each_processed_once(self, make_queue: Any) -> None:
+    async def test_many_messages_each_processed_once(self, make_queue: MakeQueue) -> None:
         first = make_queue(workers=8)
         second = make_queue(workers=3)
         seen: list[int] = []

@@ -18,9 +18,7 @@ import pytest
 import meetq
 from meetq import Message, PubSubMessage, build_registry, make_plugin_manager
 from meetq.core.protocols import Backend
-from meetq.testing.event_bus_suite import EventBusContract
-from meetq.testing.pubsub_suite import PubSubContract
-from meetq.testing.work_queue_suite import WorkQueueContract
+from meetq.testing import ContractSuite
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugin_example"
 
@@ -97,31 +95,15 @@ async def test_type_example_is_selectable_by_config() -> None:
     assert (broadcast.channel, broadcast.payload) == ("news", {"t": "x"})
 
 
-class TestExamplePluginWorkQueue(WorkQueueContract):
-    """The whole shipped work-queue contract, on the entry-point backend."""
+class TestExamplePlugin(ContractSuite):
+    """The whole shipped contract suite, bound in one class to the entry-point backend."""
 
     @pytest.fixture
     def backend_config(self) -> dict[str, Any]:
         return {"message_queue": {"type": "example"}, "event_bus": {"type": "example"}}
 
-    def test_bound_backend_is_the_plugin(self, backend: Backend) -> None:
+    def test_bound_backends_are_the_plugin(
+        self, backend: Backend, pubsub_backend: Backend
+    ) -> None:
         assert type(backend).__module__ == "meetq_example_backend"
-
-
-class TestExamplePluginPubSub(PubSubContract):
-    """The broadcast contract, on the same backend."""
-
-    @pytest.fixture
-    def backend_config(self) -> dict[str, Any]:
-        return {"message_queue": {"type": "example"}, "event_bus": {"type": "example"}}
-
-    def test_bound_backend_is_the_plugin(self, pubsub_backend: Backend) -> None:
         assert type(pubsub_backend).__module__ == "meetq_example_backend"
-
-
-class TestExamplePluginEventBus(EventBusContract):
-    """The local event bus, built from a config that selects the plugin."""
-
-    @pytest.fixture
-    def backend_config(self) -> dict[str, Any]:
-        return {"message_queue": {"type": "example"}, "event_bus": {"type": "example"}}

@@ -102,3 +102,15 @@ def test_module_all_names_exist_once_and_are_documented(module_name: str) -> Non
         value = getattr(module, name)
         if inspect.isclass(value) or inspect.isfunction(value):
             assert value.__doc__, f"{module_name}.{name} has no docstring"
+
+
+def test_contract_mixins_do_not_shadow_each_other() -> None:
+    # ContractSuite inherits all three mixins: a shared name would silently drop a test.
+    from meetq.testing import EventBusContract, PubSubContract, WorkQueueContract
+
+    seen: dict[str, str] = {}
+    for mixin in (WorkQueueContract, PubSubContract, EventBusContract):
+        for name in vars(mixin):
+            if name.startswith("test_"):
+                assert name not in seen, f"{name} is in {seen.get(name)} and {mixin.__name__}"
+                seen[name] = mixin.__name__

@@ -8,6 +8,7 @@ that version, so every transition is O(log n) and nothing needs scanning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -245,7 +246,7 @@ class MemoryWorkQueue:
         for message_type in types:
             heap = self._ready.get(message_type)
             while heap:
-                score, message_id, version = heap[0]
+                _, message_id, version = heap[0]
                 entry = self._entries.get(message_id)
                 if entry is not None and entry.version == version:
                     break
@@ -280,7 +281,9 @@ class MemoryWorkQueue:
                 entry.attempts += 1
                 entry.token = f"{self._token_prefix}:{next(self._token_seq)}"
                 self._deadline[entry.id] = deadline
-                heapq.heappush(self._leases.setdefault(entry.type, []), (deadline, entry.id, version))
+                heapq.heappush(
+                    self._leases.setdefault(entry.type, []), (deadline, entry.id, version)
+                )
                 self._waiting[entry.priority] -= 1
                 self._processing += 1
                 claimed.append(
@@ -305,14 +308,12 @@ class MemoryWorkQueue:
             result.append(entry is not None)
         return result
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109  (protocol)
         if self._wake is None:
             self._wake = asyncio.Event()
         if not self._wake.is_set() and timeout > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
         self._wake.clear()
 
     async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
@@ -419,4 +420,3 @@ class MemoryWorkQueue:
 
     async def aclose(self) -> None:
         """Nothing to release; the queue's data stays with its backend object."""
-

@@ -40,6 +40,7 @@ import redis.exceptions
 from redis.client import NEVER_DECODE
 
 from meetq.backends.redis._backend import translate_errors
+from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
     Claimed,
     DeadRecord,
@@ -164,6 +165,7 @@ class RedisWorkQueue:
     async def _eval(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         """EVALSHA in one round trip; on NOSCRIPT (a restarted or flushed server) load
         the script and run it again."""
+        self._check_open()
         with translate_errors(script.name):
             try:
                 return await self._client.execute_command(
@@ -175,7 +177,13 @@ class RedisWorkQueue:
                     "EVALSHA", script.sha, len(keys), *keys, *args, **_RAW
                 )
 
+    def _check_open(self) -> None:
+        # A closed backend must not quietly reopen connections that nobody will close.
+        if self._closed:
+            raise ClosedError(f"work queue {self.name!r}: its backend was closed")
+
     async def _command(self, what: str, *args: Any) -> Any:
+        self._check_open()
         with translate_errors(what):
             return await self._client.execute_command(*args, **_RAW)
 
@@ -361,6 +369,7 @@ class RedisWorkQueue:
         types = await self._unhandled_types()
         if not types:
             return 0
+        self._check_open()
         with translate_errors("unhandled_count"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for t in types:
