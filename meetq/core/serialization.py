@@ -8,6 +8,7 @@ handler receives equals what was published on every backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -84,6 +85,21 @@ def _find_unencodable(
     return (path, value, f"{type(value).__name__} is not JSON-serializable")
 
 
+def _plain(value: Any) -> bool:
+    """True when ``value`` is built from exactly dict/list/str/int/bool/None and finite
+    floats, so JSON carries it unchanged."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return bool(value - value == 0.0)  # False for NaN and infinities
+    if kind is dict:
+        return all(type(key) is str and _plain(item) for key, item in value.items())
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return False
+
+
 def _refuse(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
@@ -99,15 +115,21 @@ class JsonSerializer:
     name = "json"
 
     def dumps(self, value: Mapping[str, Any], *, field: str = "payload") -> bytes:
-        # Fast path in C. The decode-and-compare catches what json would silently change
-        # (tuples, non-string keys); only on trouble do we walk the value to name the field.
         try:
-            data = _ENCODER.encode(value).encode()
-            if json.loads(data) == value:
-                return data
-        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
-            pass
-        found = _find_unencodable(value, field, check_text=True)
+            # Fast path: exact builtin types only, checked in one cheap pass; the C
+            # encoder then cannot change anything on the way.
+            if _plain(value):
+                with contextlib.suppress(ValueError):  # a lone surrogate: named below
+                    return _ENCODER.encode(value).encode()
+            else:
+                # Subclasses of dict and the like: accept what survives a round trip.
+                with contextlib.suppress(TypeError, ValueError):
+                    data = _ENCODER.encode(value).encode()
+                    if json.loads(data) == value:
+                        return data
+            found = _find_unencodable(value, field, check_text=True)
+        except RecursionError:
+            raise SerializationError(field, value, "nested too deeply to encode") from None
         path, bad, problem = found if found is not None else (field, value, "not valid JSON")
         raise SerializationError(path, bad, problem)
 
@@ -186,5 +208,3 @@ def decode_pubsub_message(data: bytes, serializer: Serializer, *, channel: str) 
         headers=body.get("headers") or {},
         channel=channel,
     )
-
-

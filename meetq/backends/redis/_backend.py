@@ -63,6 +63,7 @@ class RedisBackend:
         client = aioredis.Redis.from_url(
             cfg.url,
             socket_timeout=cfg.socket_timeout or None,
+            socket_keepalive=True,
             socket_connect_timeout=cfg.socket_connect_timeout or None,
             max_connections=cfg.max_connections,
         )

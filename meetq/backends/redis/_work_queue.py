@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import itertools
 import json
 import uuid
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import redis.exceptions
+from redis.asyncio.connection import AbstractConnection
 from redis.client import NEVER_DECODE
 
 from meetq.backends.redis._backend import translate_errors
@@ -60,8 +62,20 @@ _OUTCOME_CODES: Final = {"ack": "a", "retry": "r", "dead": "d", "drop": "x", "re
 
 # Fixed key names, in the order _lib.lua documents (KEYS[1..14]).
 _FIXED_KEYS: Final = (
-    "m:body", "m:score", "m:attempts", "m:token", "m:dedup", "m:ready_at",
-    "dedup", "dead", "dinfo", "counts", "seq", "types", "handlers", "notify",
+    "m:body",
+    "m:score",
+    "m:attempts",
+    "m:token",
+    "m:dedup",
+    "m:ready_at",
+    "dedup",
+    "dead",
+    "dinfo",
+    "counts",
+    "seq",
+    "types",
+    "handlers",
+    "notify",
 )
 _COUNTERS: Final = ("published", "processed", "failed", "retried", "dead_letter", "dropped")
 _WAITING_FIELDS: Final = ("waiting:0", "waiting:1", "waiting:2", "waiting:3")
@@ -93,13 +107,35 @@ class _Script:
 def _load_scripts() -> dict[str, _Script]:
     prelude = (_LUA_DIR / "_lib.lua").read_text(encoding="utf-8")
     names = (
-        "enqueue", "exchange", "extend", "heartbeat", "unhandled_types", "sweep",
-        "dead_list", "requeue", "clear", "clear_dead",
+        "enqueue",
+        "exchange",
+        "extend",
+        "heartbeat",
+        "unhandled_types",
+        "sweep",
+        "dead_list",
+        "requeue",
+        "clear",
+        "clear_dead",
     )
     return {name: _Script(name, prelude) for name in names}
 
 
 _SCRIPTS: Final = _load_scripts()
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int):
+        return b"%d" % value
+    return str(value).encode()
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 def _text(value: bytes | str) -> str:
@@ -140,6 +176,23 @@ class RedisWorkQueue:
         self._first_attempt = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
+        self._packed_heads: dict[tuple[str, tuple[bytes, ...]], bytes] = {}
+        # The hand-packed EVALSHA path needs a plain redis-py client with a pool;
+        # anything else (fakeredis, a single-connection client) uses execute_command.
+        pool = getattr(client, "connection_pool", None)
+        conn_class = getattr(pool, "connection_class", None)
+        # redis-py 5.3 deprecates naming the command when taking a connection; 5.0-5.2
+        # require it.
+        get = getattr(pool, "get_connection", None)
+        params = inspect.signature(get).parameters if get is not None else {}
+        first = next(iter(params.values()), None)
+        self._bare_get = first is None or first.default is not inspect.Parameter.empty
+        self._fast = (
+            getattr(client, "connection", None) is None
+            and isinstance(conn_class, type)
+            and issubclass(conn_class, AbstractConnection)
+            and conn_class.__module__.startswith("redis.")
+        )
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -168,14 +221,39 @@ class RedisWorkQueue:
         self._check_open()
         with translate_errors(script.name):
             try:
-                return await self._client.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args, **_RAW
-                )
+                return await self._evalsha(script, keys, args)
             except redis.exceptions.NoScriptError:
                 await self._client.execute_command("SCRIPT", "LOAD", script.source)
-                return await self._client.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args, **_RAW
-                )
+                return await self._evalsha(script, keys, args)
+
+    async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        if not self._fast:
+            return await self._client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args, **_RAW
+            )
+        # redis-py's pure-Python packer costs about 1 us per argument, more than the
+        # script itself for a batch; the keys of a call repeat, so their packed form is
+        # cached and only the arguments are packed here.
+        head = self._packed_heads.get((script.sha, tuple(keys)))
+        if head is None:
+            head = b"".join(
+                _bulk(p) for p in (b"EVALSHA", script.sha.encode(), b"%d" % len(keys), *keys)
+            )
+            if len(self._packed_heads) < 1024:
+                self._packed_heads[(script.sha, tuple(keys))] = head
+        parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), head]
+        parts.extend(_bulk(_as_bytes(a)) for a in args)
+        pool = self._client.connection_pool
+        conn = await (pool.get_connection() if self._bare_get else pool.get_connection("EVALSHA"))
+        try:
+            await conn.send_packed_command(b"".join(parts), check_health=False)
+            return await conn.read_response(disable_decoding=True)
+        except BaseException:
+            # A half-sent or half-read command leaves the stream unusable.
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
 
     def _check_open(self) -> None:
         # A closed backend must not quietly reopen connections that nobody will close.
@@ -203,10 +281,13 @@ class RedisWorkQueue:
             key = "" if m.dedup_key is None else "=" + m.dedup_key
             body += (m.id, t, m.priority, m.delay_ms, key, m.body)
         names = list(index)
-        ids = await self._eval(
+        turned_away = await self._eval(
             _SCRIPTS["enqueue"], self._keys_with(names), [len(names), *names, *body]
         )
-        return [_text(i) for i in ids]
+        ids = [m.id for m in messages]
+        for i in range(0, len(turned_away), 2):
+            ids[int(turned_away[i]) - 1] = _text(turned_away[i + 1])
+        return ids
 
     async def exchange(
         self,
@@ -233,16 +314,28 @@ class RedisWorkQueue:
         prefix = f"{self._token_base}.{next(self._token_calls)}."
         opts = self._options
         args: list[Any] = [
-            lease_ms, claim, prefix, opts.dead_letter_max_size, opts.dead_letter_max_age_ms,
-            nclaim, len(names), *names,
+            lease_ms,
+            claim,
+            prefix,
+            opts.dead_letter_max_size,
+            opts.dead_letter_max_age_ms,
+            nclaim,
+            len(names),
+            *names,
         ]
         for s in settlements:
             lease = s.lease
             if s.outcome == "dead":
                 args += ("d", index[lease.type], lease.id, lease.token, s.error, s.traceback)
             else:
-                args += (_OUTCOME_CODES[s.outcome], index[lease.type], lease.id, lease.token,
-                         s.delay_ms, "")
+                args += (
+                    _OUTCOME_CODES[s.outcome],
+                    index[lease.type],
+                    lease.id,
+                    lease.token,
+                    s.delay_ms,
+                    "",
+                )
         reply = await self._eval(_SCRIPTS["exchange"], self._keys_with(names), args)
         settled = [flag == 0x31 for flag in reply[0]]  # b"1" / b"0" per settlement
         claimed = [
@@ -283,9 +376,7 @@ class RedisWorkQueue:
             await asyncio.sleep(max(0.0, timeout))
             return
         if self._listener is None:
-            self._listener = asyncio.create_task(
-                self._listen(), name=f"meetq:{self.name}:wakeups"
-            )
+            self._listener = asyncio.create_task(self._listen(), name=f"meetq:{self.name}:wakeups")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         if not self._first_attempt.is_set():
@@ -356,8 +447,11 @@ class RedisWorkQueue:
             return 0
         waited = f"{unhandled_timeout_ms / 1000:g}s"
         args: list[Any] = [
-            unhandled_timeout_ms, limit, self._options.dead_letter_max_size,
-            self._options.dead_letter_max_age_ms, len(types),
+            unhandled_timeout_ms,
+            limit,
+            self._options.dead_letter_max_size,
+            self._options.dead_letter_max_age_ms,
+            len(types),
         ]
         for t in types:
             args += (t, f"no live worker handles type {t!r} (waited {waited})")
@@ -379,9 +473,7 @@ class RedisWorkQueue:
 
     async def queue_lengths(self) -> dict[int, int]:
         """Waiting messages (ready or scheduled) by priority value 0..3."""
-        counts = await self._command(
-            "queue_lengths", "HMGET", self._fixed[9], *_WAITING_FIELDS
-        )
+        counts = await self._command("queue_lengths", "HMGET", self._fixed[9], *_WAITING_FIELDS)
         return {p: _int(n) for p, n in enumerate(counts)}
 
     async def processing_count(self) -> int:
@@ -393,8 +485,12 @@ class RedisWorkQueue:
         reply: list[Any] = await self._eval(
             _SCRIPTS["dead_list"],
             self._fixed,
-            [opts.dead_letter_max_size, opts.dead_letter_max_age_ms, max(0, limit),
-             "1" if bodies else "0"],
+            [
+                opts.dead_letter_max_size,
+                opts.dead_letter_max_age_ms,
+                max(0, limit),
+                "1" if bodies else "0",
+            ],
         )
         return reply
 

@@ -4,7 +4,9 @@
 -- ARGV[1] = T, the number of types; ARGV[2 .. T+1] = type names (triplet order);
 --   then 6 values per message: id, type index (1..T), priority (0..3), delay ms,
 --   dedup key ('' for none, else '=' .. key), body.
--- Returns the id of each message, or of the message already holding its dedup key.
+-- Returns {i1, id1, i2, id2, ...}: for each message i (1-based) that a dedup key turned
+-- away, the id of the message already holding the key. Usually empty, so a batch reply
+-- stays small.
 local now = now_ms()
 local ntypes = tonumber(ARGV[1])
 local first = ntypes + 2
@@ -30,9 +32,9 @@ for i = 0, n - 1 do
     if not holder then seen_key[key] = id end
   end
   if holder then
-    out[i + 1] = holder
+    out[#out + 1] = i + 1
+    out[#out + 1] = holder
   else
-    out[i + 1] = id
     if not stored[i + 1] and not seen_id[id] then
       seen_id[id] = true
       fresh[#fresh + 1] = o
