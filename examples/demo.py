@@ -117,7 +117,14 @@ async def main() -> None:
     try:
         await work_queue_tour(qm)
         await events_tour(qm)
-        print("6. stats:", {k: sorted(v) for k, v in (await qm.stats()).items()})
+        stats = await qm.stats()
+        print("6. statistics from qm.stats():")
+        for component, keys in (
+            ("message_queue", ("total_published", "total_processed", "total_dead_letter")),
+            ("pubsub", ("total_published", "total_received", "channel_count")),
+            ("event_bus", ("total_events", "processed_events", "dropped_events")),
+        ):
+            print(f"  {component}: " + ", ".join(f"{k}={stats[component][k]}" for k in keys))
     finally:
         await qm.stop()
 
