@@ -9,10 +9,11 @@ a number in the seed's unit for that key or a string with its own unit (``"30s"`
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -33,33 +34,66 @@ SECONDS = 1.0
 MILLISECONDS = 0.001
 
 
+def _validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Checks a stored value, so a config class built directly is held to the same rules
+    as ``load_config`` (which converts seed units and strings before this runs)."""
+    section = getattr(type(instance), "SECTION", type(instance).__name__)
+    path = f"{section}.{attribute.name}"
+    if attribute.metadata["kind"] == "duration":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ConfigError(path, value, "expected seconds, finite and not negative")
+        return
+    _convert(path, value, attribute.metadata)
+
+
 def _duration(default: float, unit: float) -> Any:
-    return attrs.field(default=default, metadata={"kind": "duration", "unit": unit})
+    return attrs.field(
+        default=default, validator=_validate, metadata={"kind": "duration", "unit": unit}
+    )
 
 
 def _int(default: int, minimum: int, maximum: int = 10**9) -> Any:
-    return attrs.field(default=default, metadata={"kind": "int", "min": minimum, "max": maximum})
+    return attrs.field(
+        default=default,
+        validator=_validate,
+        metadata={"kind": "int", "min": minimum, "max": maximum},
+    )
 
 
 def _bool(default: bool) -> Any:
-    return attrs.field(default=default, metadata={"kind": "bool"})
+    return attrs.field(default=default, validator=_validate, metadata={"kind": "bool"})
 
 
 def _str(default: str | None, *, optional: bool = False) -> Any:
-    return attrs.field(default=default, metadata={"kind": "str", "optional": optional})
+    return attrs.field(
+        default=default, validator=_validate, metadata={"kind": "str", "optional": optional}
+    )
 
 
 def _choice(default: str, choices: tuple[str, ...]) -> Any:
-    return attrs.field(default=default, metadata={"kind": "choice", "choices": choices})
+    return attrs.field(
+        default=default, validator=_validate, metadata={"kind": "choice", "choices": choices}
+    )
 
 
 def _float(default: float, minimum: float, maximum: float) -> Any:
-    return attrs.field(default=default, metadata={"kind": "float", "min": minimum, "max": maximum})
+    return attrs.field(
+        default=default,
+        validator=_validate,
+        metadata={"kind": "float", "min": minimum, "max": maximum},
+    )
 
 
 @attrs.frozen(kw_only=True)
 class RedisConfig:
     """Connection to Redis, used by every component whose ``type`` is a Redis one."""
+
+    SECTION: ClassVar[str] = "redis"
 
     url: str = _str("redis://127.0.0.1:6379/0")
     # 0: no per-read timer. redis-py arms one around every read when set, which costs
@@ -73,6 +107,8 @@ class RedisConfig:
 @attrs.frozen(kw_only=True)
 class MessageQueueConfig:
     """The reliable work queue (guide section 1)."""
+
+    SECTION: ClassVar[str] = "message_queue"
 
     enabled: bool = _bool(True)
     type: str = _str("memory")
@@ -97,6 +133,8 @@ class MessageQueueConfig:
 class TaskSchedulerConfig:
     """The in-process task scheduler (guide section 4)."""
 
+    SECTION: ClassVar[str] = "task_scheduler"
+
     enabled: bool = _bool(True)
     buffer_size: int = _int(1000, 1, 10**8)
     workers: int = _int(8, 1, 10_000)
@@ -106,6 +144,8 @@ class TaskSchedulerConfig:
 @attrs.frozen(kw_only=True)
 class EventBusConfig:
     """Broadcast (``type``: ``redis_pubsub`` or ``memory``) and the local event bus."""
+
+    SECTION: ClassVar[str] = "event_bus"
 
     enabled: bool = _bool(True)
     type: str = _str("memory")
@@ -123,6 +163,8 @@ class EventBusConfig:
 @attrs.frozen(kw_only=True)
 class TaskDispatcherConfig:
     """Task routing (guide section 5)."""
+
+    SECTION: ClassVar[str] = "task_dispatcher"
 
     enabled: bool = _bool(True)
     enable_routing: bool = _bool(True)

@@ -308,3 +308,17 @@ async def test_disabled_section_type_is_not_resolved() -> None:
     async with qm:
         assert qm.get_message_queue() is not None
     assert spy.built == ["spy"]
+
+
+def test_config_classes_built_directly_are_validated_too() -> None:
+    # The house rule: a bad value is rejected where it enters, also without load_config.
+    with pytest.raises(ConfigError) as info:
+        meetq.MessageQueueConfig(workers=0)
+    assert info.value.key == "message_queue.workers" and info.value.value == 0
+    with pytest.raises(ConfigError) as info:
+        meetq.EventBusConfig(overflow="explode")
+    assert info.value.key == "event_bus.overflow"
+    with pytest.raises(ConfigError) as info:
+        meetq.RedisConfig(socket_timeout=-1.0)
+    assert info.value.key == "redis.socket_timeout"
+    assert meetq.MessageQueueConfig(poll_interval=0.25).poll_interval == 0.25
