@@ -32,6 +32,7 @@ from meetq.core.manager import QueueManager
 from meetq.core.message_queue import MessageQueue
 from meetq.core.pubsub import PubSub
 from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
+from meetq.core.scheduler import Task, TaskScheduler, TaskSnapshot, TaskStatus
 from meetq.core.serialization import JsonSerializer, Serializer
 from meetq.core.types import DeadLetter, LocalEvent, Message, Priority, PubSubMessage
 
@@ -66,8 +67,12 @@ __all__ = [
     "Requirement",
     "SerializationError",
     "Serializer",
+    "Task",
     "TaskDispatcherConfig",
+    "TaskScheduler",
     "TaskSchedulerConfig",
+    "TaskSnapshot",
+    "TaskStatus",
     "ValidationError",
     "build_registry",
     "initialize_queue_system",

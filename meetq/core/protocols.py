@@ -9,11 +9,14 @@ retry policy, statistics) once, on top. The docstrings below *are* the contract 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
 from meetq.core.types import LocalEvent, Message, PubSubMessage
+
+if TYPE_CHECKING:  # the scheduler module imports config and the event bus; no cycle at runtime
+    from meetq.core.scheduler import Task, TaskSnapshot, TaskStatus
 
 __all__ = [
     "CAP_CROSS_PROCESS",
@@ -336,11 +339,45 @@ class LocalEventBusProtocol(Protocol):
 
 
 class TaskSchedulerProtocol(Protocol):
-    """Runs in-process tasks by priority, at a set time, with timeout, retry and cancel."""
+    """Runs in-process tasks by priority, at a set time, with timeout, retry and cancel.
+
+    In-process only, on every backend: a task holds a Python callable, so it is never
+    persisted and never crosses a process (see ``meetq.TaskScheduler``).
+
+    - ``submit_task`` never blocks and returns the task's id. It raises ``ValidationError``
+      for a bad task, an id already waiting or running, or a delayed task while delayed
+      tasks are disabled; ``QueueFull`` when ``buffer_size`` tasks are waiting (pending,
+      scheduled or retrying); ``ClosedError`` after ``stop()``.
+    - **Strict priority**: among ready tasks the highest priority starts first, FIFO (by
+      the moment it became ready) within a priority; at most ``workers`` run at once.
+    - **Time**: a delayed task is not started before its ``scheduled_at``; nothing polls.
+    - **Timeout and retry**: an attempt past its ``timeout`` is cancelled and counts as a
+      failed attempt; failed attempts are retried up to ``max_retries`` times after an
+      exponential backoff, without holding a worker while waiting. The last attempt's
+      outcome is final: ``completed``, ``failed`` or ``timed_out``.
+    - **Cancel**: ``cancel_task`` ends a waiting or running task as ``cancelled`` (True),
+      or returns False for an unknown or final one.
+    - A handler's exception ends its attempt only. No lock is held across user code;
+      ``stop()`` from inside a handler does not deadlock.
+    - ``stop(grace)`` refuses new tasks, cancels waiting ones, lets running ones finish
+      within ``grace`` seconds, then cancels them. Idempotent.
+    """
+
+    def submit_task(self, task: Task) -> str: ...
+
+    def cancel_task(self, task_id: str) -> bool: ...
+
+    def get_task(self, task_id: str) -> TaskSnapshot | None: ...
+
+    def status(self, task_id: str) -> TaskStatus | None: ...
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskSnapshot: ...  # noqa: ASYNC109  (waits without cancelling the task)
 
     async def start(self) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self, grace: float | None = None) -> None: ...
+
+    def stats(self) -> Mapping[str, Any]: ...
 
 
 class TaskDispatcherProtocol(Protocol):
