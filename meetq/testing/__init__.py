@@ -19,6 +19,7 @@ from meetq.testing._base import BackendContract
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, free_port
 from meetq.testing.event_bus_suite import EventBusContract
 from meetq.testing.pubsub_suite import PubSubContract
+from meetq.testing.scheduler_suite import TaskSchedulerContract
 from meetq.testing.work_queue_suite import WorkQueueContract, eventually
 
 __all__ = [
@@ -28,11 +29,12 @@ __all__ = [
     "PubSubContract",
     "RedisServer",
     "RedisServerUnavailable",
+    "TaskSchedulerContract",
     "WorkQueueContract",
     "eventually",
     "free_port",
 ]
 
 
-class ContractSuite(WorkQueueContract, PubSubContract, EventBusContract):
+class ContractSuite(WorkQueueContract, PubSubContract, EventBusContract, TaskSchedulerContract):
     """Every contract mixin at once: a backend binds the whole suite with this class."""

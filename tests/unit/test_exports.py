@@ -89,6 +89,7 @@ def test_error_names_do_not_shadow_builtins() -> None:
         "meetq.core.errors",
         "meetq.core.protocols",
         "meetq.core.registry",
+        "meetq.core.scheduler",
         "meetq.core.serialization",
         "meetq.core.types",
         "meetq.plugins",
@@ -105,11 +106,16 @@ def test_module_all_names_exist_once_and_are_documented(module_name: str) -> Non
 
 
 def test_contract_mixins_do_not_shadow_each_other() -> None:
-    # ContractSuite inherits all three mixins: a shared name would silently drop a test.
-    from meetq.testing import EventBusContract, PubSubContract, WorkQueueContract
+    # ContractSuite inherits every mixin: a shared name would silently drop a test.
+    from meetq.testing import (
+        EventBusContract,
+        PubSubContract,
+        TaskSchedulerContract,
+        WorkQueueContract,
+    )
 
     seen: dict[str, str] = {}
-    for mixin in (WorkQueueContract, PubSubContract, EventBusContract):
+    for mixin in (WorkQueueContract, PubSubContract, EventBusContract, TaskSchedulerContract):
         for name in vars(mixin):
             if name.startswith("test_"):
                 assert name not in seen, f"{name} is in {seen.get(name)} and {mixin.__name__}"
