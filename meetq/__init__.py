@@ -13,6 +13,13 @@ from meetq.core.config import (
     TaskSchedulerConfig,
     load_config,
 )
+from meetq.core.dispatcher import (
+    DispatchStatus,
+    ReceivedTask,
+    TaskDispatcher,
+    TaskRequest,
+    TaskResponse,
+)
 from meetq.core.errors import (
     BackendError,
     BackendNotFoundError,
@@ -46,6 +53,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "DeadLetter",
+    "DispatchStatus",
     "EventBusConfig",
     "HandlerTimeout",
     "JsonSerializer",
@@ -63,12 +71,16 @@ __all__ = [
     "PubSubMessage",
     "QueueFull",
     "QueueManager",
+    "ReceivedTask",
     "RedisConfig",
     "Requirement",
     "SerializationError",
     "Serializer",
     "Task",
+    "TaskDispatcher",
     "TaskDispatcherConfig",
+    "TaskRequest",
+    "TaskResponse",
     "TaskScheduler",
     "TaskSchedulerConfig",
     "TaskSnapshot",

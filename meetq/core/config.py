@@ -169,6 +169,8 @@ class TaskDispatcherConfig:
     enabled: bool = _bool(True)
     enable_routing: bool = _bool(True)
     enable_callbacks: bool = _bool(True)
+    # Which service this process is: tasks routed to it are served here (not in the seed).
+    service_name: str | None = _str(None, optional=True)
 
 
 _SECTIONS: dict[str, type[Any]] = {

@@ -16,6 +16,7 @@ import attrs
 from meetq.core.types import LocalEvent, Message, PubSubMessage
 
 if TYPE_CHECKING:  # the scheduler module imports config and the event bus; no cycle at runtime
+    from meetq.core.dispatcher import TaskRequest, TaskResponse
     from meetq.core.scheduler import Task, TaskSnapshot, TaskStatus
 
 __all__ = [
@@ -381,8 +382,47 @@ class TaskSchedulerProtocol(Protocol):
 
 
 class TaskDispatcherProtocol(Protocol):
-    """Routes typed task requests to registered services and tracks their status."""
+    """Routes typed task requests to registered services and tracks their status.
+
+    Built only on the MessageQueue (and optionally PubSub) public API, so it behaves the
+    same on every backend (see ``meetq.TaskDispatcher`` and ``docs/task-dispatcher.md``).
+
+    - **Routing**: ``register_route(type, service)`` names the one service that runs a
+      type. With routing on, a task is claimed only by processes that ``serve`` its type
+      under that service name; a type without route raises ``ValidationError`` naming
+      ``request.type`` and listing the known types. With routing off every task goes to
+      the shared queue and any process serving its type may run it.
+    - **Dispatch** returns at once with status ``pending``; bad input raises
+      ``ValidationError`` naming the field and publishes nothing. ``dispatch_batch``
+      validates every request first and publishes all or none. ``ClosedError`` after
+      ``stop()``.
+    - **Execution** is the MessageQueue's: at least once, each attempt limited to the
+      request's ``timeout``, failures retried up to ``max_retries`` times, then
+      dead-lettered. A handler may run more than once for one task: make it idempotent.
+    - **Status** travels back as MessageQueue messages addressed to the dispatching
+      object (at least once, applied idempotently and in any order): ``running`` and
+      ``retrying`` are best effort; the final ``completed``/``failed`` report is stored
+      before the attempt is acknowledged. A task with no final report within
+      ``timeout * (max_retries + 1)`` plus the retry backoff plus ``deadline_margin``
+      becomes ``timed_out``; a later final report still updates it (the callback does
+      not run again). ``stop()`` turns unfinished tasks ``cancelled``.
+    - **Callbacks** run once per task, on its first final status; a raising callback is
+      logged and counted in ``callbacks_failed``. With callbacks disabled a request
+      carrying one raises ``ValidationError``.
+    - Records live in the dispatching process only; the last ``keep_finished`` finished
+      ones are kept.
+    """
+
+    async def dispatch_task(self, request: TaskRequest) -> TaskResponse: ...
+
+    async def dispatch_batch(self, requests: Sequence[TaskRequest]) -> list[TaskResponse]: ...
+
+    def get_task_status(self, task_id: str) -> TaskResponse | None: ...
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskResponse: ...  # noqa: ASYNC109  (waits without cancelling the task)
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def stats(self) -> Mapping[str, Any]: ...

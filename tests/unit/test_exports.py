@@ -86,6 +86,7 @@ def test_error_names_do_not_shadow_builtins() -> None:
     [
         "meetq._system",
         "meetq.core.config",
+        "meetq.core.dispatcher",
         "meetq.core.errors",
         "meetq.core.protocols",
         "meetq.core.registry",
@@ -110,12 +111,19 @@ def test_contract_mixins_do_not_shadow_each_other() -> None:
     from meetq.testing import (
         EventBusContract,
         PubSubContract,
+        TaskDispatcherContract,
         TaskSchedulerContract,
         WorkQueueContract,
     )
 
     seen: dict[str, str] = {}
-    for mixin in (WorkQueueContract, PubSubContract, EventBusContract, TaskSchedulerContract):
+    for mixin in (
+        WorkQueueContract,
+        PubSubContract,
+        EventBusContract,
+        TaskDispatcherContract,
+        TaskSchedulerContract,
+    ):
         for name in vars(mixin):
             if name.startswith("test_"):
                 assert name not in seen, f"{name} is in {seen.get(name)} and {mixin.__name__}"

@@ -1,0 +1,697 @@
+"""TaskDispatcher: route typed task requests to the service that owns the type, run them
+there, and track their status in the process that dispatched them (guide section 5).
+
+Built only on ``MessageQueue`` (and optionally ``PubSub``) public calls, so it behaves the
+same on every backend. How a task travels:
+
+- ``dispatch_task`` publishes one ``Message`` whose type is ``"<task type>@<service>"``
+  (routing on) or the bare task type (routing off). Only processes that ``serve`` that
+  type in that service claim it, so the routing table decides who runs a task.
+- The serving process runs the handler and reports ``running``, ``retrying``,
+  ``completed`` or ``failed`` as small messages of type ``meetq.task_result@<dispatcher>``
+  on the same queue: a per-dispatcher type, so each report reaches exactly the process
+  that holds the task's record, at least once. Reports may also be broadcast on PubSub
+  for observers (at most once).
+- The dispatching process applies reports idempotently and in any order, enforces a
+  deadline of its own (``timed_out``) and runs each task's callback once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, TypeVar
+
+import attrs
+
+from meetq.core.config import TaskDispatcherConfig
+from meetq.core.errors import ClosedError, HandlerTimeout, MeetqError, ValidationError
+from meetq.core.event_bus import is_async_callable
+from meetq.core.message_queue import MessageQueue
+from meetq.core.pubsub import PubSub
+from meetq.core.types import (
+    MAX_TYPE_LENGTH,
+    Message,
+    Priority,
+    PubSubMessage,
+    _convert_mapping,
+    _convert_priority,
+    _headers_validator,
+    _max_retries_validator,
+    _payload_validator,
+    _type_validator,
+    new_id,
+)
+
+__all__ = ["DispatchStatus", "ReceivedTask", "TaskDispatcher", "TaskRequest", "TaskResponse"]
+
+log = logging.getLogger("meetq.dispatcher")
+
+TaskHandler = Callable[["ReceivedTask"], Any]
+H = TypeVar("H", bound=TaskHandler)
+
+TASK_ID_HEADER = "meetq-task-id"
+REPLY_TO_HEADER = "meetq-reply-to"
+TASK_TYPE_HEADER = "meetq-task-type"
+TIMEOUT_HEADER = "meetq-task-timeout"
+META_PREFIX = "meta."
+RESULT_TYPE = "meetq.task_result"
+# The queue's own handler timeout sits this far behind the task's, as a backstop: the
+# serving wrapper enforces the task timeout itself so that it can report it.
+_BACKSTOP = 10.0
+_CALLBACK_GRACE = 5.0
+
+
+class DispatchStatus(StrEnum):
+    """Where a dispatched task stands, as its dispatcher knows it."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True for completed, failed, timed_out and cancelled."""
+        return self in (self.COMPLETED, self.FAILED, self.TIMED_OUT, self.CANCELLED)
+
+
+def _timeout_converter(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError("timeout", value, "expected seconds as a finite number")
+    if value <= 0:
+        raise ValidationError("timeout", value, "must be positive")
+    return float(value)
+
+
+def _retries_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        raise ValidationError("max_retries", value, "expected an int from 0 to 1000")
+    _max_retries_validator(instance, attribute, value)
+
+
+def _callback_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not callable(value):
+        raise ValidationError("callback", value, "expected a callable taking a TaskResponse")
+
+
+def _metadata_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    try:
+        _headers_validator(instance, attribute, value)
+    except ValidationError as exc:
+        field = exc.field.replace("headers", "metadata")
+        raise ValidationError(field, exc.value, exc.problem) from None
+
+
+@attrs.frozen(kw_only=True)
+class TaskRequest:
+    """A task to run in the service that owns ``type``.
+
+    ``timeout`` (seconds) limits each attempt; a failed attempt is retried up to
+    ``max_retries`` times. ``callback`` (async or plain) receives the final
+    ``TaskResponse`` once. ``metadata`` (str to str) travels with the task.
+    """
+
+    type: str = attrs.field(validator=_type_validator)
+    payload: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_convert_mapping, validator=_payload_validator
+    )
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_convert_priority)
+    timeout: float = attrs.field(default=30.0, converter=_timeout_converter)
+    max_retries: int = attrs.field(default=3, validator=_retries_validator)
+    callback: Callable[[TaskResponse], Any] | None = attrs.field(
+        default=None, validator=_callback_validator, eq=False
+    )
+    metadata: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_convert_mapping, validator=_metadata_validator
+    )
+    id: str = attrs.field(factory=new_id, validator=_type_validator)
+
+
+@attrs.frozen(kw_only=True)
+class TaskResponse:
+    """A snapshot of a task's status; ``result`` is the handler's return value."""
+
+    task_id: str
+    type: str
+    status: DispatchStatus
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    service: str | None = None
+    created_at: float
+    updated_at: float
+
+
+@attrs.frozen(kw_only=True)
+class ReceivedTask:
+    """What a serving handler receives: the task and which attempt this is (1-based)."""
+
+    id: str
+    type: str
+    payload: Mapping[str, Any]
+    metadata: Mapping[str, str]
+    priority: Priority
+    attempt: int
+    max_attempts: int
+
+
+class _Record:
+    __slots__ = ("callback", "done", "response", "timer")
+
+    def __init__(
+        self, response: TaskResponse, callback: Callable[[TaskResponse], Any] | None
+    ) -> None:
+        self.response = response
+        self.callback = callback
+        self.done = asyncio.Event()
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _check_service(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value or "@" in value or len(value) > 100:
+        raise ValidationError(field, value, "expected a non-empty name without '@', <= 100 chars")
+    return value
+
+
+class TaskDispatcher:
+    """Routes ``TaskRequest``\\ s to the owning service and tracks their status.
+
+    Build it before its ``MessageQueue`` starts (it registers a handler for task results);
+    the queue must run for tasks to be served and results to arrive. The contract is the
+    docstring of ``meetq.core.protocols.TaskDispatcherProtocol``; ``docs/task-dispatcher.md``
+    explains it with examples.
+    """
+
+    def __init__(
+        self,
+        message_queue: MessageQueue,
+        pubsub: PubSub | None = None,
+        *,
+        enable_routing: bool = True,
+        enable_callbacks: bool = True,
+        service_name: str | None = None,
+        status_channel: str = "tasks.status",
+        keep_finished: int = 1000,
+        deadline_margin: float = 5.0,
+    ) -> None:
+        if not isinstance(message_queue, MessageQueue):
+            raise ValidationError("message_queue", message_queue, "expected a MessageQueue")
+        if pubsub is not None and not isinstance(pubsub, PubSub):
+            raise ValidationError("pubsub", pubsub, "expected a PubSub or None")
+        if service_name is not None:
+            _check_service("service_name", service_name)
+        if (
+            isinstance(keep_finished, bool)
+            or not isinstance(keep_finished, int)
+            or keep_finished < 0
+        ):
+            raise ValidationError("keep_finished", keep_finished, "expected a non-negative int")
+        if (
+            isinstance(deadline_margin, bool)
+            or not isinstance(deadline_margin, int | float)
+            or not 0 <= deadline_margin < math.inf
+        ):
+            raise ValidationError("deadline_margin", deadline_margin, "expected seconds >= 0")
+        self.message_queue = message_queue
+        self.pubsub = pubsub
+        self.enable_routing = bool(enable_routing)
+        self.enable_callbacks = bool(enable_callbacks)
+        self.service_name = service_name
+        self.status_channel = status_channel
+        self.keep_finished = keep_finished
+        self.deadline_margin = float(deadline_margin)
+        # One result type per dispatcher object: its records live in this process only.
+        self.reply_to = f"{RESULT_TYPE}@{service_name or 'client'}:{new_id()[:12]}"
+        self._routes: dict[str, str] = {}
+        self._served: set[str] = set()
+        self._records: dict[str, _Record] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._callback_tasks: set[asyncio.Task[None]] = set()
+        self._state = "new"
+        self._counts = dict.fromkeys(
+            [
+                "dispatched",
+                "completed",
+                "failed",
+                "timed_out",
+                "cancelled",
+                "late_results",
+                "callbacks_failed",
+                "unknown_results",
+                "served",
+            ],
+            0,
+        )
+        try:
+            message_queue.register_handler(self.reply_to, self._on_result)
+        except ValidationError as exc:
+            raise ValidationError(
+                "message_queue",
+                message_queue.name,
+                "build the TaskDispatcher before starting its MessageQueue: it registers "
+                f"a handler for task results ({exc.problem})",
+            ) from None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TaskDispatcherConfig,
+        message_queue: MessageQueue,
+        pubsub: PubSub | None = None,
+        **options: Any,
+    ) -> TaskDispatcher:
+        """Build from the ``task_dispatcher`` config section; ``options`` as in ``__init__``."""
+        options.setdefault("service_name", config.service_name)
+        return cls(
+            message_queue,
+            pubsub,
+            enable_routing=config.enable_routing,
+            enable_callbacks=config.enable_callbacks,
+            **options,
+        )
+
+    # -- routing and serving -------------------------------------------------------------
+
+    def register_route(self, task_type: str, service: str) -> None:
+        """Send tasks of ``task_type`` to ``service`` (replacing an earlier route)."""
+        _type_validator(None, attrs.fields(TaskRequest).type, task_type)
+        _check_service("service", service)
+        if len(task_type) + 1 + len(service) > MAX_TYPE_LENGTH:
+            raise ValidationError("task_type", task_type, "type@service is over 200 characters")
+        self._routes[task_type] = service
+
+    @property
+    def routes(self) -> dict[str, str]:
+        """The routing table: task type to owning service."""
+        return dict(self._routes)
+
+    def serve(self, task_type: str, handler: TaskHandler) -> None:
+        """Run ``handler(task: ReceivedTask)`` for tasks of ``task_type`` sent to this
+        service (and for unrouted ones); its JSON-serializable return value is the result.
+
+        Register before the queue starts. With a ``service_name`` and no route for the
+        type yet, this dispatcher routes the type to itself.
+        """
+        _type_validator(None, attrs.fields(TaskRequest).type, task_type)
+        if not callable(handler):
+            raise ValidationError("handler", handler, "expected a callable taking a ReceivedTask")
+        if task_type in self._served:
+            raise ValidationError("task_type", task_type, "this dispatcher already serves it")
+
+        async def run(message: Message) -> None:
+            await self._run_task(task_type, handler, message)
+
+        wire_types = [task_type]
+        if self.service_name is not None:
+            self.register_route(task_type, self._routes.get(task_type, self.service_name))
+            wire_types.append(f"{task_type}@{self.service_name}")
+        for wire in wire_types:
+            self.message_queue.register_handler(wire, run)
+        self._served.add(task_type)
+
+    def task(self, task_type: str) -> Callable[[H], H]:
+        """Decorator form of ``serve``."""
+
+        def decorate(func: H) -> H:
+            self.serve(task_type, func)
+            return func
+
+        return decorate
+
+    async def _run_task(self, task_type: str, handler: TaskHandler, message: Message) -> None:
+        headers = message.headers
+        task_id = headers.get(TASK_ID_HEADER, message.id)
+        reply_to = headers.get(REPLY_TO_HEADER)
+        max_attempts = (message.max_retries or 0) + 1
+        task = ReceivedTask(
+            id=task_id,
+            type=task_type,
+            payload=message.payload,
+            metadata={
+                k[len(META_PREFIX) :]: v for k, v in headers.items() if k.startswith(META_PREFIX)
+            },
+            priority=message.priority,
+            attempt=message.attempt,
+            max_attempts=max_attempts,
+        )
+        timeout = float(headers.get(TIMEOUT_HEADER, 0)) or None
+        report = {
+            "task_id": task_id,
+            "type": task_type,
+            "attempt": message.attempt,
+            "service": self.service_name,
+        }
+        await self._report(reply_to, {**report, "status": "running"}, must_arrive=False)
+        try:
+            if is_async_callable(handler):
+                result = await asyncio.wait_for(handler(task), timeout)
+            else:
+                result = await asyncio.wait_for(asyncio.to_thread(handler, task), timeout)
+        except TimeoutError:
+            assert timeout is not None
+            await self._report_failure(reply_to, report, HandlerTimeout(timeout), max_attempts)
+            raise HandlerTimeout(timeout) from None
+        except Exception as exc:
+            await self._report_failure(reply_to, report, exc, max_attempts)
+            raise
+        self._counts["served"] += 1
+        try:
+            await self._report(reply_to, {**report, "status": "completed", "result": result})
+        except ValidationError as exc:  # the result cannot be encoded: retrying won't help
+            error = f"the handler's result is not JSON-serializable: {exc}"
+            await self._report(reply_to, {**report, "status": "failed", "error": error})
+
+    async def _report_failure(
+        self, reply_to: str | None, report: dict[str, Any], exc: Exception, max_attempts: int
+    ) -> None:
+        final = report["attempt"] >= max_attempts
+        error = str(exc) if isinstance(exc, HandlerTimeout) else f"{type(exc).__name__}: {exc}"
+        status = "failed" if final else "retrying"
+        await self._report(
+            reply_to, {**report, "status": status, "error": error}, must_arrive=final
+        )
+
+    async def _report(
+        self, reply_to: str | None, payload: dict[str, Any], *, must_arrive: bool = True
+    ) -> None:
+        """Send one status report. A final one must be stored (an error fails the attempt,
+        so the task runs again); running/retrying reports are best effort."""
+        payload["updated_at"] = time.time()
+        if reply_to is not None:
+            try:
+                await self.message_queue.publish(
+                    Message(
+                        type=reply_to,
+                        payload=payload,
+                        priority=Priority.HIGH,
+                        source=self.service_name,
+                    )
+                )
+            except MeetqError as exc:
+                if must_arrive or isinstance(exc, ValidationError):
+                    raise
+                log.warning("meetq: task %s: status report lost: %s", payload["task_id"], exc)
+        if self.pubsub is not None:
+            try:
+                await self.pubsub.publish(
+                    self.status_channel, PubSubMessage(type="meetq.task_status", payload=payload)
+                )
+            except Exception as exc:  # best effort: must not fail an attempt already reported
+                log.warning("meetq: task status broadcast failed: %r", exc)
+
+    # -- dispatching ---------------------------------------------------------------------
+
+    def _message_for(self, request: object, field: str) -> tuple[Message, str | None]:
+        if not isinstance(request, TaskRequest):
+            raise ValidationError(field, request, "expected a meetq.TaskRequest")
+        if request.callback is not None and not self.enable_callbacks:
+            raise ValidationError(
+                f"{field}.callback",
+                request.callback,
+                "callbacks are disabled (task_dispatcher.enable_callbacks: false)",
+            )
+        service: str | None = None
+        wire = request.type
+        if self.enable_routing:
+            service = self._routes.get(request.type)
+            if service is None:
+                known = ", ".join(sorted(self._routes)) or "none"
+                raise ValidationError(
+                    f"{field}.type",
+                    request.type,
+                    f"no service owns this task type (known types: {known}); "
+                    "add one with register_route(task_type, service)",
+                )
+            wire = f"{request.type}@{service}"
+        if request.id in self._records:
+            raise ValidationError(f"{field}.id", request.id, "a task with this id is tracked")
+        headers = {f"{META_PREFIX}{k}": v for k, v in request.metadata.items()}
+        headers.update(
+            {
+                TASK_ID_HEADER: request.id,
+                REPLY_TO_HEADER: self.reply_to,
+                TASK_TYPE_HEADER: request.type,
+                TIMEOUT_HEADER: repr(request.timeout),
+            }
+        )
+        message = Message(
+            type=wire,
+            payload=request.payload,
+            priority=request.priority,
+            id=request.id,
+            max_retries=request.max_retries,
+            timeout=request.timeout + _BACKSTOP,
+            source=self.service_name,
+            destination=service,
+            headers=headers,
+        )
+        return message, service
+
+    def _track(self, request: TaskRequest, service: str | None) -> _Record:
+        now = time.time()
+        response = TaskResponse(
+            task_id=request.id,
+            type=request.type,
+            status=DispatchStatus.PENDING,
+            service=service,
+            created_at=now,
+            updated_at=now,
+        )
+        record = _Record(response, request.callback)
+        self._records[request.id] = record
+        cfg = self.message_queue.config
+        backoff = sum(
+            min(cfg.retry_backoff_max, cfg.retry_backoff_base * 2**i)
+            for i in range(request.max_retries)
+        )
+        deadline = request.timeout * (request.max_retries + 1) + backoff + self.deadline_margin
+        record.timer = asyncio.get_running_loop().call_later(
+            deadline, self._expire, request.id, deadline
+        )
+        return record
+
+    def _untrack(self, task_id: str) -> None:
+        record = self._records.pop(task_id, None)
+        if record is not None and record.timer is not None:
+            record.timer.cancel()
+
+    async def dispatch_task(self, request: TaskRequest) -> TaskResponse:
+        """Publish ``request`` to its service and return at once with status ``pending``.
+
+        Raises ``ValidationError`` naming ``request.<field>`` (nothing is published) and
+        ``ClosedError`` after ``stop()``."""
+        self._check_open()
+        message, service = self._message_for(request, "request")
+        assert isinstance(request, TaskRequest)
+        # Tracked before publishing: the result may arrive before publish() returns.
+        record = self._track(request, service)
+        try:
+            await self.message_queue.publish(message)
+        except BaseException as exc:
+            self._untrack(request.id)
+            if isinstance(exc, ValidationError):
+                raise _rename(exc, "message", "request") from None
+            raise
+        self._counts["dispatched"] += 1
+        return record.response
+
+    async def dispatch_batch(self, requests: Sequence[TaskRequest]) -> list[TaskResponse]:
+        """Validate every request, then publish them all or none in one round trip.
+
+        A bad request raises ``ValidationError`` naming ``requests[i].<field>``."""
+        self._check_open()
+        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+            raise ValidationError("requests", requests, "expected a list of TaskRequest")
+        built = [self._message_for(r, f"requests[{i}]") for i, r in enumerate(requests)]
+        ids = [m.id for m, _ in built]
+        if len(set(ids)) != len(ids):
+            raise ValidationError("requests", ids, "two requests have the same id")
+        records = [self._track(r, service) for r, (_, service) in zip(requests, built, strict=True)]
+        try:
+            await self.message_queue.publish_batch([m for m, _ in built])
+        except BaseException as exc:
+            for task_id in ids:
+                self._untrack(task_id)
+            if isinstance(exc, ValidationError):
+                raise _rename(exc, "messages", "requests") from None
+            raise
+        self._counts["dispatched"] += len(records)
+        return [r.response for r in records]
+
+    # -- status --------------------------------------------------------------------------
+
+    def get_task_status(self, task_id: str) -> TaskResponse | None:
+        """The latest known status, or None for an unknown (or evicted) task."""
+        record = self._records.get(task_id)
+        return None if record is None else record.response
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskResponse:  # noqa: ASYNC109
+        """Wait for the task's final status and return it; ``TimeoutError`` after
+        ``timeout`` seconds. An unknown task id raises ``ValidationError``."""
+        record = self._records.get(task_id)
+        if record is None:
+            raise ValidationError(
+                "task_id", task_id, "no such task is tracked (unknown or evicted)"
+            )
+        await asyncio.wait_for(record.done.wait(), timeout)
+        return record.response
+
+    async def _on_result(self, message: Message) -> None:
+        # async so it runs on the loop, not in a thread. Never raises: a report that
+        # cannot be applied would only be retried in vain.
+        p = message.payload
+        record = self._records.get(str(p.get("task_id")))
+        try:
+            status = DispatchStatus(str(p.get("status")))
+            attempt = int(p.get("attempt", 0))
+        except (ValueError, TypeError):
+            log.warning("meetq: ignoring a malformed task result %s", message.id)
+            return
+        if record is None:
+            self._counts["unknown_results"] += 1
+            return
+        current = record.response
+        late = current.status is DispatchStatus.TIMED_OUT and status.is_final
+        if current.status.is_final and not late:
+            return  # a duplicate
+        if not status.is_final and (attempt, status is DispatchStatus.RETRYING) <= (
+            current.attempts,
+            current.status is DispatchStatus.RETRYING,
+        ):
+            return  # a duplicate, or overtaken by a newer report
+        record.response = attrs.evolve(
+            current,
+            status=status,
+            result=p.get("result"),
+            # "running" keeps the previous attempt's error visible.
+            error=current.error if status is DispatchStatus.RUNNING else p.get("error"),
+            attempts=max(attempt, current.attempts),
+            service=p.get("service") or current.service,
+            updated_at=float(p.get("updated_at") or time.time()),
+        )
+        if late:
+            self._counts["late_results"] += 1
+            self._counts[status.value] += 1
+        elif status.is_final:
+            self._finish(record)
+
+    def _expire(self, task_id: str, deadline: float) -> None:
+        record = self._records.get(task_id)
+        if record is None or record.response.status.is_final:
+            return
+        error = f"no final status within {deadline:g}s of dispatch"
+        record.response = attrs.evolve(
+            record.response, status=DispatchStatus.TIMED_OUT, error=error, updated_at=time.time()
+        )
+        self._finish(record)
+
+    def _finish(self, record: _Record) -> None:
+        response = record.response
+        self._counts[response.status.value] += 1
+        if record.timer is not None:
+            record.timer.cancel()
+        record.done.set()
+        self._finished[response.task_id] = None
+        while len(self._finished) > self.keep_finished:
+            old, _ = self._finished.popitem(last=False)
+            self._records.pop(old, None)
+        if record.callback is not None:
+            task = asyncio.get_running_loop().create_task(self._callback(record.callback, response))
+            self._callback_tasks.add(task)
+            task.add_done_callback(self._callback_tasks.discard)
+
+    async def _callback(
+        self, callback: Callable[[TaskResponse], Any], response: TaskResponse
+    ) -> None:
+        try:
+            if is_async_callable(callback):
+                await callback(response)
+            else:
+                await asyncio.to_thread(callback, response)
+        except Exception:  # a callback must never take the dispatcher down
+            self._counts["callbacks_failed"] += 1
+            log.exception("meetq: callback of task %s failed", response.task_id)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of this dispatcher's tasks (this process only)."""
+        states = [r.response.status for r in self._records.values()]
+        c = self._counts
+        return {
+            "service_name": self.service_name,
+            "total_dispatched": c["dispatched"],
+            "total_completed": c["completed"],
+            "total_failed": c["failed"],
+            "total_timed_out": c["timed_out"],
+            "total_cancelled": c["cancelled"],
+            "late_results": c["late_results"],
+            "pending": states.count(DispatchStatus.PENDING),
+            "in_progress": states.count(DispatchStatus.RUNNING)
+            + states.count(DispatchStatus.RETRYING),
+            "routes": dict(self._routes),
+            "served_types": sorted(self._served),
+            "total_served": c["served"],
+            "callbacks_failed": c["callbacks_failed"],
+            "unknown_results": c["unknown_results"],
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state == "stopped":
+            raise ClosedError("this TaskDispatcher is stopped; build a new one")
+
+    async def start(self) -> None:
+        """Mark the dispatcher running (idempotent). Start the MessageQueue too (the
+        QueueManager does): tasks are served and results arrive only while it runs."""
+        self._check_open()
+        self._state = "running"
+
+    async def stop(self) -> None:
+        """Stop tracking (idempotent): unfinished tasks become ``cancelled`` (their
+        callbacks run), waiters wake, and callbacks get a few seconds to finish. It does
+        not stop the MessageQueue nor tasks already running in a service."""
+        if self._state == "stopped":
+            return
+        self._state = "stopped"
+        for record in list(self._records.values()):
+            if not record.response.status.is_final:
+                record.response = attrs.evolve(
+                    record.response,
+                    status=DispatchStatus.CANCELLED,
+                    error="the dispatcher stopped before the task finished",
+                    updated_at=time.time(),
+                )
+                self._finish(record)
+        if self._callback_tasks:
+            _, late = await asyncio.wait(set(self._callback_tasks), timeout=_CALLBACK_GRACE)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+
+    async def __aenter__(self) -> TaskDispatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def _rename(exc: ValidationError, old: str, new: str) -> ValidationError:
+    """``messages[2].payload.x`` reads better for a caller as ``requests[2].payload.x``."""
+    return type(exc)(new + exc.field.removeprefix(old), exc.value, exc.problem)
