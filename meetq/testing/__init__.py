@@ -17,6 +17,7 @@ Tests skip only by a capability the backend does not declare (``durable``,
 
 from meetq.testing._base import BackendContract
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, free_port
+from meetq.testing.dispatcher_suite import TaskDispatcherContract
 from meetq.testing.event_bus_suite import EventBusContract
 from meetq.testing.pubsub_suite import PubSubContract
 from meetq.testing.scheduler_suite import TaskSchedulerContract
@@ -29,6 +30,7 @@ __all__ = [
     "PubSubContract",
     "RedisServer",
     "RedisServerUnavailable",
+    "TaskDispatcherContract",
     "TaskSchedulerContract",
     "WorkQueueContract",
     "eventually",
@@ -36,5 +38,11 @@ __all__ = [
 ]
 
 
-class ContractSuite(WorkQueueContract, PubSubContract, EventBusContract, TaskSchedulerContract):
+class ContractSuite(
+    WorkQueueContract,
+    PubSubContract,
+    EventBusContract,
+    TaskDispatcherContract,
+    TaskSchedulerContract,
+):
     """Every contract mixin at once: a backend binds the whole suite with this class."""
