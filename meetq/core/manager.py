@@ -11,6 +11,8 @@ from types import TracebackType
 from typing import Any
 
 from meetq.core.config import MeetqConfig
+from meetq.core.dispatcher import TaskDispatcher
+from meetq.core.errors import ConfigError
 from meetq.core.event_bus import LocalEventBus
 from meetq.core.message_queue import MessageQueue
 from meetq.core.protocols import Backend
@@ -25,7 +27,7 @@ class QueueManager:
     """Owns the components built from a ``MeetqConfig`` and the backends they use.
 
     ``get_*`` return None for a component that is disabled (or not part of meetq yet:
-    the task scheduler and dispatcher arrive in later releases).
+    the task scheduler arrives in a later release).
     """
 
     def __init__(self, config: MeetqConfig, backend_for: Callable[[str], Backend]) -> None:
@@ -35,6 +37,7 @@ class QueueManager:
         self._message_queue: MessageQueue | None = None
         self._pubsub: PubSub | None = None
         self._event_bus: LocalEventBus | None = None
+        self._task_dispatcher: TaskDispatcher | None = None
         self._started = False
         self._stopped = False
         mq = config.message_queue
@@ -44,6 +47,19 @@ class QueueManager:
         if eb.enabled:
             self._pubsub = PubSub(self._backend(eb.type), eb)
             self._event_bus = LocalEventBus.from_config(eb)
+        td = config.task_dispatcher
+        if td.enabled:
+            if self._message_queue is None:
+                raise ConfigError(
+                    "task_dispatcher.enabled",
+                    True,
+                    "the task dispatcher runs on the message queue, which is disabled; "
+                    "enable message_queue or set task_dispatcher.enabled: false",
+                )
+            # Built before anything starts: it registers its result handler on the queue.
+            self._task_dispatcher = TaskDispatcher.from_config(
+                td, self._message_queue, self._pubsub
+            )
 
     def _backend(self, type_name: str) -> Backend:
         backend = self._backends.get(type_name)
@@ -73,9 +89,10 @@ class QueueManager:
         """Not built yet in this release: always None."""
         return None
 
-    def get_task_dispatcher(self) -> Any:
-        """Not built yet in this release: always None."""
-        return None
+    def get_task_dispatcher(self) -> TaskDispatcher | None:
+        """The task dispatcher, or None when ``task_dispatcher.enabled`` is false.
+        Register routes and ``serve`` handlers before ``start()``."""
+        return self._task_dispatcher
 
     async def start(self) -> None:
         """Start every built component (idempotent)."""
@@ -88,13 +105,21 @@ class QueueManager:
             await self._pubsub.start()
         if self._message_queue is not None:
             await self._message_queue.start()
+        if self._task_dispatcher is not None:
+            await self._task_dispatcher.start()
 
     async def stop(self) -> None:
         """Stop every component, then close the backends (idempotent)."""
         if self._stopped:
             return
         self._stopped = True
-        for component in (self._message_queue, self._pubsub, self._event_bus):
+        # The dispatcher first: it settles its records while the queue still runs.
+        for component in (
+            self._task_dispatcher,
+            self._message_queue,
+            self._pubsub,
+            self._event_bus,
+        ):
             if component is None:
                 continue
             try:
@@ -116,6 +141,8 @@ class QueueManager:
             result["pubsub"] = await self._pubsub.stats()
         if self._event_bus is not None:
             result["event_bus"] = self._event_bus.stats()
+        if self._task_dispatcher is not None:
+            result["task_dispatcher"] = self._task_dispatcher.stats()
         return result
 
     async def __aenter__(self) -> QueueManager:

@@ -24,6 +24,7 @@ async def test_reconnects_and_resubscribes_after_restart(
     config = {
         "redis": {"url": meetq_redis_server.url, "socket_connect_timeout": "1s"},
         "message_queue": {"enabled": False},
+        "task_dispatcher": {"enabled": False},
         "event_bus": {
             "type": "redis_pubsub",
             "namespace": meetq_namespace,

@@ -12,6 +12,7 @@ async def test_manager_builds_pubsub_and_bus_from_event_bus_config() -> None:
     qm = await initialize_queue_system(
         {
             "message_queue": {"enabled": False},
+            "task_dispatcher": {"enabled": False},
             "event_bus": {"type": "memory", "buffer_size": 12, "workers": 2, "overflow": "drop"},
         }
     )
@@ -27,7 +28,11 @@ async def test_manager_builds_pubsub_and_bus_from_event_bus_config() -> None:
 
 async def test_disabled_event_bus_builds_nothing() -> None:
     qm = await initialize_queue_system(
-        {"message_queue": {"enabled": False}, "event_bus": {"enabled": False}}
+        {
+            "message_queue": {"enabled": False},
+            "event_bus": {"enabled": False},
+            "task_dispatcher": {"enabled": False},
+        }
     )
     async with qm:
         assert qm.get_pubsub() is None and qm.get_event_bus() is None

@@ -18,6 +18,7 @@ from meetq import (
     PubSub,
     PubSubMessage,
     QueueManager,
+    TaskDispatcher,
 )
 
 MEMORY = {"message_queue": {"type": "memory"}, "event_bus": {"type": "memory"}}
@@ -35,9 +36,9 @@ async def test_builds_every_enabled_component() -> None:
         assert isinstance(qm.get_message_queue(), MessageQueue)
         assert isinstance(qm.get_pubsub(), PubSub)
         assert isinstance(qm.get_event_bus(), LocalEventBus)
+        assert isinstance(qm.get_task_dispatcher(), TaskDispatcher)
         # Not part of this release yet.
         assert qm.get_task_scheduler() is None
-        assert qm.get_task_dispatcher() is None
         assert qm.config.message_queue.type == "memory"
     finally:
         await qm.stop()
@@ -56,7 +57,11 @@ async def test_defaults_build_on_memory() -> None:
 
 async def test_disabled_sections_give_none() -> None:
     qm = await meetq.initialize_queue_system(
-        {"message_queue": {"enabled": False}, "event_bus": {"enabled": False}}
+        {
+            "message_queue": {"enabled": False},
+            "event_bus": {"enabled": False},
+            "task_dispatcher": {"enabled": False},
+        }
     )
     async with qm:
         assert qm.get_message_queue() is None
@@ -67,7 +72,11 @@ async def test_disabled_sections_give_none() -> None:
 
 async def test_only_the_message_queue_section_disabled() -> None:
     qm = await meetq.initialize_queue_system(
-        {"message_queue": {"enabled": False}, "event_bus": {"type": "memory"}}
+        {
+            "message_queue": {"enabled": False},
+            "event_bus": {"type": "memory"},
+            "task_dispatcher": {"enabled": False},
+        }
     )
     async with qm:
         assert qm.get_message_queue() is None
@@ -158,7 +167,7 @@ async def test_stats_aggregate_every_component() -> None:
     await mq.publish(Message(type="unhandled.yet", priority="high"))
     async with qm:
         stats = await qm.stats()
-    assert set(stats) == {"message_queue", "pubsub", "event_bus"}
+    assert set(stats) == {"message_queue", "pubsub", "event_bus", "task_dispatcher"}
     mq_stats = stats["message_queue"]
     assert mq_stats["queue_name"] == "default"
     assert mq_stats["backend"] == "memory"
@@ -239,3 +248,32 @@ async def test_redis_client_passed_in_is_used_as_is() -> None:
     assert await client.ping() is True
     await client.aclose()
     await other.aclose()
+
+
+async def test_task_dispatcher_needs_the_message_queue() -> None:
+    with pytest.raises(meetq.ConfigError) as info:
+        await meetq.initialize_queue_system(
+            {"message_queue": {"enabled": False}, "event_bus": {"type": "memory"}}
+        )
+    assert info.value.key == "task_dispatcher.enabled"
+
+
+async def test_task_dispatcher_runs_a_task_through_the_manager() -> None:
+    qm = await meetq.initialize_queue_system(
+        {**MEMORY, "task_dispatcher": {"service_name": "ai", "enable_callbacks": False}}
+    )
+    dispatcher = qm.get_task_dispatcher()
+    assert dispatcher is not None
+    assert (dispatcher.service_name, dispatcher.enable_callbacks) == ("ai", False)
+    dispatcher.serve("speech_recognition", lambda task: f"text of {task.payload['audio']}")
+    assert dispatcher.routes == {"speech_recognition": "ai"}
+    async with qm:
+        sent = await dispatcher.dispatch_task(
+            meetq.TaskRequest(type="speech_recognition", payload={"audio": "a.wav"})
+        )
+        done = await dispatcher.wait(sent.task_id, timeout=10)
+        stats = await qm.stats()
+    assert (done.status, done.result, done.service) == ("completed", "text of a.wav", "ai")
+    assert stats["task_dispatcher"]["total_completed"] == 1
+    with pytest.raises(meetq.ClosedError):
+        await dispatcher.dispatch_task(meetq.TaskRequest(type="speech_recognition"))
