@@ -17,6 +17,7 @@ from meetq.core.event_bus import LocalEventBus
 from meetq.core.message_queue import MessageQueue
 from meetq.core.protocols import Backend
 from meetq.core.pubsub import PubSub
+from meetq.core.scheduler import TaskScheduler
 
 __all__ = ["QueueManager"]
 
@@ -26,8 +27,7 @@ log = logging.getLogger("meetq.manager")
 class QueueManager:
     """Owns the components built from a ``MeetqConfig`` and the backends they use.
 
-    ``get_*`` return None for a component that is disabled (or not part of meetq yet:
-    the task scheduler arrives in a later release).
+    ``get_*`` return None for a component that is disabled.
     """
 
     def __init__(self, config: MeetqConfig, backend_for: Callable[[str], Backend]) -> None:
@@ -37,6 +37,7 @@ class QueueManager:
         self._message_queue: MessageQueue | None = None
         self._pubsub: PubSub | None = None
         self._event_bus: LocalEventBus | None = None
+        self._task_scheduler: TaskScheduler | None = None
         self._task_dispatcher: TaskDispatcher | None = None
         self._started = False
         self._stopped = False
@@ -47,6 +48,10 @@ class QueueManager:
         if eb.enabled:
             self._pubsub = PubSub(self._backend(eb.type), eb)
             self._event_bus = LocalEventBus.from_config(eb)
+        ts = config.task_scheduler
+        if ts.enabled:
+            # In-process only: it needs no backend, whatever the other sections use.
+            self._task_scheduler = TaskScheduler.from_config(ts)
         td = config.task_dispatcher
         if td.enabled:
             if self._message_queue is None:
@@ -85,9 +90,9 @@ class QueueManager:
         """The in-process event bus, or None when ``event_bus.enabled`` is false."""
         return self._event_bus
 
-    def get_task_scheduler(self) -> Any:
-        """Not built yet in this release: always None."""
-        return None
+    def get_task_scheduler(self) -> TaskScheduler | None:
+        """The in-process task scheduler, or None when ``task_scheduler.enabled`` is false."""
+        return self._task_scheduler
 
     def get_task_dispatcher(self) -> TaskDispatcher | None:
         """The task dispatcher, or None when ``task_dispatcher.enabled`` is false.
@@ -101,6 +106,8 @@ class QueueManager:
         self._started = True
         if self._event_bus is not None:
             await self._event_bus.start()
+        if self._task_scheduler is not None:
+            await self._task_scheduler.start()
         if self._pubsub is not None:
             await self._pubsub.start()
         if self._message_queue is not None:
@@ -116,6 +123,7 @@ class QueueManager:
         # The dispatcher first: it settles its records while the queue still runs.
         for component in (
             self._task_dispatcher,
+            self._task_scheduler,  # its tasks may still publish while it drains
             self._message_queue,
             self._pubsub,
             self._event_bus,
@@ -141,6 +149,8 @@ class QueueManager:
             result["pubsub"] = await self._pubsub.stats()
         if self._event_bus is not None:
             result["event_bus"] = self._event_bus.stats()
+        if self._task_scheduler is not None:
+            result["task_scheduler"] = self._task_scheduler.stats()
         if self._task_dispatcher is not None:
             result["task_dispatcher"] = self._task_dispatcher.stats()
         return result

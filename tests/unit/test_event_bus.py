@@ -13,6 +13,7 @@ async def test_manager_builds_pubsub_and_bus_from_event_bus_config() -> None:
         {
             "message_queue": {"enabled": False},
             "task_dispatcher": {"enabled": False},
+            "task_scheduler": {"enabled": False},
             "event_bus": {"type": "memory", "buffer_size": 12, "workers": 2, "overflow": "drop"},
         }
     )

@@ -18,7 +18,10 @@ from meetq import (
     PubSub,
     PubSubMessage,
     QueueManager,
+    Task,
     TaskDispatcher,
+    TaskScheduler,
+    TaskStatus,
 )
 
 MEMORY = {"message_queue": {"type": "memory"}, "event_bus": {"type": "memory"}}
@@ -37,8 +40,7 @@ async def test_builds_every_enabled_component() -> None:
         assert isinstance(qm.get_pubsub(), PubSub)
         assert isinstance(qm.get_event_bus(), LocalEventBus)
         assert isinstance(qm.get_task_dispatcher(), TaskDispatcher)
-        # Not part of this release yet.
-        assert qm.get_task_scheduler() is None
+        assert isinstance(qm.get_task_scheduler(), TaskScheduler)
         assert qm.config.message_queue.type == "memory"
     finally:
         await qm.stop()
@@ -61,9 +63,11 @@ async def test_disabled_sections_give_none() -> None:
             "message_queue": {"enabled": False},
             "event_bus": {"enabled": False},
             "task_dispatcher": {"enabled": False},
+            "task_scheduler": {"enabled": False},
         }
     )
     async with qm:
+        assert qm.get_task_scheduler() is None
         assert qm.get_message_queue() is None
         assert qm.get_pubsub() is None
         assert qm.get_event_bus() is None
@@ -81,7 +85,7 @@ async def test_only_the_message_queue_section_disabled() -> None:
     async with qm:
         assert qm.get_message_queue() is None
         assert qm.get_pubsub() is not None
-        assert set(await qm.stats()) == {"pubsub", "event_bus"}
+        assert set(await qm.stats()) == {"pubsub", "event_bus", "task_scheduler"}
 
 
 async def test_config_from_a_yaml_file(tmp_path: Any) -> None:
@@ -167,7 +171,13 @@ async def test_stats_aggregate_every_component() -> None:
     await mq.publish(Message(type="unhandled.yet", priority="high"))
     async with qm:
         stats = await qm.stats()
-    assert set(stats) == {"message_queue", "pubsub", "event_bus", "task_dispatcher"}
+    assert set(stats) == {
+        "message_queue",
+        "pubsub",
+        "event_bus",
+        "task_dispatcher",
+        "task_scheduler",
+    }
     mq_stats = stats["message_queue"]
     assert mq_stats["queue_name"] == "default"
     assert mq_stats["backend"] == "memory"
@@ -277,3 +287,24 @@ async def test_task_dispatcher_runs_a_task_through_the_manager() -> None:
     assert stats["task_dispatcher"]["total_completed"] == 1
     with pytest.raises(meetq.ClosedError):
         await dispatcher.dispatch_task(meetq.TaskRequest(type="speech_recognition"))
+
+
+async def test_task_scheduler_runs_a_task_through_the_manager() -> None:
+    qm = await meetq.initialize_queue_system(
+        {**MEMORY, "task_scheduler": {"workers": 2, "buffer_size": 10}}
+    )
+    scheduler = qm.get_task_scheduler()
+    assert scheduler is not None
+
+    async def double(task: Task) -> int:
+        return int(task.payload["n"]) * 2
+
+    task_id = scheduler.submit_task(Task(type="double", handler=double, payload={"n": 21}))
+    async with qm:
+        done = await scheduler.wait(task_id, timeout=10)
+        stats = await qm.stats()
+    assert done.status is TaskStatus.COMPLETED and done.result == 42
+    assert stats["task_scheduler"]["workers"] == 2
+    assert stats["task_scheduler"]["buffer_size"] == 10
+    with pytest.raises(meetq.ClosedError):  # stopped with the manager
+        scheduler.submit_task(Task(type="double", handler=double, payload={"n": 1}))
