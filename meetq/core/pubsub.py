@@ -368,9 +368,7 @@ class PubSub:
     def _encode(self, message: object, field: str) -> bytes:
         if not isinstance(message, PubSubMessage):
             raise ValidationError(field, message, "expected a PubSubMessage")
-        if message.source is None:
-            message = attrs.evolve(message, source=self.source)
-        return encode_pubsub_message(message, self._serializer)
+        return encode_pubsub_message(message, self._serializer, source=self.source)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -382,15 +380,20 @@ class PubSub:
         prefix = self._prefix
         cut = len(prefix)
         serializer = self._serializer
+        channels = self._channels
+        patterns = self._patterns
+        limit = self.config.subscriber_buffer
+        yield_at = self._yield_at
+        wake = self._wake
         async for item in self._transport.messages():
             self._received += 1
+            channel = item.channel
+            name = channel[cut:] if channel.startswith(prefix) else channel
             if item.pattern is None:
-                name = item.channel[cut:] if item.channel.startswith(prefix) else item.channel
-                subs = self._channels.get(name)
+                subs = channels.get(name)
             else:
-                name = item.channel[cut:] if item.channel.startswith(prefix) else item.channel
-                pattern = item.pattern[cut:] if item.pattern.startswith(prefix) else item.pattern
-                subs = self._patterns.get(pattern)
+                pattern = item.pattern
+                subs = patterns.get(pattern[cut:] if pattern.startswith(prefix) else pattern)
             if not subs:
                 continue  # unsubscribed while the message was in flight
             try:
@@ -398,8 +401,20 @@ class PubSub:
             except Exception as exc:
                 self._decode_error(item, exc)
                 continue
+            crowded = False
             for sub in tuple(subs):
-                await self._offer(sub, message)
+                buffer = sub.buffer
+                if len(buffer) < limit:
+                    # The common case inline: no coroutine per message and subscriber.
+                    buffer.append(message)
+                    wake(sub)
+                    crowded = crowded or len(buffer) > yield_at
+                else:
+                    await self._overflow(sub, message)
+            if crowded:
+                # A burst already read from the socket is routed without the reader ever
+                # suspending; give the consumers a turn before their buffers overflow.
+                await asyncio.sleep(0)
 
     def _decode_error(self, item: TransportMessage, exc: Exception) -> None:
         self._decode_errors += 1
@@ -414,27 +429,20 @@ class PubSub:
                 exc,
             )
 
-    async def _offer(self, sub: _Subscriber, message: PubSubMessage) -> None:
+    async def _overflow(self, sub: _Subscriber, message: PubSubMessage) -> None:
+        """``message`` found ``sub``'s buffer full: apply ``subscriber_overflow``."""
         buffer = sub.buffer
-        if len(buffer) >= self.config.subscriber_buffer:
-            policy = self.config.subscriber_overflow
-            if policy == "block":
-                while len(buffer) >= self.config.subscriber_buffer and sub.key[1]:
-                    room = sub.room = asyncio.get_running_loop().create_future()
-                    await room
-            else:
-                if policy == "drop_oldest":
-                    buffer.popleft()
-                    buffer.append(message)
-                self._count_drop(sub)
-                self._wake(sub)
-                return
-        buffer.append(message)
+        if self.config.subscriber_overflow == "block":
+            while len(buffer) >= self.config.subscriber_buffer and sub.key[1]:
+                room = sub.room = asyncio.get_running_loop().create_future()
+                await room
+            buffer.append(message)
+        else:
+            if self.config.subscriber_overflow == "drop_oldest":
+                buffer.popleft()
+                buffer.append(message)
+            self._count_drop(sub)
         self._wake(sub)
-        if len(buffer) > self._yield_at:
-            # A burst already read from the socket is routed without the reader ever
-            # suspending; give the consumers a turn before their buffers overflow.
-            await asyncio.sleep(0)
 
     def _count_drop(self, sub: _Subscriber) -> None:
         self._dropped += 1

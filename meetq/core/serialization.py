@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from meetq.core.errors import SerializationError
-from meetq.core.types import Message, Priority, PubSubMessage
+from meetq.core.types import MAX_TYPE_LENGTH, Message, Priority, PubSubMessage
 
 __all__ = [
     "JsonSerializer",
@@ -181,21 +181,131 @@ def decode_message(data: bytes, serializer: Serializer, *, retry_count: int) -> 
     )
 
 
-def encode_pubsub_message(message: PubSubMessage, serializer: Serializer) -> bytes:
-    """The wire form of a broadcast event."""
+def encode_pubsub_message(
+    message: PubSubMessage, serializer: Serializer, *, source: str | None = None
+) -> bytes:
+    """The wire form of a broadcast event; ``source`` fills in the message's when that
+    is None (without building a new ``PubSubMessage``)."""
+    if message.source is not None:
+        source = message.source
+    if type(serializer) is JsonSerializer:
+        data = _encode_plain_pubsub(message, source)
+        if data is not None:
+            return data
     body = {
         "id": message.id,
         "type": message.type,
         "payload": message.payload,
         "timestamp": message.timestamp,
-        "source": message.source,
+        "source": source,
         "headers": message.headers,
     }
     return serializer.dumps(body, field="message")
 
 
+# Publishing and receiving run for every broadcast event, so both JSON steps take the
+# shortest safe path with the built-in serializer: json.loads on bytes first guesses the
+# encoding and strips whitespace, which our own UTF-8, compact output never needs.
+_DECODER = json.JSONDecoder()
+_new_instance = object.__new__
+_set = object.__setattr__  # PubSubMessage is frozen; this is how attrs itself fills it in
+
+
+def _plain_tree(value: Any) -> bool:
+    """``_plain`` without a generator per container: this runs on every publish."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind is str or kind is int or kind is bool or item is None:
+                continue
+            if kind is float:
+                if item - item != 0.0:  # NaN and infinities
+                    return False
+            elif not _plain_tree(item):
+                return False
+        return True
+    if kind is list:
+        return all(map(_plain_tree, value))
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return bool(value - value == 0.0)
+    return False
+
+
+def _encode_plain_pubsub(message: PubSubMessage, source: str | None) -> bytes | None:
+    """The exact bytes ``JsonSerializer.dumps`` makes of the envelope, or None when a
+    field is anything but plain JSON (the caller then takes the general path, which
+    names the problem). The envelope's own fields are already validated by
+    ``PubSubMessage``; only the payload tree needs walking."""
+    timestamp = message.timestamp
+    kind = type(timestamp)
+    if kind is float:
+        if timestamp - timestamp != 0.0:
+            return None
+        stamp = _float_repr(timestamp)
+    elif kind is int:
+        stamp = _int_repr(timestamp)
+    else:
+        return None
+    event_id, event_type, headers = message.id, message.type, message.headers
+    if (
+        type(event_id) is not str
+        or type(event_type) is not str
+        or not (source is None or type(source) is str)
+        or type(headers) is not dict
+    ):
+        return None
+    try:
+        if not _plain_tree(message.payload):
+            return None
+        if headers:
+            if not _plain_tree(headers):
+                return None
+            header_text = _encode_tree(headers)
+        else:
+            header_text = "{}"
+        text = (
+            f'{{"id":{_quote(event_id)},"type":{_quote(event_type)},'
+            f'"payload":{_encode_tree(message.payload)},"timestamp":{stamp},'
+            f'"source":{"null" if source is None else _quote(source)},'
+            f'"headers":{header_text}}}'
+        )
+        return text.encode()
+    except (TypeError, ValueError, RecursionError):  # a lone surrogate, a cycle
+        return None
+
+
+def _encode_tree(value: Any) -> str:
+    return "".join(_ENCODE_TREE(value, 0))
+
+
+_quote = json.encoder.encode_basestring  # what _ENCODER uses for str (ensure_ascii=False)
+_float_repr = float.__repr__  # what the C encoder uses for float
+_int_repr = int.__repr__
+# The C encoder _ENCODER builds on each call, built once. The tree was checked to be
+# plain first, so the circular-reference bookkeeping (markers) is not needed.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # None without the C speedups
+_ENCODE_TREE: Callable[[Any, int], Iterable[str]] = (
+    _c_make_encoder(None, _refuse, _quote, None, ":", ",", False, False, False)
+    if _c_make_encoder is not None
+    else lambda value, _level: (_ENCODER.encode(value),)
+)
+
+
 def decode_pubsub_message(data: bytes, serializer: Serializer, *, channel: str) -> PubSubMessage:
-    """Rebuild a broadcast event received on ``channel``."""
+    """Rebuild a broadcast event received on ``channel``.
+
+    Raises ``ValueError`` (or ``KeyError``, ``ValidationError``) for bytes that are not
+    a well-formed event; the same checks apply whichever path decodes it.
+    """
+    if type(serializer) is JsonSerializer and type(data) is bytes:
+        message = _decode_plain_pubsub(data, channel)
+        if message is not None:
+            return message
     body = serializer.loads(data)
     if not isinstance(body, dict):
         raise ValueError("received event is not an object")
@@ -208,3 +318,47 @@ def decode_pubsub_message(data: bytes, serializer: Serializer, *, channel: str) 
         headers=body.get("headers") or {},
         channel=channel,
     )
+
+
+def _decode_plain_pubsub(data: bytes, channel: str) -> PubSubMessage | None:
+    """The event in ``data`` if it is compact UTF-8 JSON whose fields plainly pass
+    ``PubSubMessage``'s validators, built without running them (they would cost more
+    than the JSON decode). None for anything else: the caller then takes the general
+    path, which raises or validates exactly as ``PubSubMessage(...)`` does."""
+    try:
+        text = data.decode()
+        body, end = _DECODER.raw_decode(text)
+    except ValueError:  # also UnicodeDecodeError; the general path names the problem
+        return None
+    if end != len(text) or type(body) is not dict or type(channel) is not str:
+        return None
+    event_id = body.get("id")
+    event_type = body.get("type")
+    payload = body.get("payload")
+    timestamp = body.get("timestamp")
+    source = body.get("source")
+    headers = body.get("headers") or {}
+    # JSON objects always have str keys, so a dict payload is valid as it is; headers
+    # need str values too. Comparisons are written so that NaN fails them.
+    if not (
+        type(event_id) is str
+        and 0 < len(event_id) <= MAX_TYPE_LENGTH
+        and type(event_type) is str
+        and 0 < len(event_type) <= MAX_TYPE_LENGTH
+        and type(payload) is dict
+        and (type(timestamp) is float or type(timestamp) is int)
+        and timestamp >= 0
+        and (source is None or type(source) is str)
+        and type(headers) is dict
+        and all(type(value) is str for value in headers.values())
+    ):
+        return None
+    message: PubSubMessage = _new_instance(PubSubMessage)
+    _set(message, "type", event_type)
+    _set(message, "payload", payload)  # fresh from the decoder: nobody else holds it
+    _set(message, "id", event_id)
+    _set(message, "timestamp", timestamp)
+    _set(message, "source", source)
+    _set(message, "channel", channel)
+    _set(message, "headers", headers)
+    return message
