@@ -1,4 +1,4 @@
-"""Redis Pub/Sub transport: one connection per transport, one reader, automatic reconnect.
+"""Redis Pub/Sub transport: one subscriber connection, one reader, automatic reconnect.
 
 Features: the ``PubSubTransport`` contract on Redis ``PUBLISH``/``SUBSCRIBE``/``PSUBSCRIBE``
 (also on fakeredis). Subscription calls wait for Redis's confirmation, which the reader
@@ -6,21 +6,25 @@ Features: the ``PubSubTransport`` contract on Redis ``PUBLISH``/``SUBSCRIBE``/``
 the reader reconnects with exponential backoff and jitter, re-subscribes every channel
 and pattern, counts the reconnect and, once Redis confirmed them all, calls the
 ``on_reconnect`` callbacks. An idle connection is probed with ``PING`` so a silently dead
-one is noticed too.
+one is noticed too. Publishing packs ``PUBLISH`` itself and sends it on connections the
+transport keeps (from the same private pool, one per concurrent publisher), so the
+subscriber's connection only ever carries subscriptions.
 Capabilities: ``cross_process``. Delivery is at most once: what is published while the
 connection is down is lost.
 Config keys: ``event_bus.reconnect_backoff_base`` / ``reconnect_backoff_max`` (through
-the backend); the ``redis:`` section for the connection.
+the backend); the ``redis:`` section for the connection (its ``socket_timeout``, when
+set, bounds each publish as a whole; the subscriber's reads have none, see ``_watch``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -34,6 +38,12 @@ __all__ = ["RedisPubSubTransport"]
 
 log = logging.getLogger("meetq.redis.pubsub")
 
+# A publishing connection idle longer than this is checked (and reconnected if Redis
+# closed it) before it is used again; one in steady use is not, which saves a timer
+# (redis-py's readiness probe) per publish.
+_IDLE_RECHECK = 0.25
+# Idle publishing connections kept beyond this many go back to the pool.
+_MAX_IDLE_PUBLISHERS = 4
 # How long a subscription call waits for Redis to confirm it.
 CONFIRM_TIMEOUT = 30.0
 # After this long without traffic the watchdog sends PING; a second silent period with
@@ -80,26 +90,100 @@ class RedisPubSubTransport:
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._ping_outstanding = False
         self._traffic = 0  # responses read; the watchdog compares it between periods
-        self._pool: Any = None
+        self._pool: Any = None  # our own connections: the subscriber's, the publishers'
+        # Idle publishing connections (taken from that pool, kept) and since when idle.
+        self._publishers: list[tuple[Any, float]] = []
+        self._publish_heads: dict[str, bytes] = {}
+        self._checkout_takes_name = False  # channel -> packed "PUBLISH channel"
+        self._publish_timeout: float | None = None  # the client's socket_timeout
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- publishing ---------------------------------------------------------------------
 
     async def publish(self, channel: str, data: bytes) -> int:
-        self._check_open()
-        with translate_errors("PUBLISH"):
-            return int(await self._client.publish(channel, data))
+        return (await self._publish(channel, (data,), "PUBLISH"))[0]
 
     async def publish_many(self, channel: str, items: Sequence[bytes]) -> list[int]:
         """All ``items`` in one pipelined round trip (no MULTI: Pub/Sub needs no atomicity)."""
+        return await self._publish(channel, items, "PUBLISH (pipeline)")
+
+    async def _publish(self, channel: str, items: Sequence[bytes], what: str) -> list[int]:
+        # Publishing is the hot path of a broadcast, so it skips redis-py's generic
+        # command machinery (argument packing, pool checkout with its zero-timeout
+        # readiness probe, pipeline bookkeeping): PUBLISH is packed here, sent on a
+        # connection this transport keeps for publishing, and its integer replies are
+        # read with the connection's own parser. Errors are translated as everywhere.
         self._check_open()
-        with translate_errors("PUBLISH (pipeline)"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for data in items:
-                    pipe.publish(channel, data)
-                results = await pipe.execute()
-        return [int(r) for r in results]
+        pool = self._pool or self._own_pool()
+        head = self._publish_heads.get(channel)
+        if head is None:
+            head = self._publish_head(pool, channel)
+        parts: list[bytes] = []
+        for data in items:
+            if type(data) is not bytes:
+                data = bytes(data)
+            parts += (head, b"$%d\r\n" % len(data), data, b"\r\n")
+        with translate_errors(what), self._reply_deadline(what):
+            connection = await self._publishing_connection(pool)
+            try:
+                if self._publish_timeout is None:
+                    replies = await _send_and_read(connection, parts, len(items))
+                else:
+                    async with asyncio.timeout(self._publish_timeout):
+                        replies = await _send_and_read(connection, parts, len(items))
+            except BaseException:
+                # Replies may be unread: this connection must not serve another call.
+                await connection.disconnect(nowait=True)
+                await pool.release(connection)
+                raise
+        if len(self._publishers) < _MAX_IDLE_PUBLISHERS:
+            self._publishers.append((connection, asyncio.get_running_loop().time()))
+        else:
+            await pool.release(connection)
+        return replies
+
+    def _publish_head(self, pool: Any, channel: str) -> bytes:
+        name = pool.get_encoder().encode(channel)
+        head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n" % (len(name), name)
+        if len(self._publish_heads) >= 1024:
+            self._publish_heads.clear()  # channel names are unbounded; the cache is not
+        self._publish_heads[channel] = head
+        return head
+
+    async def _publishing_connection(self, pool: Any) -> Any:
+        """An idle publishing connection, or a new one from this transport's pool.
+
+        Our pool has no socket_timeout: with one, redis-py runs every send under
+        asyncio.wait_for (a task per command) and every read under a timer, which cost
+        more than the rest of publishing together. The client's socket_timeout still
+        bounds each publish, as one deadline around it (``_publish_timeout``).
+        """
+        publishers = self._publishers
+        if publishers:
+            connection, idle_since = publishers.pop()
+            if asyncio.get_running_loop().time() - idle_since < _IDLE_RECHECK:
+                return connection
+            # Idle for a while: Redis may have closed it meanwhile (a restart, its
+            # ``timeout`` setting). Hand it back; the checkout below probes it the way
+            # redis-py does for every command, and reconnects if it was closed.
+            await pool.release(connection)
+        if self._checkout_takes_name:
+            return await pool.get_connection("PUBLISH")
+        return await pool.get_connection()
+
+    @contextlib.contextmanager
+    def _reply_deadline(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except TimeoutError:
+            # Our deadline cancelled the call and the connection was dropped, so no late
+            # reply can be read by the next command.
+            raise BackendUnavailableError(
+                f"redis: {what} got no reply within {self._publish_timeout:g}s "
+                "(redis.socket_timeout); is the server overloaded or unreachable?",
+                backend="redis",
+            ) from None
 
     # -- subscriptions ------------------------------------------------------------------
 
@@ -227,16 +311,25 @@ class RedisPubSubTransport:
         # subscriber is idle for long stretches, and a read timeout would either drop it
         # or (as a per-read timer) cost about a third of the delivery rate. Liveness is
         # checked by the watchdog instead.
-        if self._pool is None:
-            shared = self._client.connection_pool
-            kwargs = dict(shared.connection_kwargs)
-            kwargs["socket_timeout"] = None
-            self._pool = type(shared)(connection_class=shared.connection_class, **kwargs)
+        self._own_pool()
         if self._watchdog is None:
             self._watchdog = asyncio.get_running_loop().create_task(
                 self._watch(), name="meetq-redis-pubsub-watchdog"
             )
         return PubSubConnection(self._pool)
+
+    def _own_pool(self) -> Any:
+        if self._pool is None:
+            shared = self._client.connection_pool
+            kwargs = dict(shared.connection_kwargs)
+            timeout = kwargs.get("socket_timeout")
+            self._publish_timeout = float(timeout) if timeout else None
+            kwargs["socket_timeout"] = None
+            self._pool = type(shared)(connection_class=shared.connection_class, **kwargs)
+            # redis-py < 5.3 requires a command name here; 5.3 deprecates passing one.
+            name = inspect.signature(self._pool.get_connection).parameters.get("command_name")
+            self._checkout_takes_name = name is not None and name.default is name.empty
+        return self._pool
 
     async def _watch(self) -> None:
         """PING an idle connection; if a PING stays unanswered for a whole period, cut
@@ -365,9 +458,23 @@ class RedisPubSubTransport:
         ps, self._ps = self._ps, None
         if ps is not None:
             await _close_quietly(ps)
+        self._publishers.clear()
         if self._pool is not None:
             with contextlib.suppress(*_DRIVER_ERRORS):
                 await self._pool.disconnect()
+
+
+async def _send_and_read(connection: Any, parts: list[bytes], count: int) -> list[int]:
+    await connection.send_packed_command(parts)
+    replies: list[int] = []
+    for _ in range(count):
+        reply = await connection.read_response()  # raises ResponseError for "-ERR ..."
+        if type(reply) is not int:
+            raise BackendUnavailableError(
+                f"redis: unexpected reply to PUBLISH: {reply!r}", backend="redis"
+            )
+        replies.append(reply)
+    return replies
 
 
 async def _close_quietly(ps: Any) -> None:
