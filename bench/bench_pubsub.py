@@ -167,9 +167,9 @@ async def bare_redis(url: str, total: int, batch: int) -> float:
 
 async def meetq_redis(url: str, total: int, batch: int) -> float:
     config = {
-        # No socket timeout, like the bare client (see the note in docs/benchmarks.md).
-        "redis": {"url": url, "socket_timeout": 0},
+        "redis": {"url": url},
         "message_queue": {"enabled": False},
+        "task_dispatcher": {"enabled": False},
         "event_bus": {"type": "redis_pubsub", "namespace": f"bench{uuid.uuid4().hex[:8]}"},
     }
     # Two managers: subscriber and publisher on their own clients, like two services.
