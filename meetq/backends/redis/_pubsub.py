@@ -279,13 +279,20 @@ class RedisPubSubTransport:
         """
         while not self._closed:
             ps = self._ps
-            if ps is None or not self._connected.is_set():
+            connection = None if ps is None else ps.connection
+            if connection is None or not self._connected.is_set():
                 await self._connected.wait()
                 continue
             try:
-                # No read timeout on this connection (see _new_pubsub); the watchdog
-                # notices a silent one.
-                response = await ps.parse_response(block=True)
+                # Straight from the connection, not PubSub.parse_response: that one would
+                # quietly reconnect a dropped connection (and redis-py's retry policy
+                # retry on a new one) without our subscriptions, where _reconnect
+                # restores them; it also costs a retry wrapper per message. No read
+                # timeout on this connection (see _new_pubsub): the watchdog notices a
+                # silent one.
+                response = await connection.read_response(
+                    disconnect_on_error=False, push_request=True
+                )
             except _DRIVER_ERRORS as exc:
                 if self._closed:
                     return
