@@ -23,6 +23,8 @@ CONFIG = {
         "retry_backoff_base": "50ms",
     },
     "event_bus": {"type": "memory", "buffer_size": 1000, "workers": 4},
+    "task_scheduler": {"buffer_size": 1000, "workers": 2},
+    "task_dispatcher": {"service_name": "media"},
 }
 
 
@@ -57,7 +59,7 @@ async def work_queue_tour(qm: meetq.QueueManager) -> None:
         ]
     )
     print("1. priorities: four messages published LOW, NORMAL, HIGH, CRITICAL; handled as:")
-    await qm.start()
+    await qm.start()  # every handler is registered by now
     await asyncio.wait_for(all_done.wait(), 10)
     for line in order:
         print(f"  {line}")
@@ -110,15 +112,63 @@ async def events_tour(qm: meetq.QueueManager) -> None:
     await asyncio.wait_for(handled.wait(), 10)
 
 
+def register_media_service(qm: meetq.QueueManager) -> None:
+    """The dispatcher's serving side: registered before start, like every handler."""
+    dispatcher = qm.get_task_dispatcher()
+    assert dispatcher is not None
+
+    @dispatcher.task("video_processing")
+    async def transcode(task: meetq.ReceivedTask) -> dict[str, object]:
+        return {"video": task.payload["video_id"], "renditions": ["720p", "360p"]}
+
+
+async def tasks_tour(qm: meetq.QueueManager) -> None:
+    scheduler, dispatcher = qm.get_task_scheduler(), qm.get_task_dispatcher()
+    assert scheduler is not None and dispatcher is not None
+
+    print("6. TaskScheduler: both workers busy; LOW submitted, then CRITICAL; they ran:")
+    ran: list[str] = []
+    gate = asyncio.Event()
+
+    async def record(task: meetq.Task) -> str:
+        await gate.wait()
+        ran.append(task.type)
+        return task.type
+
+    # Two workers: occupy both, so the next two tasks wait and priority decides.
+    ids = [scheduler.submit_task(meetq.Task(type=f"busy-{i}", handler=record)) for i in range(2)]
+    ids.append(
+        scheduler.submit_task(meetq.Task(type="cleanup", handler=record, priority=Priority.LOW))
+    )
+    ids.append(
+        scheduler.submit_task(
+            meetq.Task(type="security_scan", handler=record, priority=Priority.CRITICAL)
+        )
+    )
+    gate.set()
+    for task_id in ids:
+        await scheduler.wait(task_id, timeout=10)
+    print(f"  {', '.join(ran[2:])}")
+
+    print("7. TaskDispatcher: a task routed to the service that owns its type:")
+    sent = await dispatcher.dispatch_task(
+        meetq.TaskRequest(type="video_processing", payload={"video_id": "v42"})
+    )
+    final = await dispatcher.wait(sent.task_id, timeout=10)
+    print(f"  {sent.status.value} -> {final.status.value}, result {final.result}")
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     # Build, register handlers, then start: nothing is consumed before handlers exist.
     qm = await meetq.initialize_queue_system(CONFIG)
+    register_media_service(qm)
     try:
         await work_queue_tour(qm)
         await events_tour(qm)
+        await tasks_tour(qm)
         stats = await qm.stats()
-        print("6. statistics from qm.stats():")
+        print("8. statistics from qm.stats():")
         for component, keys in (
             ("message_queue", ("total_published", "total_processed", "total_dead_letter")),
             ("pubsub", ("total_published", "total_received", "channel_count")),
