@@ -411,6 +411,7 @@ class PubSub:
                     crowded = crowded or len(buffer) > yield_at
                 else:
                     await self._overflow(sub, message)
+                    crowded = True
             if crowded:
                 # A burst already read from the socket is routed without the reader ever
                 # suspending; give the consumers a turn before their buffers overflow.
