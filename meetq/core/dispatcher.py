@@ -25,11 +25,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
-from types import TracebackType
 from typing import Any, TypeVar
 
 import attrs
 
+from meetq.core._lifecycle import AsyncService
 from meetq.core.config import TaskDispatcherConfig
 from meetq.core.errors import ClosedError, HandlerTimeout, MeetqError, ValidationError
 from meetq.core.event_bus import is_async_callable
@@ -183,7 +183,7 @@ def _check_service(field: str, value: object) -> str:
     return value
 
 
-class TaskDispatcher:
+class TaskDispatcher(AsyncService):
     """Routes ``TaskRequest``\\ s to the owning service and tracks their status.
 
     Build it before its ``MessageQueue`` starts (it registers a handler for task results);
@@ -678,18 +678,6 @@ class TaskDispatcher:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
-
-    async def __aenter__(self) -> TaskDispatcher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _rename(exc: ValidationError, old: str, new: str) -> ValidationError:

@@ -23,9 +23,9 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, Literal
 
+from meetq.core._lifecycle import AsyncService
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.types import LocalEvent, new_id
@@ -65,7 +65,7 @@ class _Worker:
         self.task: asyncio.Task[None] | None = None
 
 
-class LocalEventBus:
+class LocalEventBus(AsyncService):
     """Dispatches in-process events to handlers registered by event type.
 
     Contract:
@@ -427,18 +427,6 @@ class LocalEventBus:
             return len(self._wildcard)
         return len(self._handlers.get(event_type, ()))
 
-    async def __aenter__(self) -> LocalEventBus:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
 
 def _shard(event_type: str, workers: int) -> int:
     # crc32, not hash(): stable across processes and runs, so behaviour is reproducible.
@@ -453,4 +441,3 @@ def _check_int(field: str, value: object) -> None:
 def _check_type(field: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise ValidationError(field, value, "expected a non-empty string")
-

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
+from meetq.core._lifecycle import AsyncService
 from meetq.core.config import MeetqConfig
 from meetq.core.dispatcher import TaskDispatcher
 from meetq.core.errors import ConfigError
@@ -24,7 +24,7 @@ __all__ = ["QueueManager"]
 log = logging.getLogger("meetq.manager")
 
 
-class QueueManager:
+class QueueManager(AsyncService):
     """Owns the components built from a ``MeetqConfig`` and the backends they use.
 
     ``get_*`` return None for a component that is disabled.
@@ -154,15 +154,3 @@ class QueueManager:
         if self._task_dispatcher is not None:
             result["task_dispatcher"] = self._task_dispatcher.stats()
         return result
-
-    async def __aenter__(self) -> QueueManager:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

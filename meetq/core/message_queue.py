@@ -29,11 +29,11 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
 import attrs
 
+from meetq.core._lifecycle import AsyncService
 from meetq.core.config import MessageQueueConfig, load_config
 from meetq.core.errors import (
     ClosedError,
@@ -87,7 +87,7 @@ def _config_from(
     return load_config({"message_queue": merged}).message_queue
 
 
-class MessageQueue:
+class MessageQueue(AsyncService):
     """A reliable priority work queue on one backend.
 
     Guarantees (checked by ``meetq.testing.WorkQueueContract`` on every backend):
@@ -382,18 +382,6 @@ class MessageQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._state = "stopped"
-
-    async def __aenter__(self) -> MessageQueue:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- the worker pool ---------------------------------------------------------------
 

@@ -22,11 +22,11 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import attrs
 
+from meetq.core._lifecycle import AsyncService
 from meetq.core.config import EventBusConfig, load_config
 from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.event_bus import is_async_callable
@@ -88,7 +88,7 @@ class _Subscriber:
         self.last_log = 0.0
 
 
-class PubSub:
+class PubSub(AsyncService):
     """Publish to and subscribe on named channels through one backend transport.
 
     Contract:
@@ -210,18 +210,6 @@ class PubSub:
             task.cancel()
         await asyncio.gather(*self._callback_tasks, return_exceptions=True)
         await self._transport.aclose()
-
-    async def __aenter__(self) -> PubSub:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- subscribing --------------------------------------------------------------------
 
@@ -354,9 +342,7 @@ class PubSub:
         """
         self._check_open()
         _check_channel("channel", channel)
-        if isinstance(messages, PubSubMessage | str | bytes) or not isinstance(
-            messages, Iterable
-        ):
+        if isinstance(messages, PubSubMessage | str | bytes) or not isinstance(messages, Iterable):
             raise ValidationError("messages", messages, "expected a sequence of PubSubMessage")
         encoded = [self._encode(m, f"messages[{i}]") for i, m in enumerate(messages)]
         if not encoded:
@@ -423,8 +409,7 @@ class PubSub:
         if now - self._last_decode_log >= _LOG_INTERVAL:
             self._last_decode_log = now
             log.warning(
-                "meetq pubsub: cannot decode a message on %r (%d undecodable so far): %r; "
-                "skipped",
+                "meetq pubsub: cannot decode a message on %r (%d undecodable so far): %r; skipped",
                 item.channel,
                 self._decode_errors,
                 exc,

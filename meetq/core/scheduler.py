@@ -36,11 +36,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import attrs
 
+from meetq.core._lifecycle import AsyncService
 from meetq.core.config import TaskSchedulerConfig
 from meetq.core.errors import ClosedError, HandlerTimeout, QueueFull, ValidationError
 from meetq.core.event_bus import is_async_callable
@@ -244,7 +244,7 @@ class _Entry:
         )
 
 
-class TaskScheduler:
+class TaskScheduler(AsyncService):
     """Runs in-process tasks by strict priority, at a set time, with timeout, retry, cancel.
 
     Contract:
@@ -734,18 +734,6 @@ class TaskScheduler:
             "workers": self._workers,
             "buffer_size": self._buffer_size,
         }
-
-    async def __aenter__(self) -> TaskScheduler:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def _attempt(task: Task) -> tuple[str, Any]:
