@@ -30,22 +30,24 @@ from typing import Any, TypeVar
 import attrs
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._validation import (
+    MAX_TYPE_LENGTH,
+    convert_mapping,
+    headers_validator,
+    is_async_callable,
+    max_retries_validator,
+    name_validator,
+    payload_validator,
+)
 from meetq.core.config import TaskDispatcherConfig
 from meetq.core.errors import ClosedError, HandlerTimeout, MeetqError, ValidationError
-from meetq.core.event_bus import is_async_callable
 from meetq.core.message_queue import MessageQueue
 from meetq.core.pubsub import PubSub
 from meetq.core.types import (
-    MAX_TYPE_LENGTH,
     Message,
     Priority,
     PubSubMessage,
-    _convert_mapping,
-    _convert_priority,
-    _headers_validator,
-    _max_retries_validator,
-    _payload_validator,
-    _type_validator,
+    convert_priority,
     new_id,
 )
 
@@ -96,7 +98,7 @@ def _timeout_converter(value: object) -> float:
 def _retries_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         raise ValidationError("max_retries", value, "expected an int from 0 to 1000")
-    _max_retries_validator(instance, attribute, value)
+    max_retries_validator(instance, attribute, value)
 
 
 def _callback_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -106,7 +108,7 @@ def _callback_validator(instance: object, attribute: attrs.Attribute[Any], value
 
 def _metadata_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     try:
-        _headers_validator(instance, attribute, value)
+        headers_validator(instance, attribute, value)
     except ValidationError as exc:
         field = exc.field.replace("headers", "metadata")
         raise ValidationError(field, exc.value, exc.problem) from None
@@ -121,20 +123,20 @@ class TaskRequest:
     ``TaskResponse`` once. ``metadata`` (str to str) travels with the task.
     """
 
-    type: str = attrs.field(validator=_type_validator)
+    type: str = attrs.field(validator=name_validator)
     payload: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_convert_mapping, validator=_payload_validator
+        factory=dict, converter=convert_mapping, validator=payload_validator
     )
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_convert_priority)
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=convert_priority)
     timeout: float = attrs.field(default=30.0, converter=_timeout_converter)
     max_retries: int = attrs.field(default=3, validator=_retries_validator)
     callback: Callable[[TaskResponse], Any] | None = attrs.field(
         default=None, validator=_callback_validator, eq=False
     )
     metadata: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_convert_mapping, validator=_metadata_validator
+        factory=dict, converter=convert_mapping, validator=_metadata_validator
     )
-    id: str = attrs.field(factory=new_id, validator=_type_validator)
+    id: str = attrs.field(factory=new_id, validator=name_validator)
 
 
 @attrs.frozen(kw_only=True)
@@ -284,7 +286,7 @@ class TaskDispatcher(AsyncService):
 
     def register_route(self, task_type: str, service: str) -> None:
         """Send tasks of ``task_type`` to ``service`` (replacing an earlier route)."""
-        _type_validator(None, attrs.fields(TaskRequest).type, task_type)
+        name_validator(None, attrs.fields(TaskRequest).type, task_type)
         _check_service("service", service)
         if len(task_type) + 1 + len(service) > MAX_TYPE_LENGTH:
             raise ValidationError("task_type", task_type, "type@service is over 200 characters")
@@ -302,7 +304,7 @@ class TaskDispatcher(AsyncService):
         Register before the queue starts. With a ``service_name`` and no route for the
         type yet, this dispatcher routes the type to itself.
         """
-        _type_validator(None, attrs.fields(TaskRequest).type, task_type)
+        name_validator(None, attrs.fields(TaskRequest).type, task_type)
         if not callable(handler):
             raise ValidationError("handler", handler, "expected a callable taking a ReceivedTask")
         if task_type in self._served:

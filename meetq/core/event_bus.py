@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 import zlib
@@ -26,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._validation import is_async_callable
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.types import LocalEvent, new_id
@@ -44,14 +44,6 @@ _OVERFLOWS = ("raise", "drop", "wait")
 _DROP_LOG_INTERVAL = 5.0
 _new_event = object.__new__
 _set = object.__setattr__  # LocalEvent is frozen; this is how attrs itself fills it in
-
-
-def is_async_callable(func: Callable[..., Any]) -> bool:
-    """True for ``async def`` functions, partials of them and objects with ``async __call__``."""
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - we need the method, not callable()
-    return call is not None and inspect.iscoroutinefunction(call)
 
 
 class _Worker:

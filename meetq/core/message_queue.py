@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import attrs
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._validation import is_async_callable
 from meetq.core.config import MessageQueueConfig, load_config
 from meetq.core.errors import (
     ClosedError,
@@ -610,9 +611,7 @@ class MessageQueue(AsyncService):
 
 
 async def _call(handler: Handler, message: Message) -> None:
-    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004  (async callable objects)
-    ):
+    if is_async_callable(handler):
         await handler(message)
         return
     result = await asyncio.to_thread(handler, message)

@@ -27,9 +27,9 @@ from typing import Any
 import attrs
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._validation import is_async_callable
 from meetq.core.config import EventBusConfig, load_config
 from meetq.core.errors import ClosedError, ValidationError
-from meetq.core.event_bus import is_async_callable
 from meetq.core.protocols import Backend, PubSubTransport, TransportMessage
 from meetq.core.serialization import (
     JsonSerializer,

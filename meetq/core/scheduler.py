@@ -41,16 +41,18 @@ from typing import Any
 import attrs
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._validation import (
+    convert_mapping,
+    convert_timeout,
+    is_async_callable,
+    name_validator,
+    payload_validator,
+)
 from meetq.core.config import TaskSchedulerConfig
 from meetq.core.errors import ClosedError, HandlerTimeout, QueueFull, ValidationError
-from meetq.core.event_bus import is_async_callable
 from meetq.core.types import (
     Priority,
-    _convert_mapping,
-    _convert_priority,
-    _convert_timeout,
-    _payload_validator,
-    _type_validator,
+    convert_priority,
     new_id,
 )
 
@@ -151,16 +153,16 @@ class Task:
     seconds; it is stored as Unix seconds, and a time in the past means "now".
     """
 
-    type: str = attrs.field(validator=_type_validator)
+    type: str = attrs.field(validator=name_validator)
     handler: TaskHandler = attrs.field(validator=_handler_validator)
     payload: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_convert_mapping, validator=_payload_validator
+        factory=dict, converter=convert_mapping, validator=payload_validator
     )
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_convert_priority)
-    timeout: float | None = attrs.field(default=None, converter=_convert_timeout)
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=convert_priority)
+    timeout: float | None = attrs.field(default=None, converter=convert_timeout)
     max_retries: int = attrs.field(default=0, validator=_task_retries_validator)
     scheduled_at: float | None = attrs.field(default=None, converter=_convert_scheduled_at)
-    id: str = attrs.field(factory=new_id, validator=_type_validator)
+    id: str = attrs.field(factory=new_id, validator=name_validator)
 
 
 @attrs.frozen(kw_only=True)

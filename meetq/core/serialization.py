@@ -14,8 +14,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from meetq.core._validation import MAX_TYPE_LENGTH
 from meetq.core.errors import SerializationError
-from meetq.core.types import MAX_TYPE_LENGTH, Message, Priority, PubSubMessage
+from meetq.core.types import Message, Priority, PubSubMessage
 
 __all__ = [
     "JsonSerializer",

@@ -10,12 +10,20 @@ from typing import Any
 
 import attrs
 
-from meetq.core._durations import parse_duration
+from meetq.core._validation import (
+    convert_mapping,
+    convert_timeout,
+    headers_validator,
+    max_retries_validator,
+    name_validator,
+    optional_str_validator,
+    payload_validator,
+    retry_count_validator,
+    timestamp_validator,
+)
 from meetq.core.errors import ValidationError
 
 __all__ = ["DeadLetter", "LocalEvent", "Message", "Priority", "PubSubMessage", "new_id"]
-
-MAX_TYPE_LENGTH = 200
 
 
 def new_id() -> str:
@@ -51,80 +59,9 @@ class Priority(IntEnum):
         )
 
 
-def _check_name(field: str, value: object) -> None:
-    if not isinstance(value, str) or not value or len(value) > MAX_TYPE_LENGTH:
-        raise ValidationError(
-            field, value, f"expected a non-empty string of at most {MAX_TYPE_LENGTH} characters"
-        )
-
-
-def _type_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _check_name(attribute.name, value)
-
-
-def _optional_str(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ValidationError(attribute.name, value, "expected a string or None")
-
-
-def _payload_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, Mapping):
-        raise ValidationError(attribute.name, value, "expected a mapping with string keys")
-    for key in value:
-        if not isinstance(key, str):
-            raise ValidationError(f"{attribute.name}[{key!r}]", key, "keys must be strings")
-
-
-def _headers_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, Mapping):
-        raise ValidationError(attribute.name, value, "expected a mapping of str to str")
-    for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str):
-            raise ValidationError(
-                f"headers[{key!r}]", item, "header names and values must be strings"
-            )
-
-
-def _max_retries_validator(
-    instance: object, attribute: attrs.Attribute[Any], value: object
-) -> None:
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
-        raise ValidationError(attribute.name, value, "expected an int from 0 to 1000, or None")
-
-
-def _retry_count_validator(
-    instance: object, attribute: attrs.Attribute[Any], value: object
-) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValidationError(attribute.name, value, "expected a non-negative int")
-
-
-def _timestamp_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValidationError(attribute.name, value, "expected a Unix time in seconds")
-
-
-def _convert_timeout(value: object) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value, number_unit=1.0)
-    except ValueError as exc:
-        raise ValidationError("timeout", value, str(exc)) from None
-    if seconds <= 0:
-        raise ValidationError("timeout", value, "a handler timeout must be positive")
-    return seconds
-
-
-def _convert_priority(value: object) -> Priority:
+def convert_priority(value: object) -> Priority:
+    """attrs converter: ``Priority.parse`` under a name mypy's attrs plugin accepts."""
     return Priority.parse(value)
-
-
-def _convert_mapping(value: object) -> object:
-    # Copy so later changes to the caller's dict cannot alter a published message.
-    return dict(value) if isinstance(value, Mapping) else value
 
 
 @attrs.frozen(kw_only=True)
@@ -137,22 +74,22 @@ class Message:
     filled in on delivery: 0 on the first attempt.
     """
 
-    type: str = attrs.field(validator=_type_validator)
+    type: str = attrs.field(validator=name_validator)
     payload: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_convert_mapping, validator=_payload_validator
+        factory=dict, converter=convert_mapping, validator=payload_validator
     )
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_convert_priority)
-    id: str = attrs.field(factory=new_id, validator=_type_validator)
-    timestamp: float = attrs.field(factory=time.time, validator=_timestamp_validator)
-    retry_count: int = attrs.field(default=0, validator=_retry_count_validator)
-    max_retries: int | None = attrs.field(default=None, validator=_max_retries_validator)
-    timeout: float | None = attrs.field(default=None, converter=_convert_timeout)
-    source: str | None = attrs.field(default=None, validator=_optional_str)
-    destination: str | None = attrs.field(default=None, validator=_optional_str)
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=convert_priority)
+    id: str = attrs.field(factory=new_id, validator=name_validator)
+    timestamp: float = attrs.field(factory=time.time, validator=timestamp_validator)
+    retry_count: int = attrs.field(default=0, validator=retry_count_validator)
+    max_retries: int | None = attrs.field(default=None, validator=max_retries_validator)
+    timeout: float | None = attrs.field(default=None, converter=convert_timeout)
+    source: str | None = attrs.field(default=None, validator=optional_str_validator)
+    destination: str | None = attrs.field(default=None, validator=optional_str_validator)
     headers: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_convert_mapping, validator=_headers_validator
+        factory=dict, converter=convert_mapping, validator=headers_validator
     )
-    dedup_key: str | None = attrs.field(default=None, validator=_optional_str)
+    dedup_key: str | None = attrs.field(default=None, validator=optional_str_validator)
 
     @property
     def attempt(self) -> int:
@@ -185,16 +122,16 @@ class PubSubMessage:
     ``channel`` is set on delivery (without the namespace prefix).
     """
 
-    type: str = attrs.field(validator=_type_validator)
+    type: str = attrs.field(validator=name_validator)
     payload: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_convert_mapping, validator=_payload_validator
+        factory=dict, converter=convert_mapping, validator=payload_validator
     )
-    id: str = attrs.field(factory=new_id, validator=_type_validator)
-    timestamp: float = attrs.field(factory=time.time, validator=_timestamp_validator)
-    source: str | None = attrs.field(default=None, validator=_optional_str)
-    channel: str | None = attrs.field(default=None, validator=_optional_str)
+    id: str = attrs.field(factory=new_id, validator=name_validator)
+    timestamp: float = attrs.field(factory=time.time, validator=timestamp_validator)
+    source: str | None = attrs.field(default=None, validator=optional_str_validator)
+    channel: str | None = attrs.field(default=None, validator=optional_str_validator)
     headers: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_convert_mapping, validator=_headers_validator
+        factory=dict, converter=convert_mapping, validator=headers_validator
     )
 
 
@@ -202,10 +139,10 @@ class PubSubMessage:
 class LocalEvent:
     """An in-process event delivered by the ``LocalEventBus``."""
 
-    type: str = attrs.field(validator=_type_validator)
+    type: str = attrs.field(validator=name_validator)
     payload: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_convert_mapping, validator=_payload_validator
+        factory=dict, converter=convert_mapping, validator=payload_validator
     )
-    source: str | None = attrs.field(default=None, validator=_optional_str)
-    id: str = attrs.field(factory=new_id, validator=_type_validator)
-    timestamp: float = attrs.field(factory=time.time, validator=_timestamp_validator)
+    source: str | None = attrs.field(default=None, validator=optional_str_validator)
+    id: str = attrs.field(factory=new_id, validator=name_validator)
+    timestamp: float = attrs.field(factory=time.time, validator=timestamp_validator)

@@ -10,7 +10,8 @@ import attrs
 import pytest
 
 from meetq import LocalEvent, Message, Priority, PubSubMessage, ValidationError
-from meetq.core.types import MAX_TYPE_LENGTH, new_id
+from meetq.core._validation import MAX_TYPE_LENGTH
+from meetq.core.types import new_id
 
 # -- Priority --------------------------------------------------------------------------
 

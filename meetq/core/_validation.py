@@ -1,0 +1,96 @@
+"""Validators and converters shared by meetq's attrs value types.
+
+Each raises ``ValidationError`` naming the field and the value, so bad input is refused
+where it enters, with the same words whichever type it entered through.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from meetq.core._durations import parse_duration
+from meetq.core.errors import ValidationError
+
+MAX_TYPE_LENGTH = 200
+
+
+def check_name(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_TYPE_LENGTH:
+        raise ValidationError(
+            field, value, f"expected a non-empty string of at most {MAX_TYPE_LENGTH} characters"
+        )
+
+
+def name_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_name(attribute.name, value)
+
+
+def optional_str_validator(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(attribute.name, value, "expected a string or None")
+
+
+def payload_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise ValidationError(attribute.name, value, "expected a mapping with string keys")
+    for key in value:
+        if not isinstance(key, str):
+            raise ValidationError(f"{attribute.name}[{key!r}]", key, "keys must be strings")
+
+
+def headers_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise ValidationError(attribute.name, value, "expected a mapping of str to str")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValidationError(
+                f"headers[{key!r}]", item, "header names and values must be strings"
+            )
+
+
+def max_retries_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
+        raise ValidationError(attribute.name, value, "expected an int from 0 to 1000, or None")
+
+
+def retry_count_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValidationError(attribute.name, value, "expected a non-negative int")
+
+
+def timestamp_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValidationError(attribute.name, value, "expected a Unix time in seconds")
+
+
+def convert_timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value, number_unit=1.0)
+    except ValueError as exc:
+        raise ValidationError("timeout", value, str(exc)) from None
+    if seconds <= 0:
+        raise ValidationError("timeout", value, "a handler timeout must be positive")
+    return seconds
+
+
+def convert_mapping(value: object) -> object:
+    # Copy so later changes to the caller's dict cannot alter a published message.
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def is_async_callable(func: Callable[..., Any]) -> bool:
+    """True for ``async def`` functions, partials of them and objects with ``async __call__``."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - we need the method, not callable()
+    return call is not None and inspect.iscoroutinefunction(call)
