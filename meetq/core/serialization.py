@@ -88,16 +88,30 @@ def _find_unencodable(
 
 def _plain(value: Any) -> bool:
     """True when ``value`` is built from exactly dict/list/str/int/bool/None and finite
-    floats, so JSON carries it unchanged."""
+    floats, so JSON carries it unchanged. Hot path: scalars are checked inline."""
     kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            k = type(item)
+            if k is str or k is int or k is bool or item is None:
+                continue
+            if not _plain(item):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            k = type(item)
+            if k is str or k is int or k is bool or item is None:
+                continue
+            if not _plain(item):
+                return False
+        return True
     if kind is str or kind is int or kind is bool or value is None:
         return True
     if kind is float:
         return bool(value - value == 0.0)  # False for NaN and infinities
-    if kind is dict:
-        return all(type(key) is str and _plain(item) for key, item in value.items())
-    if kind is list:
-        return all(_plain(item) for item in value)
     return False
 
 

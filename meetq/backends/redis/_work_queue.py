@@ -242,7 +242,10 @@ class RedisWorkQueue:
             if len(self._packed_heads) < 1024:
                 self._packed_heads[(script.sha, tuple(keys))] = head
         parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), head]
-        parts.extend(_bulk(_as_bytes(a)) for a in args)
+        append = parts.append
+        for arg in args:
+            data = arg if type(arg) is bytes else _as_bytes(arg)
+            append(b"$%d\r\n%b\r\n" % (len(data), data))
         pool = self._client.connection_pool
         conn = await (pool.get_connection() if self._bare_get else pool.get_connection("EVALSHA"))
         try:

@@ -8,6 +8,7 @@
 -- away, the id of the message already holding the key. Usually empty, so a batch reply
 -- stays small.
 local now = now_ms()
+local WAITING = {'waiting:0', 'waiting:1', 'waiting:2', 'waiting:3'}
 local ntypes = tonumber(ARGV[1])
 local first = ntypes + 2
 local n = (#ARGV - first + 1) / 6
@@ -49,6 +50,7 @@ if k > 0 then
   local body, score, ready_at, dedup, dedupkey = {}, {}, {}, {}, {}
   local ready, delayed = {}, {}
   local woke = false
+  local waiting = {0, 0, 0, 0}
   for j = 1, k do
     local o = fresh[j]
     local id, t, p = ARGV[o], tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
@@ -78,7 +80,10 @@ if k > 0 then
       dedupkey[#dedupkey + 1] = id
       dedupkey[#dedupkey + 1] = key
     end
-    count('waiting:' .. p, 1)
+    waiting[p + 1] = waiting[p + 1] + 1
+  end
+  for p = 0, 3 do
+    if waiting[p + 1] > 0 then count(WAITING[p + 1], waiting[p + 1]) end
   end
   bulk('HSET', K_BODY, body)
   bulk('HSET', K_SCORE, score)
