@@ -238,6 +238,59 @@ class WorkQueueContract(BackendContract):
         assert attempts == [1, 2, 3]
         assert await mq.dead_letter_count() == 0
 
+    async def test_backoff_is_scheduled_in_the_backend_not_slept(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # One worker slot and a 60 s backoff: if the worker slept through the backoff, the
+        # second message could not run until then.
+        mq = make_queue(workers=1, retry_backoff_base="60s", retry_backoff_max="60s")
+        failed = asyncio.Event()
+        other_done = asyncio.Event()
+
+        @mq.handler("flaky")
+        async def flaky(msg: Message) -> None:
+            failed.set()
+            raise RuntimeError("try later")
+
+        @mq.handler("other")
+        async def other(msg: Message) -> None:
+            other_done.set()
+
+        await mq.publish(Message(type="flaky", max_retries=1))
+        async with mq:
+            await asyncio.wait_for(failed.wait(), 10)
+            await mq.publish(Message(type="other"))
+            await asyncio.wait_for(other_done.wait(), 10)
+            await eventually(lambda: _stat(mq, "total_retried", 1))
+            stats = await mq.stats()
+            assert stats["queue_length"]["total"] == 1  # the retry waits, scheduled
+            assert stats["in_flight"] == 0 and stats["processing_count"] == 0
+
+    async def test_idle_worker_waits_instead_of_spinning(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # Some clients (fakeredis) return from blocking reads at once; an idle worker
+        # must still sleep between checks rather than hammer the backend.
+        mq = make_queue(poll_interval="100ms")
+        calls = 0
+        exchange = mq._queue.exchange
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return await exchange(*args, **kwargs)
+
+        mq._queue.exchange = counting  # type: ignore[method-assign]
+
+        @mq.handler("never")
+        async def never(msg: Message) -> None:
+            pass
+
+        async with mq:
+            await asyncio.sleep(0.5)  # the point of the test: half a second of idleness
+        # 0.5 s / 100 ms = 5 polls, plus the first; a spinning loop makes thousands.
+        assert 1 <= calls <= 15, calls
+
     async def test_requeue_dead_letters_resets_attempts(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         fail = True
