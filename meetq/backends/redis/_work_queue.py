@@ -91,6 +91,10 @@ _SUBSCRIBE_WAIT = 5.0
 _LISTEN_IDLE = 5.0
 _BACKOFF_BASE = 0.1
 _BACKOFF_MAX = 5.0
+# Connections kept between calls (at most _MAX_IDLE), and how long one may sit idle
+# before it is checked again through the pool.
+_MAX_IDLE = 4
+_IDLE_RECHECK = 0.25
 
 
 class _Script:
@@ -177,6 +181,7 @@ class RedisWorkQueue:
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._packed_heads: dict[tuple[str, tuple[bytes, ...]], bytes] = {}
+        self._idle: list[tuple[Any, float]] = []
         # The hand-packed EVALSHA path needs a plain redis-py client with a pool;
         # anything else (fakeredis, a single-connection client) uses execute_command.
         pool = getattr(client, "connection_pool", None)
@@ -247,16 +252,36 @@ class RedisWorkQueue:
             data = arg if type(arg) is bytes else _as_bytes(arg)
             append(b"$%d\r\n%b\r\n" % (len(data), data))
         pool = self._client.connection_pool
-        conn = await (pool.get_connection() if self._bare_get else pool.get_connection("EVALSHA"))
+        conn = await self._take_connection(pool)
         try:
             await conn.send_packed_command(b"".join(parts), check_health=False)
-            return await conn.read_response(disable_decoding=True)
+            reply = await conn.read_response(disable_decoding=True)
         except BaseException:
             # A half-sent or half-read command leaves the stream unusable.
             await conn.disconnect(nowait=True)
-            raise
-        finally:
             await pool.release(conn)
+            raise
+        if len(self._idle) < _MAX_IDLE and not self._closed:
+            self._idle.append((conn, asyncio.get_running_loop().time()))
+        else:
+            await pool.release(conn)
+        return reply
+
+    async def _take_connection(self, pool: Any) -> Any:
+        """A connection used moments ago, or one from the pool.
+
+        redis-py's checkout probes every connection for unread data with a zero-length
+        timer, a cost comparable to the script itself; a connection this queue used less
+        than ``_IDLE_RECHECK`` ago skips it. One idle longer goes back through the probe,
+        which reconnects it if Redis closed it meanwhile.
+        """
+        idle = self._idle
+        while idle:
+            conn, since = idle.pop()
+            if asyncio.get_running_loop().time() - since < _IDLE_RECHECK:
+                return conn
+            await pool.release(conn)
+        return await (pool.get_connection() if self._bare_get else pool.get_connection("EVALSHA"))
 
     def _check_open(self) -> None:
         # A closed backend must not quietly reopen connections that nobody will close.
@@ -567,6 +592,9 @@ class RedisWorkQueue:
         if self._closed:
             return
         self._closed = True
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            await self._client.connection_pool.release(conn)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
