@@ -112,6 +112,7 @@ def _load_scripts() -> dict[str, _Script]:
     prelude = (_LUA_DIR / "_lib.lua").read_text(encoding="utf-8")
     names = (
         "enqueue",
+        "enqueue_one",
         "exchange",
         "extend",
         "heartbeat",
@@ -299,6 +300,14 @@ class RedisWorkQueue:
         """Store all ``messages`` atomically; return their ids (a dedup hit: the holder's)."""
         if not messages:
             return []
+        if len(messages) == 1 and messages[0].dedup_key is None:
+            m = messages[0]
+            await self._eval(
+                _SCRIPTS["enqueue_one"],
+                self._keys_with((m.type,)),
+                (m.id, m.type, m.priority, m.delay_ms, m.body),
+            )
+            return [m.id]
         index: dict[str, int] = {}
         body: list[Any] = []
         for m in messages:
