@@ -555,8 +555,21 @@ class MessageQueue(AsyncService):
                 error,
             )
             return self._failure(claimed, message, error, "")
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # stop() cancelled this delivery: _run releases it uncharged
+            # The handler itself raised CancelledError (it awaited something another task
+            # cancelled): a failed attempt like any other, or it would be released forever.
+            log.warning(
+                "meetq: %s: message %s (%s) attempt %d: handler raised CancelledError",
+                self.name,
+                claimed.id,
+                claimed.type,
+                claimed.attempt,
+            )
+            tb = "".join(traceback.format_exception(exc, limit=20))
+            return self._failure(claimed, message, "CancelledError raised by the handler", tb)
         except BaseException as exc:  # a handler must never take the worker down
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise

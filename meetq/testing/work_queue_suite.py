@@ -381,6 +381,36 @@ class WorkQueueContract(BackendContract):
         errors = sorted(d.error.split(":")[0] for d in await mq.dead_letters())
         assert errors == ["KeyError", "ValueError", "Weird"]
 
+    async def test_handler_raising_cancelled_error_is_a_failed_attempt(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # A handler that awaited something another task cancelled raises CancelledError
+        # without being stopped: that attempt failed; it must not be handed back uncharged
+        # (which would loop forever) nor stop the worker.
+        mq = make_queue(max_retries=1)
+        attempts: list[int] = []
+        ok = asyncio.Event()
+
+        @mq.handler("victim")
+        async def victim(msg: Message) -> None:
+            attempts.append(msg.attempt)
+            doomed = asyncio.ensure_future(asyncio.Event().wait())
+            doomed.cancel()
+            await doomed
+
+        @mq.handler("ok")
+        async def fine(msg: Message) -> None:
+            ok.set()
+
+        await mq.publish(Message(type="victim"))
+        async with mq:
+            await eventually(mq.dead_letter_count)
+            await mq.publish(Message(type="ok"))
+            await asyncio.wait_for(ok.wait(), 10)
+        assert attempts == [1, 2]
+        [dead] = await mq.dead_letters()
+        assert "CancelledError" in dead.error
+
     async def test_undecodable_message_is_dead_lettered_raw(
         self, make_queue: MakeQueue, backend: Backend
     ) -> None:
