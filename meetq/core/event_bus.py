@@ -225,7 +225,12 @@ class LocalEventBus(AsyncService):
                 )
             room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._space_waiters.append(room)
-            await room
+            try:
+                await room
+            except asyncio.CancelledError:
+                if room.done() and not room.cancelled():
+                    self._wake_space_waiter()  # we were given room we won't use: pass it on
+                raise
             if self._closed:
                 raise ClosedError("the event bus was stopped while waiting for room")
         done: asyncio.Future[None] | None = None
@@ -325,6 +330,19 @@ class LocalEventBus(AsyncService):
                             await handler(event)
                         else:
                             await asyncio.to_thread(handler, event)
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            raise  # stop() is cancelling this worker
+                        # The handler raised it itself (it awaited something another task
+                        # cancelled): a failure like any other; the worker carries on.
+                        failed = True
+                        log.warning(
+                            "meetq event bus handler %r raised CancelledError on %r event %s",
+                            handler,
+                            event.type,
+                            event.id,
+                        )
                     except Exception:
                         failed = True
                         log.exception(
@@ -345,14 +363,20 @@ class LocalEventBus(AsyncService):
                     if done is not None and not done.done():
                         done.set_result(None)
                 if self._space_waiters:
-                    room = self._space_waiters.popleft()
-                    if not room.done():
-                        room.set_result(None)
+                    self._wake_space_waiter()
                 if self._idle is not None and not self._pending and not self._idle.done():
                     self._idle.set_result(None)
             waiter = loop.create_future()
             worker.waiter = waiter
             await waiter
+
+    def _wake_space_waiter(self) -> None:
+        """Give one freed slot to the oldest ``emit_sync`` still waiting for room."""
+        while self._space_waiters:
+            room = self._space_waiters.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting events, handle the pending ones within the grace period, stop.

@@ -8,6 +8,7 @@ Bind with a class that mixes ``EventBusContract`` in and overrides ``backend_con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -285,3 +286,47 @@ class EventBusContract(BackendContract):
         stats = bus.stats()
         assert stats["buffer_size"] == 77 and stats["workers"] == 3
         await bus.stop()
+
+    async def test_handler_raising_cancelled_error_does_not_stop_the_bus(
+        self, make_bus: BusFactory
+    ) -> None:
+        bus = make_bus(workers=1)
+        await bus.start()
+        seen: list[int] = []
+
+        async def handler(event: LocalEvent) -> None:
+            seen.append(event.payload["n"])
+            if event.payload["n"] == 0:
+                doomed = asyncio.ensure_future(asyncio.Event().wait())
+                doomed.cancel()
+                await doomed  # raises CancelledError inside the handler
+
+        bus.on("tick", handler)
+        for n in range(3):
+            bus.emit("tick", {"n": n})
+        await bus.emit_sync("tick", {"n": 3}, wait_handled=True)
+        assert seen == [0, 1, 2, 3]
+        stats = bus.stats()
+        assert stats["failed_events"] == 1 and stats["processed_events"] == 3
+
+    async def test_cancelled_emit_sync_passes_its_room_on(self, make_bus: BusFactory) -> None:
+        bus = make_bus(workers=1, buffer_size=1, overflow="wait")
+        await bus.start()
+        gate = asyncio.Event()
+
+        async def slow(event: LocalEvent) -> None:
+            await gate.wait()
+
+        bus.on("job", slow)
+        bus.emit("job", {})  # fills the one slot
+        first = asyncio.ensure_future(bus.emit_sync("job", {"who": "first"}))
+        second = asyncio.ensure_future(bus.emit_sync("job", {"who": "second"}))
+        await wait_until(lambda: len(bus._space_waiters) == 2)
+        gate.set()
+        # One loop step: the worker finishes the event and hands the free slot to
+        # `first`, whose caller then gives up before using it.
+        await asyncio.sleep(0)
+        first.cancel()
+        assert await asyncio.wait_for(second, 5) is True
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
