@@ -100,10 +100,22 @@ class QueueManager(AsyncService):
         return self._task_dispatcher
 
     async def start(self) -> None:
-        """Start every built component (idempotent)."""
+        """Start every built component (idempotent).
+
+        If one fails to start (Redis unreachable, say), the error is raised and ``start()``
+        may be called again: components already running stay running, the rest are
+        started then.
+        """
         if self._started:
             return
         self._started = True
+        try:
+            await self._start_components()
+        except BaseException:
+            self._started = False
+            raise
+
+    async def _start_components(self) -> None:
         if self._event_bus is not None:
             await self._event_bus.start()
         if self._task_scheduler is not None:

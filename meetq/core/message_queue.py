@@ -334,14 +334,16 @@ class MessageQueue(AsyncService):
             return
         if self._state != "new":
             raise ClosedError(f"message queue {self.name!r} was stopped; build a new one")
-        self._state = "running"
-        self._claiming = bool(self._handlers)
         if not self._handlers:
+            self._state = "running"
             log.warning("meetq: queue %r started with no handlers; it only publishes", self.name)
             return
-        # Prime the wake-up channel so a publish right after start() is not missed.
+        # Prime the wake-up channel so a publish right after start() is not missed. If the
+        # backend is unreachable this raises and the queue stays startable.
         await self._queue.wait_for_work(0)
         await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
+        self._state = "running"
+        self._claiming = True
         self._tasks = [
             asyncio.create_task(self._exchange_loop(), name=f"meetq:{self.name}:exchange"),
             asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),

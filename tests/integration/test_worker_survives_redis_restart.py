@@ -62,3 +62,38 @@ def _publishes(mq: MessageQueue) -> Callable[[], Awaitable[bool]]:
         return True
 
     return check
+
+
+async def test_start_can_be_retried_after_redis_was_down(
+    meetq_redis_server: RedisServer, meetq_namespace: str
+) -> None:
+    qm = await initialize_queue_system(
+        {
+            "redis": {
+                "url": meetq_redis_server.url,
+                "key_prefix": meetq_namespace,
+                "socket_connect_timeout": "1s",
+            },
+            "message_queue": {"type": "redis", "poll_interval": "50ms"},
+            "event_bus": {"type": "redis_pubsub", "namespace": meetq_namespace},
+            "task_dispatcher": {"enabled": False},
+        }
+    )
+    mq = qm.get_message_queue()
+    assert mq is not None
+    done: list[str] = []
+
+    @mq.handler("job")
+    async def job(msg: Message) -> None:
+        done.append(msg.id)
+
+    await asyncio.to_thread(meetq_redis_server.stop)
+    try:
+        with pytest.raises(BackendUnavailableError):
+            await qm.start()
+        await asyncio.to_thread(meetq_redis_server.start)
+        await qm.start()  # a second try starts what the first could not
+        sent = await mq.publish(Message(type="job"))
+        await eventually(lambda: done == [sent], timeout=20)
+    finally:
+        await qm.stop()
