@@ -133,7 +133,13 @@ class MessageQueue(AsyncService):
         self._capacity = cfg.prefetch or cfg.workers
         self._lease_ms = max(1, int(cfg.visibility_timeout * 1000))
         # Running deliveries by message id, and settlements not yet sent.
+        # Running deliveries by lease token (one message may be re-delivered to this very
+        # worker after its lease expired, so the id alone does not name a delivery).
         self._running: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
+        # Handlers run at most `workers` at once; `prefetch` may hold more leased.
+        self._slots = asyncio.Semaphore(cfg.workers)
+        # Tokens whose lease this worker lost: counted once, no longer extended.
+        self._lost: set[str] = set()
         self._pending: list[Settlement] = []
         self._kick = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -354,7 +360,11 @@ class MessageQueue(AsyncService):
         """Stop claiming; let running handlers finish within ``grace`` seconds (default
         ``shutdown_grace``); release the rest back to the queue without charging an
         attempt. Calling it again is harmless."""
-        if self._state in ("stopping", "stopped"):
+        if grace is not None and (
+            isinstance(grace, bool) or not isinstance(grace, int | float) or not grace >= 0
+        ):
+            raise ValidationError("grace", grace, "expected seconds, not negative")
+        if self._state in ("stopping", "stopped", "draining"):
             return
         if self._state == "new":
             self._state = "stopped"
@@ -362,8 +372,6 @@ class MessageQueue(AsyncService):
         self._state = "stopping"
         self._claiming = False
         wait = self.config.shutdown_grace if grace is None else grace
-        if grace is not None and (not isinstance(grace, int | float) or grace < 0):
-            raise ValidationError("grace", grace, "expected seconds, not negative")
         running = [task for _, task in self._running.values()]
         if running:
             _, late = await asyncio.wait(running, timeout=wait)
@@ -436,7 +444,11 @@ class MessageQueue(AsyncService):
                 continue
             backoff = 0.0
             for settlement, ok in zip(settlements, result.settled, strict=True):
-                if not ok:
+                if ok:
+                    self._lost.discard(settlement.lease.token)
+                elif settlement.lease.token in self._lost:
+                    self._lost.discard(settlement.lease.token)  # counted when it was lost
+                else:
                     self._local["lease_lost"] += 1
                     log.warning(
                         "meetq: %s: message %s was re-delivered after its lease expired; "
@@ -446,9 +458,15 @@ class MessageQueue(AsyncService):
                         settlement.outcome,
                     )
             for claimed in result.claimed:
+                if not self._claiming:
+                    # stop() began while this exchange was on the wire: hand these back
+                    # (uncharged) instead of starting handlers stop() no longer waits for.
+                    lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
+                    self._pending.append(Settlement(lease=lease, outcome="release"))
+                    continue
                 task = asyncio.create_task(self._run(claimed))
-                self._running[claimed.id] = (claimed, task)
-            if draining:
+                self._running[claimed.token] = (claimed, task)
+            if draining or not self._claiming:
                 continue
             if free > 0 and len(result.claimed) < free and not self._pending:
                 # Nothing more for us right now: sleep until a publish wakes us, a
@@ -481,10 +499,23 @@ class MessageQueue(AsyncService):
         return int(delay * 1000)
 
     def _failure(
-        self, claimed: Claimed, message: Message | None, error: str, tb: str
+        self,
+        claimed: Claimed,
+        message: Message | None,
+        error: str,
+        tb: str,
+        *,
+        retry: bool = False,
     ) -> Settlement:
+        """Retry while attempts remain, else dead-letter (or drop). Without a message
+        (it could not be read), ``retry`` asks for the queue's default limit."""
         lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
-        if message is not None and claimed.attempt < self._max_attempts(message):
+        limit = (
+            self._max_attempts(message)
+            if message is not None
+            else (self.config.max_retries + 1 if retry else 0)
+        )
+        if claimed.attempt < limit:
             return Settlement(
                 lease=lease,
                 outcome="retry",
@@ -506,14 +537,23 @@ class MessageQueue(AsyncService):
 
     async def _run(self, claimed: Claimed) -> None:
         lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
+        # Whatever happens below, this delivery is settled and its slot freed: a task that
+        # ended without settling would leave the exchange loop waiting forever.
+        settlement = Settlement(lease=lease, outcome="release")
         try:
-            settlement = await self._attempt(claimed, lease)
+            async with self._slots:
+                settlement = await self._attempt(claimed, lease)
         except asyncio.CancelledError:
-            # Only stop() cancels a handler: hand the message back, attempt not charged.
+            # Only stop() cancels a delivery task: hand it back, attempt not charged.
             settlement = Settlement(lease=lease, outcome="release")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a bug of ours; the message is retried, not lost
+            log.exception("meetq: %s: delivery of message %s failed", self.name, claimed.id)
+            settlement = self._failure(claimed, None, f"internal error: {exc!r}", "", retry=True)
         finally:
-            self._running.pop(claimed.id, None)
-        self._settle(settlement)
+            self._running.pop(claimed.token, None)
+            self._settle(settlement)
 
     async def _attempt(self, claimed: Claimed, lease: LeaseRef) -> Settlement:
         try:
@@ -543,10 +583,15 @@ class MessageQueue(AsyncService):
         if handler is None:  # cannot happen: we claim only handled types
             return Settlement(lease=lease, outcome="release")
         timeout = message.timeout or self.config.handler_timeout or None
+        scope: asyncio.Timeout | None = None
         try:
-            await asyncio.wait_for(_call(handler, message), timeout)
-        except TimeoutError:
-            assert timeout is not None
+            async with asyncio.timeout(timeout) as scope:
+                await _call(handler, message)
+        except TimeoutError as exc:
+            if timeout is None or scope is None or not scope.expired():
+                # The handler's own TimeoutError (a socket, an HTTP client): an ordinary
+                # failure, not ours to relabel.
+                return self._handler_failed(claimed, message, exc)
             self._local["handler_timeouts"] += 1
             error = str(HandlerTimeout(timeout))
             log.warning(
@@ -575,24 +620,29 @@ class MessageQueue(AsyncService):
         except BaseException as exc:  # a handler must never take the worker down
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            tb = "".join(traceback.format_exception(exc, limit=20))
-            log.warning(
-                "meetq: %s: message %s (%s) attempt %d failed: %r",
-                self.name,
-                claimed.id,
-                claimed.type,
-                claimed.attempt,
-                exc,
-            )
-            return self._failure(claimed, message, f"{type(exc).__name__}: {exc}", tb)
+            return self._handler_failed(claimed, message, exc)
         return Settlement(lease=lease, outcome="ack")
+
+    def _handler_failed(self, claimed: Claimed, message: Message, exc: BaseException) -> Settlement:
+        tb = "".join(traceback.format_exception(exc, limit=20))
+        log.warning(
+            "meetq: %s: message %s (%s) attempt %d failed: %r",
+            self.name,
+            claimed.id,
+            claimed.type,
+            claimed.attempt,
+            exc,
+        )
+        return self._failure(claimed, message, f"{type(exc).__name__}: {exc}", tb)
 
     async def _lease_keeper(self) -> None:
         interval = self._lease_ms / 3000.0
         while True:
             await asyncio.sleep(interval)
             leases = [
-                LeaseRef(id=c.id, type=c.type, token=c.token) for c, _ in self._running.values()
+                LeaseRef(id=c.id, type=c.type, token=c.token)
+                for c, _ in self._running.values()
+                if c.token not in self._lost
             ]
             if not leases:
                 continue
@@ -602,7 +652,8 @@ class MessageQueue(AsyncService):
                 log.warning("meetq: %s: could not renew %d leases: %s", self.name, len(leases), exc)
                 continue
             for lease, ok in zip(leases, held, strict=True):
-                if not ok:
+                if not ok and lease.token not in self._lost:
+                    self._lost.add(lease.token)
                     self._local["lease_lost"] += 1
                     log.warning(
                         "meetq: %s: lease of message %s was lost while it ran", self.name, lease.id

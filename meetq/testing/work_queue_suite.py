@@ -266,9 +266,7 @@ class WorkQueueContract(BackendContract):
             assert stats["queue_length"]["total"] == 1  # the retry waits, scheduled
             assert stats["in_flight"] == 0 and stats["processing_count"] == 0
 
-    async def test_idle_worker_waits_instead_of_spinning(
-        self, make_queue: MakeQueue
-    ) -> None:
+    async def test_idle_worker_waits_instead_of_spinning(self, make_queue: MakeQueue) -> None:
         # Some clients (fakeredis) return from blocking reads at once; an idle worker
         # must still sleep between checks rather than hammer the backend.
         mq = make_queue(poll_interval="100ms")
@@ -410,6 +408,115 @@ class WorkQueueContract(BackendContract):
         assert attempts == [1, 2]
         [dead] = await mq.dead_letters()
         assert "CancelledError" in dead.error
+
+    async def test_handlers_own_timeout_error_is_an_ordinary_failure(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # No handler timeout configured; the handler's HTTP/socket TimeoutError is its
+        # own failure: retried, then dead-lettered with its text, and the worker goes on.
+        mq = make_queue(workers=1, max_retries=1)
+        ok = asyncio.Event()
+
+        @mq.handler("fetch")
+        async def fetch(msg: Message) -> None:
+            raise TimeoutError("upstream did not answer")
+
+        @mq.handler("ok")
+        async def fine(msg: Message) -> None:
+            ok.set()
+
+        await mq.publish(Message(type="fetch"))
+        async with mq:
+            await eventually(mq.dead_letter_count)
+            await mq.publish(Message(type="ok"))
+            await asyncio.wait_for(ok.wait(), 10)
+            stats = await mq.stats()
+        [dead] = await mq.dead_letters()
+        assert dead.attempts == 2 and "upstream did not answer" in dead.error
+        assert stats["handler_timeouts"] == 0
+
+    async def test_prefetch_never_runs_more_than_workers_at_once(
+        self, make_queue: MakeQueue
+    ) -> None:
+        mq = make_queue(workers=2, prefetch=8)
+        running = 0
+        peak = 0
+        gate = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await gate.wait()
+            running -= 1
+
+        await mq.publish_batch([Message(type="job") for _ in range(8)])
+        async with mq:
+            await eventually(lambda: _stat(mq, "processing_count", 8))  # all 8 leased
+            assert running == 2
+            gate.set()
+            await eventually(lambda: _processed(mq, 8))
+        assert peak == 2
+
+    async def test_stop_rejects_a_bad_grace_and_still_stops(self, make_queue: MakeQueue) -> None:
+        mq = make_queue()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            pass
+
+        await mq.start()
+        with pytest.raises(ValidationError) as info:
+            await mq.stop(grace=-1)
+        assert info.value.field == "grace"
+        await mq.stop(grace=1)
+        assert all(task.done() for task in mq._tasks)
+
+    async def test_claims_in_flight_when_stop_begins_are_handed_back(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # An exchange already on the wire when stop() starts may still return messages:
+        # they go back uncharged rather than to handlers stop() no longer waits for.
+        mq = make_queue()
+        ran: list[int] = []
+        exchange = mq._queue.exchange
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow_exchange(*args: Any, **kwargs: Any) -> Any:
+            result = await exchange(*args, **kwargs)
+            if result.claimed:
+                holding.set()
+                await release.wait()
+            return result
+
+        mq._queue.exchange = slow_exchange  # type: ignore[method-assign]
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            ran.append(msg.attempt)
+
+        await mq.start()
+        await mq.publish(Message(type="job"))
+        await asyncio.wait_for(holding.wait(), 10)
+        stopping = asyncio.ensure_future(mq.stop(grace=5))
+        await eventually(lambda: not mq._claiming)
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+        mq._queue.exchange = exchange  # type: ignore[method-assign]
+        assert ran == []
+        assert await mq.processing_count() == 0 and await mq.queue_length() == 1
+
+        after = make_queue()
+        attempts: list[int] = []
+
+        @after.handler("job")
+        async def again(msg: Message) -> None:
+            attempts.append(msg.attempt)
+
+        async with after:
+            await eventually(lambda: attempts == [1])
 
     async def test_undecodable_message_is_dead_lettered_raw(
         self, make_queue: MakeQueue, backend: Backend
