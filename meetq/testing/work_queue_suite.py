@@ -737,10 +737,63 @@ class WorkQueueContract(BackendContract):
             pass
 
         await mq.publish(Message(type="orphan"))
+        # A type only ever published with a delay is swept too, once due and waited out.
+        await mq.publish(Message(type="late_orphan"), delay=0.05)
+        async with mq:
+            await eventually(lambda: _dead(mq, 2))
+        dead = await mq.dead_letters()
+        assert sorted(d.type for d in dead) == ["late_orphan", "orphan"]
+        assert all("no live worker" in d.error for d in dead)
+
+    async def test_unhandled_wait_counts_from_when_the_last_handler_left(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # The only worker for "b" goes away; its backlog, ready for long already, must get
+        # the full unhandled_timeout from then on (a restart must not cost it its work).
+        sweeper = make_queue(unhandled_timeout="400ms")
+        owner = make_queue(workers=1, unhandled_timeout="400ms")
+        gate = asyncio.Event()
+
+        @sweeper.handler("a")
+        async def a(msg: Message) -> None:
+            pass
+
+        @owner.handler("b")
+        async def b(msg: Message) -> None:
+            await gate.wait()
+
+        await owner.publish(Message(type="b", payload={"n": 1}))
+        async with sweeper:
+            await owner.start()
+            await eventually(lambda: _stat(owner, "in_flight", 1))
+            await owner.publish(Message(type="b", payload={"n": 2}))  # waits, ready
+            await asyncio.sleep(0.6)  # longer than the timeout, with a live handler
+            assert await sweeper.dead_letter_count() == 0
+            await owner.stop(grace=0)
+            left = time.monotonic()
+            await eventually(lambda: _dead(sweeper, 2))
+            assert time.monotonic() - left >= 0.4
+
+    async def test_an_id_in_use_or_dead_lettered_is_not_stored_again(
+        self, make_queue: MakeQueue
+    ) -> None:
+        mq = make_queue(max_retries=0)
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            raise RuntimeError("no")
+
+        await mq.publish(Message(type="job", id="order-42", payload={"v": 1}))
         async with mq:
             await eventually(mq.dead_letter_count)
+        # Publishing the same id again while its dead letter is kept stores nothing.
+        again = await mq.publish(Message(type="job", id="order-42", payload={"v": 2}))
+        assert again == "order-42" and await mq.queue_length() == 0
         [dead] = await mq.dead_letters()
-        assert dead.type == "orphan" and "no live worker" in dead.error
+        assert dead.message is not None and dead.message.payload == {"v": 1}
+        assert await mq.clear_dead_letters() == 1
+        await mq.publish(Message(type="job", id="order-42", payload={"v": 3}))
+        assert await mq.queue_length() == 1
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -129,8 +129,9 @@ class MemoryWorkQueue:
                     ids.append(holder)
                     continue
                 claimed_keys[key] = message.id
-            if message.id in self._entries:
-                ids.append(message.id)  # same id twice: already stored, store nothing
+            if message.id in self._entries or message.id in self._dead:
+                # The id is taken (waiting, running or dead-lettered): store nothing.
+                ids.append(message.id)
                 continue
             entry = _Entry(
                 id=message.id,
@@ -322,21 +323,24 @@ class MemoryWorkQueue:
             self._handlers[message_type] = max(self._handlers.get(message_type, 0.0), expiry)
 
     def _unhandled_types(self, now: float) -> list[str]:
-        return [t for t in self._ready if self._handlers.get(t, 0.0) <= now]
+        known = self._ready.keys() | self._delayed.keys()
+        return [t for t in known if self._handlers.get(t, 0.0) <= now]
 
     async def sweep_unhandled(self, unhandled_timeout_ms: int, limit: int) -> int:
         now = _now_ms()
         swept = 0
         for message_type in self._unhandled_types(now):
             self._refresh(message_type, now)
-            heap = self._ready[message_type]
+            heap = self._ready.setdefault(message_type, [])
+            # Waits count from the later of becoming ready and the last handler leaving.
+            gone = self._handlers.get(message_type, 0.0)
             keep: list[tuple[int, str, int]] = []
             while heap and swept < limit:
                 item = heapq.heappop(heap)
                 entry = self._entries.get(item[1])
                 if entry is None or entry.version != item[2]:
                     continue
-                if now - entry.ready_at < unhandled_timeout_ms:
+                if now - max(entry.ready_at, gone) < unhandled_timeout_ms:
                     keep.append(item)
                     continue
                 self._waiting[entry.priority] -= 1
@@ -357,7 +361,7 @@ class MemoryWorkQueue:
         for message_type in self._unhandled_types(now):
             count += sum(
                 1
-                for _, message_id, version in self._ready[message_type]
+                for _, message_id, version in self._ready.get(message_type, ())
                 if (e := self._entries.get(message_id)) is not None and e.version == version
             )
         return count

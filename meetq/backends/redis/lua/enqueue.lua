@@ -15,8 +15,8 @@ local n = (#ARGV - first + 1) / 6
 
 local ids = {}
 for i = 0, n - 1 do ids[i + 1] = ARGV[first + i * 6] end
--- Every waiting or leased message has a score; an id that has one is already stored.
-local stored = hmget(K_SCORE, ids)
+-- A stored body means the id is taken: waiting, leased, or kept as a dead letter.
+local stored = hmget(K_BODY, ids)
 
 local out, fresh, seen_id, seen_key = {}, {}, {}, {}
 for i = 0, n - 1 do

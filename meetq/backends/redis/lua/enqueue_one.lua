@@ -2,13 +2,13 @@
 -- commands as possible (enqueue.lua handles batches and dedup keys).
 -- KEYS: the fixed layout of _lib.lua, then the ready/delayed/lease triplet of its type.
 -- ARGV[1] id, ARGV[2] type, ARGV[3] priority (0..3), ARGV[4] delay ms, ARGV[5] body.
--- Returns 1 when stored, 0 when a message with this id already waits or runs.
+-- Returns 1 when stored, 0 when the id is taken (waiting, running or dead-lettered).
 local id, p, delay = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
 if not (p and delay) or p < 0 or p > 3 or p % 1 ~= 0 then
   return redis.error_reply('meetq: enqueue: bad message 1 (id ' .. id .. ')')
 end
--- Every waiting or leased message has a score; an id that has one is already stored.
-if redis.call('HEXISTS', K_SCORE, id) == 1 then return 0 end
+-- A stored body means the id is taken: waiting, leased, or kept as a dead letter.
+if redis.call('HEXISTS', K_BODY, id) == 1 then return 0 end
 local score = (3 - p) * BAND + redis.call('INCR', K_SEQ)
 local now = now_ms()
 redis.call('HSET', K_BODY, id, ARGV[5])

@@ -26,9 +26,13 @@ for t = 1, ntypes do
     for i = 1, #members, 2 do ids[#ids + 1] = members[i] end
     local ready_at = hmget(K_READYAT, ids)
     local victims, entries = {}, {}
+    -- The wait counts from when the message became ready or when the type's last
+    -- handler went away, whichever is later: a restart of the only service handling a
+    -- type must not cost it its backlog.
+    local gone = tonumber(expiry) or 0
     for i = 1, #ids do
       if swept >= limit then break end
-      if now - (tonumber(ready_at[i]) or now) >= timeout then
+      if now - math.max(tonumber(ready_at[i]) or now, gone) >= timeout then
         local p = priority_of(tonumber(members[i * 2]))
         victims[#victims + 1] = ids[i]
         entries[#entries + 1] = {ids[i], name, p, reason, ''}
