@@ -59,6 +59,11 @@ def _find_unencodable(
     ``check_text`` also looks for strings UTF-8 cannot encode (lone surrogates); that
     costs a pass over every string, so it is only done once encoding has failed.
     """
+    kind = type(value)
+    if kind in _SCALARS_SUBCLASSED and kind not in _EXACT_SCALARS:
+        # An IntEnum, a str subclass, a numpy scalar: it would arrive as a plain
+        # int/str/float, so the handler would not get what was published.
+        return (path, value, f"{kind.__name__} would arrive as a plain {_base_name(value)}")
     if isinstance(value, str):
         if check_text and _not_utf8(value):
             return (path, value, "the string is not valid Unicode (lone surrogate)")
@@ -84,6 +89,26 @@ def _find_unencodable(
                 return found
         return None
     return (path, value, f"{type(value).__name__} is not JSON-serializable")
+
+
+_EXACT_SCALARS = (str, int, bool, float)
+
+
+class _ScalarSubclasses:
+    """``type(x) in _SCALARS_SUBCLASSED``: true for subclasses of the JSON scalars."""
+
+    def __contains__(self, kind: object) -> bool:
+        return isinstance(kind, type) and issubclass(kind, _EXACT_SCALARS)
+
+
+_SCALARS_SUBCLASSED = _ScalarSubclasses()
+
+
+def _base_name(value: Any) -> str:
+    for base in (bool, int, float, str):
+        if isinstance(value, base):
+            return base.__name__
+    return "value"
 
 
 def _plain(value: Any) -> bool:
@@ -136,13 +161,14 @@ class JsonSerializer:
             if _plain(value):
                 with contextlib.suppress(ValueError):  # a lone surrogate: named below
                     return _ENCODER.encode(value).encode()
-            else:
-                # Subclasses of dict and the like: accept what survives a round trip.
+            found = _find_unencodable(value, field, check_text=True)
+            if found is None:
+                # Only containers differ from the plain kind (a dict subclass, say); the
+                # scalars are exact, so what survives a round trip arrives unchanged.
                 with contextlib.suppress(TypeError, ValueError):
                     data = _ENCODER.encode(value).encode()
                     if json.loads(data) == value:
                         return data
-            found = _find_unencodable(value, field, check_text=True)
         except RecursionError:
             raise SerializationError(field, value, "nested too deeply to encode") from None
         path, bad, problem = found if found is not None else (field, value, "not valid JSON")

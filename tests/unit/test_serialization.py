@@ -139,3 +139,19 @@ def test_loads_of_damaged_bytes_raises_value_error() -> None:
         SERIALIZER.loads(b"{not json")
     with pytest.raises(ValueError, match="not an object"):
         decode_message(b"[1, 2]", SERIALIZER, retry_count=0)
+
+
+def test_scalar_subclasses_are_refused_because_they_would_change_type() -> None:
+    import enum
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    class Label(str):
+        pass
+
+    for value, kind in ((Color.RED, "int"), (Label("x"), "str")):
+        with pytest.raises(SerializationError) as info:
+            JsonSerializer().dumps({"v": value})
+        assert info.value.field == "payload.v"
+        assert f"plain {kind}" in str(info.value)
