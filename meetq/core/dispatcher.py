@@ -315,10 +315,16 @@ class TaskDispatcher(AsyncService):
 
         wire_types = [task_type]
         if self.service_name is not None:
-            self.register_route(task_type, self._routes.get(task_type, self.service_name))
             wire_types.append(f"{task_type}@{self.service_name}")
+        taken = [w for w in wire_types if w in self.message_queue.handled_types]
+        if taken:
+            raise ValidationError("task_type", task_type, f"the queue already handles {taken[0]!r}")
+        # Handlers first: if the queue refuses them (it runs already), no route is left
+        # pointing at a service that will never serve the type.
         for wire in wire_types:
             self.message_queue.register_handler(wire, run)
+        if self.service_name is not None:
+            self.register_route(task_type, self._routes.get(task_type, self.service_name))
         self._served.add(task_type)
 
     def task(self, task_type: str) -> Callable[[H], H]:
@@ -354,13 +360,18 @@ class TaskDispatcher(AsyncService):
             "service": self.service_name,
         }
         await self._report(reply_to, {**report, "status": "running"}, must_arrive=False)
+        scope: asyncio.Timeout | None = None
         try:
-            if is_async_callable(handler):
-                result = await asyncio.wait_for(handler(task), timeout)
-            else:
-                result = await asyncio.wait_for(asyncio.to_thread(handler, task), timeout)
-        except TimeoutError:
-            assert timeout is not None
+            async with asyncio.timeout(timeout) as scope:
+                if is_async_callable(handler):
+                    result = await handler(task)
+                else:
+                    result = await asyncio.to_thread(handler, task)
+        except TimeoutError as exc:
+            if timeout is None or scope is None or not scope.expired():
+                # The handler's own TimeoutError (an HTTP client, a socket): its failure.
+                await self._report_failure(reply_to, report, exc, max_attempts)
+                raise
             await self._report_failure(reply_to, report, HandlerTimeout(timeout), max_attempts)
             raise HandlerTimeout(timeout) from None
         except Exception as exc:

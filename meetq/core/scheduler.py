@@ -595,7 +595,8 @@ class TaskScheduler(AsyncService):
     # -- control ------------------------------------------------------------------------
 
     def cancel_task(self, task_id: str) -> bool:
-        """Cancel a waiting or running task; False when it is unknown or already final.
+        """Cancel a waiting or running task; False when it is unknown, already final, or
+        its attempt has already returned.
 
         A waiting task is removed at once (its status is ``cancelled`` on return). A
         running attempt's asyncio task is cancelled; its status turns ``cancelled`` as soon
@@ -605,10 +606,12 @@ class TaskScheduler(AsyncService):
         if entry is None:
             return False
         if entry.status is TaskStatus.RUNNING:
-            if entry.cancel_requested:
+            assert entry.runner is not None
+            if entry.cancel_requested or entry.runner.done():
+                # Done but not yet settled: its outcome stands (the handler's side
+                # effects happened); cancelling now would throw its result away.
                 return False
             entry.cancel_requested = True
-            assert entry.runner is not None
             entry.runner.cancel()
             return True
         self._remove_waiting(entry)

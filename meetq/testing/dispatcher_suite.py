@@ -199,6 +199,31 @@ class TaskDispatcherContract(BackendContract):
         await eventually(lambda: client.message_queue.dead_letter_count())
         assert client.stats()["total_failed"] == 1
 
+    async def test_dispatcher_handlers_own_timeout_error_is_a_failure(
+        self, make_dispatcher: MakeDispatcher
+    ) -> None:
+        asr = make_dispatcher("asr")
+
+        @asr.task(ASR)
+        async def recognize(task: ReceivedTask) -> None:
+            raise TimeoutError("model server did not answer")
+
+        client = _client(make_dispatcher)
+        await _start(asr, client)
+        sent = await client.dispatch_task(TaskRequest(type=ASR, max_retries=0, timeout=30))
+        done = await client.wait(sent.task_id, timeout=10)
+        assert done.status is DispatchStatus.FAILED
+        assert done.error is not None and "model server did not answer" in done.error
+
+    async def test_dispatcher_serve_refused_leaves_no_route(
+        self, make_dispatcher: MakeDispatcher
+    ) -> None:
+        asr = make_dispatcher("asr")
+        await _start(asr)
+        with pytest.raises(ValidationError):
+            asr.serve(ASR, lambda task: None)  # the queue runs: too late to serve
+        assert ASR not in asr.routes
+
     async def test_dispatcher_retries_then_completes(self, make_dispatcher: MakeDispatcher) -> None:
         asr = make_dispatcher("asr")
         seen: list[tuple[int, int]] = []

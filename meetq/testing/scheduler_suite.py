@@ -626,3 +626,23 @@ class TaskSchedulerContract(BackendContract):
         stats = scheduler.stats()
         assert stats["buffer_size"] == 77 and stats["workers"] == 3
         await scheduler.stop()
+
+    async def test_scheduler_cancel_after_the_attempt_returned_keeps_its_result(
+        self, make_scheduler: SchedulerFactory
+    ) -> None:
+        scheduler = make_scheduler(workers=2)
+        await scheduler.start()
+        effects: list[str] = []
+
+        async def pay(task: Task) -> str:
+            effects.append("charged")
+            return "ok"
+
+        task_id = scheduler.submit_task(Task(type="pay", handler=pay))
+        runner = scheduler._entries[task_id].runner
+        await asyncio.sleep(0)  # one step: the attempt returns; settling is still queued
+        if runner is not None and runner.done():
+            assert scheduler.cancel_task(task_id) is False
+        snapshot = await scheduler.wait(task_id, timeout=5)
+        assert snapshot.status is TaskStatus.COMPLETED and snapshot.result == "ok"
+        assert effects == ["charged"]
