@@ -47,13 +47,22 @@ def _validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
             or value < 0
         ):
             raise ConfigError(path, value, "expected seconds, finite and not negative")
+        _check_minimum(path, value, attribute.metadata)
         return
     _convert(path, value, attribute.metadata)
 
 
-def _duration(default: float, unit: float) -> Any:
+def _check_minimum(path: str, seconds: float, meta: Mapping[str, Any]) -> None:
+    minimum = meta.get("min", 0.0)
+    if seconds < minimum:
+        raise ConfigError(path, seconds, f"must be at least {minimum * 1000:g} ms")
+
+
+def _duration(default: float, unit: float, *, minimum: float = 0.0) -> Any:
     return attrs.field(
-        default=default, validator=_validate, metadata={"kind": "duration", "unit": unit}
+        default=default,
+        validator=_validate,
+        metadata={"kind": "duration", "unit": unit, "min": minimum},
     )
 
 
@@ -69,9 +78,13 @@ def _bool(default: bool) -> Any:
     return attrs.field(default=default, validator=_validate, metadata={"kind": "bool"})
 
 
-def _str(default: str | None, *, optional: bool = False) -> Any:
+def _str(
+    default: str | None, *, optional: bool = False, forbid: str = "", max_len: int = 10_000
+) -> Any:
     return attrs.field(
-        default=default, validator=_validate, metadata={"kind": "str", "optional": optional}
+        default=default,
+        validator=_validate,
+        metadata={"kind": "str", "optional": optional, "forbid": forbid, "max_len": max_len},
     )
 
 
@@ -155,7 +168,8 @@ class EventBusConfig:
     overflow: str = _choice("raise", ("raise", "drop", "wait"))
     subscriber_buffer: int = _int(1000, 1, 10**8)
     subscriber_overflow: str = _choice("drop_oldest", ("drop_oldest", "drop_newest", "block"))
-    reconnect_backoff_base: float = _duration(0.1, SECONDS)
+    # Not below 1 ms: a zero base would reconnect in a tight loop while Redis is down.
+    reconnect_backoff_base: float = _duration(0.1, SECONDS, minimum=0.001)
     reconnect_backoff_max: float = _duration(5.0, SECONDS)
     shutdown_grace: float = _duration(5.0, SECONDS)
 
@@ -170,7 +184,7 @@ class TaskDispatcherConfig:
     enable_routing: bool = _bool(True)
     enable_callbacks: bool = _bool(True)
     # Which service this process is: tasks routed to it are served here (not in the seed).
-    service_name: str | None = _str(None, optional=True)
+    service_name: str | None = _str(None, optional=True, forbid="@", max_len=100)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -203,9 +217,11 @@ def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
     kind = meta["kind"]
     if kind == "duration":
         try:
-            return parse_duration(value, number_unit=meta["unit"])
+            seconds = parse_duration(value, number_unit=meta["unit"])
         except ValueError as exc:
             raise ConfigError(path, value, str(exc)) from None
+        _check_minimum(path, seconds, meta)
+        return seconds
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, value, "expected an integer")
@@ -230,6 +246,11 @@ def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
         return None
     if not isinstance(value, str) or not value:
         raise ConfigError(path, value, "expected a non-empty string")
+    if len(value) > meta.get("max_len", 10_000):
+        raise ConfigError(path, value, f"at most {meta['max_len']} characters")
+    bad = [c for c in meta.get("forbid", "") if c in value]
+    if bad:
+        raise ConfigError(path, value, f"must not contain {bad[0]!r}")
     return value
 
 

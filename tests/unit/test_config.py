@@ -322,3 +322,17 @@ def test_config_classes_built_directly_are_validated_too() -> None:
         meetq.RedisConfig(socket_timeout=-1.0)
     assert info.value.key == "redis.socket_timeout"
     assert meetq.MessageQueueConfig(poll_interval=0.25).poll_interval == 0.25
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"task_dispatcher": {"service_name": "billing@eu"}}, "task_dispatcher.service_name"),
+        ({"task_dispatcher": {"service_name": "s" * 101}}, "task_dispatcher.service_name"),
+        ({"event_bus": {"reconnect_backoff_base": 0}}, "event_bus.reconnect_backoff_base"),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_at_load(raw: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        meetq.load_config(raw)
+    assert info.value.key == key
