@@ -70,7 +70,14 @@ async def initialize_queue_system(
         if enabled:
             reg.get(type_name, key=f"{section}.type")
 
+    built: dict[str, Backend] = {}
+
     def backend_for(type_name: str) -> Backend:
-        return reg.create(type_name, context)
+        # One instance per backend, whatever alias names it (redis / redis_pubsub): a
+        # second one would open a second client that nothing closes.
+        name = reg.get(type_name).name
+        if name not in built:
+            built[name] = reg.create(name, context)
+        return built[name]
 
     return QueueManager(cfg, backend_for)
