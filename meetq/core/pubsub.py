@@ -16,12 +16,21 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 import attrs
@@ -51,7 +60,12 @@ ReconnectCallback = Callable[[], Any]
 MAX_CHANNEL_LENGTH = 1000
 # Overflow and decode warnings are logged at most this often per subscriber / PubSub.
 _LOG_INTERVAL = 5.0
-_CONFIRM_TIMEOUT = 30.0
+# After an unexpected reader failure the reader restarts at once; if it keeps failing
+# without routing anything, it waits twice as long each time, up to this many seconds.
+_READER_RESTART_MAX = 1.0
+# Characters special in a Redis PSUBSCRIBE glob; escaped in the namespace prefix so a
+# namespace like "tenant[1]" matches only itself.
+_GLOB_SPECIAL = frozenset("*?[]\\")
 
 
 def _default_source() -> str:
@@ -86,6 +100,16 @@ class _Subscriber:
         self.busy = False
         self.dropped_unlogged = 0
         self.last_log = 0.0
+
+
+class _NameLock:
+    """Serialises the transport (un)subscribe calls of one channel or pattern."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 class PubSub(AsyncService):
@@ -139,13 +163,24 @@ class PubSub(AsyncService):
             raise ValidationError("source", source, "expected a non-empty string or None")
         self.source = source or _default_source()
         self._prefix = f"{self.config.namespace}:"
+        self._pattern_prefix = _glob_escape(self._prefix)
         self._yield_at = self.config.subscriber_buffer // 2
         self._transport: PubSubTransport = backend.pubsub_transport()
         self._transport.on_reconnect(self._reconnected)
         self._channels: dict[str, list[_Subscriber]] = {}
         self._patterns: dict[str, list[_Subscriber]] = {}
         self._reconnect_callbacks: list[ReconnectCallback] = []
-        self._confirming: dict[tuple[str, str], asyncio.Future[None]] = {}
+        # Names the transport is subscribed to (confirmed), and one lock per name so a
+        # subscribe, unsubscribe and subscribe of one name reach the transport in order.
+        self._wired: set[tuple[str, str]] = set()
+        self._name_locks: dict[tuple[str, str], _NameLock] = {}
+        # Transport calls in flight: while any is, ``block`` overflow lets buffers grow
+        # (the reader must keep reading to see the confirmation; see ``_overflow``).
+        self._changing = 0
+        self._blocked_on: _Subscriber | None = None
+        # Unsubscribed handlers whose consumers still drain their buffers.
+        self._retired: set[_Subscriber] = set()
+        self._start_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -162,20 +197,55 @@ class PubSub(AsyncService):
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the reader and confirm every subscription recorded so far (idempotent)."""
-        if self._closed:
-            raise ClosedError("this PubSub is stopped; create a new one")
-        if self._started:
-            return
-        self._started = True
-        self._reader = asyncio.create_task(self._read(), name="meetq-pubsub-reader")
+        """Start the reader and confirm every subscription recorded so far (idempotent).
+
+        If it raises (the backend is down), nothing is left running and every recorded
+        subscription is still recorded: call ``start()`` again later.
+        """
+        self._check_open()
+        async with self._start_lock:
+            if self._started:
+                return
+            self._check_open()  # stopped while waiting for a concurrent start
+            await self._start()
+
+    async def _start(self) -> None:
+        # The reader runs first: a Redis transport confirms subscriptions through it.
+        reader = self._reader = asyncio.create_task(self._read(), name="meetq-pubsub-reader")
+        channels, patterns = list(self._channels), list(self._patterns)
+        self._changing += 1
+        try:
+            if channels:
+                await self._transport.subscribe([self._prefix + c for c in channels])
+                self._wired.update(("channel", c) for c in channels)
+            if patterns:
+                await self._transport.psubscribe(
+                    [self._pattern_prefix + p for p in patterns]
+                )
+                self._wired.update(("pattern", p) for p in patterns)
+        except BaseException:
+            # Undo what was done, so a later start() begins from scratch. The channels
+            # may be confirmed when the patterns failed: unsubscribe them (best effort,
+            # while the reader still runs to see the confirmation), then stop the reader.
+            done = [self._prefix + name for kind, name in self._wired if kind == "channel"]
+            self._wired.clear()
+            try:
+                if done and not self._closed:
+                    with contextlib.suppress(Exception):
+                        await self._transport.unsubscribe(done)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                self._reader = None
+            raise
+        finally:
+            self._changing -= 1
+        # Only now: a subscriber's consumer must not run if start() fails.
         for subs in (*self._channels.values(), *self._patterns.values()):
             for sub in subs:
-                self._start_consumer(sub)
-        if self._channels:
-            await self._transport.subscribe([self._prefix + c for c in self._channels])
-        if self._patterns:
-            await self._transport.psubscribe([self._prefix + p for p in self._patterns])
+                if sub.task is None:
+                    self._start_consumer(sub)
+        self._started = True
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop receiving, let handlers finish their buffered messages within ``grace``
@@ -189,7 +259,9 @@ class PubSub(AsyncService):
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         subs = [s for group in (*self._channels.values(), *self._patterns.values()) for s in group]
-        consumers = [s.task for s in subs if s.task is not None]
+        # Unsubscribed handlers still draining their buffers get the same grace.
+        subs += self._retired
+        consumers = [s.task for s in subs if s.task is not None and not s.task.done()]
         if consumers:
             for sub in subs:
                 self._wake(sub)  # an idle consumer sees the stop and returns at once
@@ -258,45 +330,46 @@ class PubSub(AsyncService):
         _check_channel(kind, name)
         if not callable(handler):
             raise ValidationError("handler", handler, "expected a callable")
+        await self._after_start_in_progress()
         table = self._channels if kind == "channel" else self._patterns
         subs = table.get(name)
-        if subs is not None and any(s.handler == handler for s in subs):
-            return
-        sub = _Subscriber((kind, name), handler)
-        if subs is None:
-            subs = table[name] = []
-        subs.append(sub)
+        sub = next((s for s in subs if s.handler == handler), None) if subs else None
+        created = sub is None
+        if sub is None:
+            sub = _Subscriber((kind, name), handler)
+            if subs is None:
+                subs = table[name] = []
+            subs.append(sub)
+            if self._started:
+                self._start_consumer(sub)
         if not self._started:
-            return
-        self._start_consumer(sub)
+            return  # recorded; start() confirms it
         key = (kind, name)
-        pending = self._confirming.get(key)
-        if pending is not None:
-            # Another call is confirming this name right now; return only after it did.
-            await asyncio.shield(pending)
-            return
-        if len(subs) > 1:
-            return  # the name was confirmed by an earlier call
-        confirmed = self._confirming[key] = asyncio.get_running_loop().create_future()
         try:
-            if kind == "channel":
-                await self._transport.subscribe([self._prefix + name])
-            else:
-                await self._transport.psubscribe([self._prefix + name])
-        except BaseException as exc:
-            # Nothing is subscribed: undo every handler added for this name meanwhile.
-            for added in table.pop(name, []):
-                self._retire(added)
-            confirmed.set_exception(exc)
-            confirmed.exception()  # retrieved: concurrent callers may not exist
+            async with self._serialised(key):
+                # Confirmed by an earlier call, or unsubscribed meanwhile: nothing to do.
+                if key in self._wired or not table.get(name):
+                    return
+                self._changing += 1
+                self._unblock_reader()
+                try:
+                    if kind == "channel":
+                        await self._transport.subscribe([self._prefix + name])
+                    else:
+                        await self._transport.psubscribe([self._pattern_prefix + name])
+                finally:
+                    self._changing -= 1
+                self._wired.add(key)
+        except BaseException:
+            # Not subscribed (failed, timed out or cancelled): this call's handler is not
+            # kept. Handlers of other calls waiting for this name are theirs to settle.
+            if created:
+                self._drop(kind, name, sub)
             raise
-        else:
-            confirmed.set_result(None)
-        finally:
-            del self._confirming[key]
 
     async def _remove(self, kind: str, name: str, handler: PubSubHandler | None) -> None:
         _check_channel(kind, name)
+        await self._after_start_in_progress()
         table = self._channels if kind == "channel" else self._patterns
         subs = table.get(name)
         if not subs:
@@ -309,18 +382,90 @@ class PubSub(AsyncService):
             return
         del table[name]
         if self._started and not self._closed:
-            if kind == "channel":
-                await self._transport.unsubscribe([self._prefix + name])
-            else:
-                await self._transport.punsubscribe([self._prefix + name])
+            await self._release_if_unused(kind, name)
+
+    async def _after_start_in_progress(self) -> None:
+        # A start() confirming the recorded names is in progress: change them after it,
+        # so each name is either in its snapshot or handled as after a start.
+        if not self._started and self._start_lock.locked():
+            async with self._start_lock:
+                pass
+            self._check_open()
+
+    async def _release_if_unused(self, kind: str, name: str) -> None:
+        """Unsubscribe the transport from ``name`` if no handler wants it any more."""
+        key = (kind, name)
+        table = self._channels if kind == "channel" else self._patterns
+        async with self._serialised(key):
+            if table.get(name) or key not in self._wired or self._closed:
+                return  # subscribed again meanwhile, or never confirmed
+            self._wired.discard(key)
+            self._changing += 1
+            self._unblock_reader()
+            try:
+                if kind == "channel":
+                    await self._transport.unsubscribe([self._prefix + name])
+                else:
+                    await self._transport.punsubscribe([self._pattern_prefix + name])
+            finally:
+                self._changing -= 1
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        # Transport calls for one name run one at a time, in call order (asyncio.Lock is
+        # FIFO): otherwise a subscribe could return on the confirmation of a call that an
+        # unsubscribe has already undone.
+        entry = self._name_locks.get(key)
+        if entry is None:
+            entry = self._name_locks[key] = _NameLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._name_locks[key]
+
+    def _drop(self, kind: str, name: str, sub: _Subscriber) -> None:
+        """Take back ``sub`` whose subscription failed."""
+        table = self._channels if kind == "channel" else self._patterns
+        subs = table.get(name)
+        if subs is None or sub not in subs:
+            return
+        subs.remove(sub)
+        self._retire(sub)
+        if subs:
+            return
+        del table[name]
+        if (kind, name) in self._wired and not self._closed:
+            # Confirmed for another handler that has left since: release it, later (this
+            # task may be being cancelled).
+            task = asyncio.get_running_loop().create_task(self._release_if_unused(kind, name))
+            self._callback_tasks.add(task)
+            task.add_done_callback(self._callback_tasks.discard)
 
     def _retire(self, sub: _Subscriber) -> None:
-        # The consumer finishes what is buffered, then ends (it sees key removed).
+        # The consumer finishes what is buffered, then ends (it sees key removed); until
+        # then stop() still waits for it (and counts what it could not handle).
         sub.key = (sub.key[0], "")
+        task = sub.task
+        if task is not None and not task.done():
+            self._retired.add(sub)
+            task.add_done_callback(lambda _: self._retired.discard(sub))
         self._wake(sub)
         room = sub.room
         if room is not None and not room.done():
             room.set_result(None)  # a reader blocked on this buffer moves on
+
+    def _unblock_reader(self) -> None:
+        # A subscription change is about to wait for its confirmation, which only the
+        # reader can see: a reader blocked on a full buffer (``block``) must read on.
+        blocked = self._blocked_on
+        if blocked is not None:
+            room = blocked.room
+            if room is not None and not room.done():
+                room.set_result(None)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -363,45 +508,81 @@ class PubSub(AsyncService):
     # -- receiving ----------------------------------------------------------------------
 
     async def _read(self) -> None:
+        """Route received messages until the transport closes; never die silently.
+
+        An unexpected error (a bug, a transport failing in a new way) is logged and the
+        reader starts over on a fresh ``messages()``: every subscription lives on it.
+        """
+        failures = 0
+        while True:
+            received = self._received
+            try:
+                await self._route()
+            except Exception:
+                if self._closed:
+                    return
+                failures = 1 if self._received != received else failures + 1
+                delay = min(_READER_RESTART_MAX, 0.01 * 2 ** (failures - 1))
+                log.exception(
+                    "meetq pubsub reader failed unexpectedly; restarting it in %.2fs "
+                    "(messages arriving meanwhile wait on the connection)",
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                return  # the transport was closed
+
+    async def _route(self) -> None:
         prefix = self._prefix
         cut = len(prefix)
+        pattern_prefix = self._pattern_prefix
+        pattern_cut = len(pattern_prefix)
         serializer = self._serializer
         channels = self._channels
         patterns = self._patterns
         limit = self.config.subscriber_buffer
         yield_at = self._yield_at
         wake = self._wake
-        async for item in self._transport.messages():
-            self._received += 1
-            channel = item.channel
-            name = channel[cut:] if channel.startswith(prefix) else channel
-            if item.pattern is None:
-                subs = channels.get(name)
-            else:
-                pattern = item.pattern
-                subs = patterns.get(pattern[cut:] if pattern.startswith(prefix) else pattern)
-            if not subs:
-                continue  # unsubscribed while the message was in flight
-            try:
-                message = decode_pubsub_message(item.data, serializer, channel=name)
-            except Exception as exc:
-                self._decode_error(item, exc)
-                continue
-            crowded = False
-            for sub in tuple(subs):
-                buffer = sub.buffer
-                if len(buffer) < limit:
-                    # The common case inline: no coroutine per message and subscriber.
-                    buffer.append(message)
-                    wake(sub)
-                    crowded = crowded or len(buffer) > yield_at
+        stream = self._transport.messages()
+        try:
+            async for item in stream:
+                self._received += 1
+                channel = item.channel
+                name = channel[cut:] if channel.startswith(prefix) else channel
+                if item.pattern is None:
+                    subs = channels.get(name)
                 else:
-                    await self._overflow(sub, message)
-                    crowded = True
-            if crowded:
-                # A burst already read from the socket is routed without the reader ever
-                # suspending; give the consumers a turn before their buffers overflow.
-                await asyncio.sleep(0)
+                    pattern = item.pattern
+                    if pattern.startswith(pattern_prefix):
+                        pattern = pattern[pattern_cut:]
+                    subs = patterns.get(pattern)
+                if not subs:
+                    continue  # unsubscribed while the message was in flight
+                try:
+                    if not name.isascii():
+                        name.encode()  # a channel name that is not text (foreign bytes)
+                    message = decode_pubsub_message(item.data, serializer, channel=name)
+                except Exception as exc:
+                    self._decode_error(item, exc)
+                    continue
+                crowded = False
+                for sub in tuple(subs):
+                    buffer = sub.buffer
+                    if len(buffer) < limit:
+                        # The common case inline: no coroutine per message and subscriber.
+                        buffer.append(message)
+                        wake(sub)
+                        crowded = crowded or len(buffer) > yield_at
+                    else:
+                        await self._overflow(sub, message)
+                        crowded = True
+                if crowded:
+                    # A burst already read from the socket is routed without the reader
+                    # ever suspending; give the consumers a turn before buffers overflow.
+                    await asyncio.sleep(0)
+        finally:
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
 
     def _decode_error(self, item: TransportMessage, exc: Exception) -> None:
         self._decode_errors += 1
@@ -419,9 +600,18 @@ class PubSub(AsyncService):
         """``message`` found ``sub``'s buffer full: apply ``subscriber_overflow``."""
         buffer = sub.buffer
         if self.config.subscriber_overflow == "block":
+            # While a subscription change of this PubSub waits for its confirmation the
+            # reader must read on (the confirmation arrives on the same connection), so
+            # then a buffer may exceed its size instead; see _unblock_reader.
             while len(buffer) >= self.config.subscriber_buffer and sub.key[1]:
+                if self._changing:
+                    break
                 room = sub.room = asyncio.get_running_loop().create_future()
-                await room
+                self._blocked_on = sub
+                try:
+                    await room
+                finally:
+                    self._blocked_on = None
             buffer.append(message)
         else:
             if self.config.subscriber_overflow == "drop_oldest":
@@ -478,6 +668,21 @@ class PubSub(AsyncService):
                         await handler(message)
                     else:
                         await asyncio.to_thread(handler, message)
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # this consumer is being cancelled (stop())
+                    # The handler awaited something that another task cancelled: a
+                    # failure of this message, not the end of the subscription.
+                    self._failed += 1
+                    log.exception(
+                        "meetq pubsub handler %r raised CancelledError on %r message %s "
+                        "(channel %r); counted as failed",
+                        handler,
+                        message.type,
+                        message.id,
+                        message.channel,
+                    )
                 except Exception:
                     self._failed += 1
                     log.exception(
@@ -536,6 +741,11 @@ def _check_channel(field: str, value: object) -> None:
         raise ValidationError(
             field, value, f"expected a non-empty string of at most {MAX_CHANNEL_LENGTH} characters"
         )
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a glob that matches exactly itself (Redis ``PSUBSCRIBE`` syntax)."""
+    return "".join("\\" + char if char in _GLOB_SPECIAL else char for char in text)
 
 
 def _resolve_config(

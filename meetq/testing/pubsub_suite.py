@@ -13,16 +13,22 @@ Every wait is on a condition with a generous timeout; nothing sleeps and hopes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from meetq.core.config import MeetqConfig
-from meetq.core.errors import ClosedError, SerializationError, ValidationError
-from meetq.core.protocols import Backend
+from meetq.core.errors import (
+    BackendUnavailableError,
+    ClosedError,
+    SerializationError,
+    ValidationError,
+)
+from meetq.core.protocols import Backend, TransportMessage
 from meetq.core.pubsub import PubSub
 from meetq.core.types import PubSubMessage
 from meetq.testing._base import BackendContract
@@ -503,6 +509,213 @@ class PubSubContract(BackendContract):
         with pytest.raises(ConfigError) as info:
             PubSub(pubsub_backend, subscriber_overflow="sometimes")
         assert info.value.key == "event_bus.subscriber_overflow"
+
+    async def test_stop_cancels_a_stuck_handler_after_grace(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        cancelled = asyncio.Event()
+
+        async def stuck(message: PubSubMessage) -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        await sub.subscribe("stuck", stuck)
+        for i in range(3):
+            await pub.publish("stuck", msg(f"m{i}"))
+        await wait_until(lambda: sub._received == 3)
+        # The consumer's own cancellation is not mistaken for a handler failure.
+        await asyncio.wait_for(sub.stop(grace=0), TIMEOUT)
+        assert cancelled.is_set()
+        stats = await sub.stats()
+        assert stats["dropped"] == 2 and stats["total_failed"] == 0
+
+    async def test_unsubscribed_handler_draining_is_covered_by_stop(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        gate = Gate()
+        cancelled = asyncio.Event()
+
+        async def handler(message: PubSubMessage) -> None:
+            try:
+                await gate(message)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        await sub.subscribe("r", handler)
+        for i in range(5):
+            await pub.publish("r", msg(f"m{i}"))
+        await wait_until(lambda: sub._received == 5)
+        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+        await sub.unsubscribe("r")  # four messages still buffered: the consumer drains on
+        await asyncio.wait_for(sub.stop(grace=0), TIMEOUT)
+        # stop() cancelled it and counted what it could not handle; nothing runs on.
+        assert cancelled.is_set()
+        assert (await sub.stats())["dropped"] == 4
+        gate.release()
+        assert len(gate.messages) == 1
+
+    async def test_unsubscribed_handler_finishes_its_buffer_within_grace(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        gate = Gate()
+        await sub.subscribe("r", gate)
+        for i in range(3):
+            await pub.publish("r", msg(f"m{i}"))
+        await wait_until(lambda: sub._received == 3)
+        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+        await sub.unsubscribe("r")
+        stopping = asyncio.create_task(sub.stop(grace=TIMEOUT))
+        # It waits for the retired handler (a bounded wait: asserting a non-event).
+        finished, _ = await asyncio.wait({stopping}, timeout=0.2)
+        assert not finished
+        gate.release()
+        await asyncio.wait_for(stopping, TIMEOUT)
+        assert [m.type for m in gate.messages] == ["m0", "m1", "m2"]
+        assert (await sub.stats())["dropped"] == 0
+
+    async def test_handler_raising_cancelled_error_is_a_failure_not_the_end(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        ps = await make_pubsub()
+        got = Collector()
+
+        async def awaits_a_cancelled_future(message: PubSubMessage) -> None:
+            if message.type == "a":
+                # e.g. awaiting a task or future that another task cancelled
+                future = asyncio.get_running_loop().create_future()
+                future.cancel()
+                await future
+            await got(message)
+
+        await ps.subscribe("c", awaits_a_cancelled_future)
+        for kind in ("a", "b", "c"):
+            await ps.publish("c", msg(kind))
+        await got.wait_for(2)
+        assert got.types == ["b", "c"]
+        stats = await ps.stats()
+        assert stats["total_failed"] == 1 and stats["total_processed"] == 2
+
+    async def test_reader_survives_an_unexpected_error(
+        self, make_pubsub: PubSubFactory, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        ps = await make_pubsub(start=False)
+        transport: Any = ps._transport
+        original = transport.messages
+        calls = 0
+
+        async def fails_once() -> AsyncIterator[TransportMessage]:
+            # The first stream breaks after one message, as a bug in routing would.
+            nonlocal calls
+            calls += 1
+            async for item in original():
+                yield item
+                if calls == 1:
+                    raise RuntimeError("unexpected")
+
+        transport.messages = fails_once
+        got = Collector()
+        await ps.subscribe("s", got)
+        await ps.start()
+        with caplog.at_level(logging.ERROR, logger="meetq.pubsub"):
+            await ps.publish("s", msg("a"))
+            await got.wait_for(1)
+            await ps.publish("s", msg("b"))
+            await got.wait_for(2)
+        assert got.types == ["a", "b"]
+        assert calls == 2
+        assert any("reader failed unexpectedly" in r.getMessage() for r in caplog.records)
+
+    async def test_failed_start_can_be_retried(self, make_pubsub: PubSubFactory) -> None:
+        sub, pub = await make_pubsub(start=False), await make_pubsub()
+        transport: Any = sub._transport
+        original = transport.subscribe
+
+        async def down(channels: Sequence[str]) -> None:
+            raise BackendUnavailableError("backend down", backend="test")
+
+        got = Collector()
+        await sub.subscribe("early", got)
+        transport.subscribe = down
+        with pytest.raises(BackendUnavailableError):
+            await sub.start()
+        assert await pub.publish("early", msg("lost")) == 0
+        transport.subscribe = original  # the backend is back
+        await sub.start()
+        assert sub.subscribed_channels() == ["early"]
+        assert await pub.publish("early", msg("after")) == 1
+        assert [m.type for m in await got.wait_for(1)] == ["after"]
+        await sub.start()  # idempotent once started
+        assert await pub.publish("early", msg("again")) == 1
+        await got.wait_for(2)
+        assert got.types == ["after", "again"]
+
+    async def test_subscribe_unsubscribe_subscribe_race_ends_subscribed(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        sub, pub = await make_pubsub(), await make_pubsub()
+        first, second = Collector(), Collector()
+        await sub.subscribe("warmup", Collector())  # the connection exists
+        for kind, name in (("channel", "room"), ("pattern", "room.*")):
+            add = sub.subscribe if kind == "channel" else sub.psubscribe
+            remove = sub.unsubscribe if kind == "channel" else sub.punsubscribe
+            # Each call starts before the one before it is confirmed.
+            t1 = asyncio.create_task(add(name, first))
+            await asyncio.sleep(0)
+            t2 = asyncio.create_task(remove(name))
+            await asyncio.sleep(0)
+            t3 = asyncio.create_task(add(name, second))
+            await asyncio.wait_for(asyncio.gather(t1, t2, t3), TIMEOUT)
+        assert sub.subscribed_channels() == ["room", "warmup"]
+        assert sub.subscribed_patterns() == ["room.*"]
+        assert await pub.publish("room", msg("exact")) == 1
+        assert await pub.publish("room.x", msg("pattern")) == 1
+        await second.wait_for(2)
+        assert sorted(second.types) == ["exact", "pattern"]
+        assert first.messages == []
+
+    async def test_block_overflow_handler_may_subscribe(self, make_pubsub: PubSubFactory) -> None:
+        sub = await make_pubsub(subscriber_buffer=1, subscriber_overflow="block")
+        pub = await make_pubsub()
+        full = asyncio.Event()
+        joined = Collector()
+        outcome: list[str] = []
+
+        async def control(message: PubSubMessage) -> None:
+            if message.type == "join":
+                await full.wait()  # the buffer is full and the reader blocked on it
+                await asyncio.wait_for(sub.subscribe("room", joined), TIMEOUT)
+                await asyncio.wait_for(sub.unsubscribe("room", joined), TIMEOUT)
+                await asyncio.wait_for(sub.subscribe("room", joined), TIMEOUT)
+            outcome.append(message.type)
+
+        await sub.subscribe("control", control)
+        await pub.publish("control", msg("join"))
+        await pub.publish("control", msg("m1"))
+        await pub.publish("control", msg("m2"))
+        await wait_until(lambda: sub._received == 3)
+        full.set()
+        await wait_until(lambda: outcome == ["join", "m1", "m2"])
+        assert (await sub.stats())["dropped"] == 0
+        assert await pub.publish("room", msg("hello")) == 1
+        assert [m.type for m in await joined.wait_for(1)] == ["hello"]
+
+    async def test_glob_characters_in_the_namespace_match_literally(
+        self, make_pubsub: PubSubFactory, meetq_namespace: str
+    ) -> None:
+        ours = await make_pubsub(namespace=f"{meetq_namespace}[1]*")
+        lookalike = await make_pubsub(namespace=f"{meetq_namespace}1x")
+        got = Collector()
+        await ours.psubscribe("meeting.*", got)
+        assert await lookalike.publish("meeting.y", msg("other")) == 0
+        assert await ours.publish("meeting.x", msg("own")) == 1
+        assert [(m.type, m.channel) for m in await got.wait_for(1)] == [("own", "meeting.x")]
 
     async def test_on_reconnect_accepts_callbacks(self, make_pubsub: PubSubFactory) -> None:
         ps = await make_pubsub()
