@@ -31,7 +31,7 @@ import redis.exceptions
 from redis.asyncio.client import PubSub as PubSubConnection
 
 from meetq.backends.redis._backend import translate_errors
-from meetq.core.errors import BackendUnavailableError, ClosedError
+from meetq.core.errors import BackendUnavailableError, ClosedError, MeetqError
 from meetq.core.protocols import TransportMessage
 
 __all__ = ["RedisPubSubTransport"]
@@ -53,10 +53,21 @@ IDLE_PROBE = 15.0
 _MESSAGE = {b"message": 1, "message": 1, b"pmessage": 2, "pmessage": 2}
 _CONFIRMATIONS = frozenset({"subscribe", "psubscribe", "unsubscribe", "punsubscribe"})
 _DRIVER_ERRORS = (redis.exceptions.RedisError, OSError)
+# What a failed call raises: the caller sees a meetq error, never a driver one.
+_FAILURES = (MeetqError, *_DRIVER_ERRORS)
+# The command that undoes a subscription command.
+_UNDO = {"subscribe": "unsubscribe", "psubscribe": "punsubscribe"}
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            # Not from meetq (whose names are text), e.g. a foreign PUBLISH matching a
+            # pattern: keep the bytes recoverable; the front end counts it as undecodable.
+            return value.decode("utf-8", "surrogateescape")
+    return str(value)
 
 
 def _data(value: Any) -> bytes:
@@ -80,6 +91,11 @@ class RedisPubSubTransport:
         self._patterns: set[str] = set()
         # (reply kind, name) -> futures of calls waiting for that confirmation, FIFO.
         self._waiting: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
+        # Names to unsubscribe from on the current connection, because a subscribe that
+        # was sent then timed out or was cancelled (or an unsubscribe cancelled before it
+        # was sent). Sent under the send lock before any later command, so in order.
+        self._undo: list[tuple[str, list[str]]] = []
+        self._undo_task: asyncio.Task[None] | None = None
         # Confirmations still expected after a reconnect; callbacks run when it empties.
         self._resubscribing: set[tuple[str, str]] = set()
         self._connected = asyncio.Event()
@@ -224,29 +240,74 @@ class RedisPubSubTransport:
             self._waiting.setdefault((kind, name), deque()).append(future)
         try:
             async with self._send_lock:
+                self._check_open()  # closed while this call waited for the lock
                 if self._ps is None:
                     self._ps = self._new_pubsub()
                 with translate_errors(kind.upper()):
+                    await self._send_undo()
                     await self._ps.execute_command(kind.upper(), *names)
             self._connected.set()
-        except BaseException:
+        except BaseException as exc:
+            # Not sent (or the connection broke sending it, and the reader reconnects).
             self._forget(kind, names, futures)
             if add:
                 wanted.difference_update(names)
                 if not self._channels and not self._patterns and not self._connected.is_set():
                     await self._drop_connection()
                 raise
-            return  # unsubscribing from a broken connection: its replacement lacks them
+            if isinstance(exc, _FAILURES):
+                return  # unsubscribing from a broken connection: its replacement lacks them
+            # Cancelled before UNSUBSCRIBE went out: it still must, or Redis keeps
+            # sending what nobody wants (and the names are no longer ``wanted``).
+            self._undo_later(kind, names)
+            raise
         try:
             async with asyncio.timeout(CONFIRM_TIMEOUT):
                 await asyncio.gather(*futures)
-        except TimeoutError:
-            self._forget(kind, names, futures)
-            raise BackendUnavailableError(
-                f"redis: {kind} of {names!r} was not confirmed within {CONFIRM_TIMEOUT:g}s "
-                "(is the reader running, i.e. was the PubSub started?)",
-                backend="redis",
-            ) from None
+        except BaseException as exc:
+            # The command went out; its confirmations will still come, in order, and
+            # must resolve these (now cancelled) futures rather than a later call's.
+            for future in futures:
+                future.cancel()
+            if add and not self._closed:
+                # A subscription that raised is not kept: not wanted, and undone in Redis.
+                wanted.difference_update(names)
+                self._undo_later(_UNDO[kind], names)
+            if isinstance(exc, TimeoutError):
+                raise BackendUnavailableError(
+                    f"redis: {kind} of {names!r} was not confirmed within "
+                    f"{CONFIRM_TIMEOUT:g}s (is the reader running, i.e. was the PubSub "
+                    "started?)",
+                    backend="redis",
+                ) from None
+            raise
+
+    def _undo_later(self, kind: str, names: list[str]) -> None:
+        if self._ps is None or self._closed:
+            return  # no connection: the next one is made without them
+        self._undo.append((kind, names))
+        if self._undo_task is None or self._undo_task.done():
+            self._undo_task = asyncio.get_running_loop().create_task(
+                self._flush_undo(), name="meetq-redis-pubsub-undo"
+            )
+
+    async def _flush_undo(self) -> None:
+        # Best effort: if the connection is broken, the reconnect drops these names anyway.
+        with contextlib.suppress(*_FAILURES):
+            async with self._send_lock:
+                with translate_errors("UNSUBSCRIBE"):
+                    await self._send_undo()
+
+    async def _send_undo(self) -> None:
+        """Send the pending undo commands; the caller holds the send lock."""
+        while self._undo and self._ps is not None:
+            kind, names = self._undo.pop(0)
+            # Their confirmations resolve placeholders, not a later unsubscribe's future.
+            for name in names:
+                placeholder = asyncio.get_running_loop().create_future()
+                placeholder.cancel()
+                self._waiting.setdefault((kind, name), deque()).append(placeholder)
+            await self._ps.execute_command(kind.upper(), *names)
 
     def _forget(self, kind: str, names: list[str], futures: list[asyncio.Future[None]]) -> None:
         for name, future in zip(names, futures, strict=True):
@@ -443,6 +504,7 @@ class RedisPubSubTransport:
     async def _drop_connection(self) -> None:
         ps, self._ps = self._ps, None
         self._connected.clear()
+        self._undo.clear()  # a new connection is made without those names anyway
         if ps is not None:
             await _close_quietly(ps)
 
@@ -452,10 +514,17 @@ class RedisPubSubTransport:
             return
         self._closed = True
         self._connected.set()  # wake a reader waiting for a first subscription
+        # A call waiting for its confirmation fails like any call on a closed transport
+        # (its caller was not cancelled, so it must not see CancelledError).
         for queue in self._waiting.values():
             for future in queue:
-                future.cancel()
+                if not future.done():
+                    future.set_exception(ClosedError("this pub/sub transport is closed"))
         self._waiting.clear()
+        self._undo.clear()
+        if self._undo_task is not None:
+            self._undo_task.cancel()
+            await asyncio.gather(self._undo_task, return_exceptions=True)
         for task in list(self._callback_tasks):
             task.cancel()
         await asyncio.gather(*self._callback_tasks, return_exceptions=True)
