@@ -136,8 +136,9 @@ class MessageQueue(AsyncService):
         # Running deliveries by lease token (one message may be re-delivered to this very
         # worker after its lease expired, so the id alone does not name a delivery).
         self._running: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
-        # Handlers run at most `workers` at once; `prefetch` may hold more leased.
-        self._slots = asyncio.Semaphore(cfg.workers)
+        # Handlers run at most `workers` at once; `prefetch` may hold more leased. Without
+        # a larger prefetch the claim limit alone bounds them, and no semaphore is needed.
+        self._slots = asyncio.Semaphore(cfg.workers) if cfg.prefetch > cfg.workers else None
         # Tokens whose lease this worker lost: counted once, no longer extended.
         self._lost: set[str] = set()
         self._pending: list[Settlement] = []
@@ -541,8 +542,11 @@ class MessageQueue(AsyncService):
         # ended without settling would leave the exchange loop waiting forever.
         settlement = Settlement(lease=lease, outcome="release")
         try:
-            async with self._slots:
+            if self._slots is None:
                 settlement = await self._attempt(claimed, lease)
+            else:
+                async with self._slots:
+                    settlement = await self._attempt(claimed, lease)
         except asyncio.CancelledError:
             # Only stop() cancels a delivery task: hand it back, attempt not charged.
             settlement = Settlement(lease=lease, outcome="release")
