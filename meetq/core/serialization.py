@@ -252,31 +252,6 @@ _new_instance = object.__new__
 _set = object.__setattr__  # PubSubMessage is frozen; this is how attrs itself fills it in
 
 
-def _plain_tree(value: Any) -> bool:
-    """``_plain`` without a generator per container: this runs on every publish."""
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                return False
-            kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
-                continue
-            if kind is float:
-                if item - item != 0.0:  # NaN and infinities
-                    return False
-            elif not _plain_tree(item):
-                return False
-        return True
-    if kind is list:
-        return all(map(_plain_tree, value))
-    if kind is str or kind is int or kind is bool or value is None:
-        return True
-    if kind is float:
-        return bool(value - value == 0.0)
-    return False
-
-
 def _encode_plain_pubsub(message: PubSubMessage, source: str | None) -> bytes | None:
     """The exact bytes ``JsonSerializer.dumps`` makes of the envelope, or None when a
     field is anything but plain JSON (the caller then takes the general path, which
@@ -301,10 +276,10 @@ def _encode_plain_pubsub(message: PubSubMessage, source: str | None) -> bytes | 
     ):
         return None
     try:
-        if not _plain_tree(message.payload):
+        if not _plain(message.payload):
             return None
         if headers:
-            if not _plain_tree(headers):
+            if not _plain(headers):
                 return None
             header_text = _encode_tree(headers)
         else:
