@@ -33,7 +33,13 @@ def free_port() -> int:
 class RedisServer:
     """A ``redis-server`` child process on ``127.0.0.1:port``."""
 
-    def __init__(self, *, port: int | None = None, persistence: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        persistence: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerUnavailable(
@@ -42,6 +48,7 @@ class RedisServer:
         self.binary = binary
         self.port = port or free_port()
         self.persistence = persistence
+        self.extra_args = extra_args
         self.directory = Path(tempfile.mkdtemp(prefix="meetq-redis-"))
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -54,12 +61,25 @@ class RedisServer:
         if self._process is not None and self._process.poll() is None:
             return
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.directory), "--daemonize", "no", "--protected-mode", "no",
-            "--loglevel", "warning", "--logfile", str(self.directory / "redis.log"),
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.directory / "redis.log"),
         ]
         if not self.persistence:
             args += ["--save", "", "--appendonly", "no"]
+        args += list(self.extra_args)
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
