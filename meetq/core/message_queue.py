@@ -355,6 +355,7 @@ class MessageQueue(AsyncService):
             asyncio.create_task(self._exchange_loop(), name=f"meetq:{self.name}:exchange"),
             asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),
             asyncio.create_task(self._janitor(), name=f"meetq:{self.name}:janitor"),
+            asyncio.create_task(self._watch_for_work(), name=f"meetq:{self.name}:watcher"),
         ]
 
     async def stop(self, grace: float | None = None) -> None:
@@ -475,19 +476,23 @@ class MessageQueue(AsyncService):
                 await self._wait_for_work_or_kick()
 
     async def _wait_for_work_or_kick(self) -> None:
-        if self._kick.is_set():
-            return
-        work = asyncio.ensure_future(self._queue.wait_for_work(self.config.poll_interval))
-        kick = asyncio.ensure_future(self._kick.wait())
-        try:
-            await asyncio.wait((work, kick), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in (work, kick):
-                if not fut.done():
-                    fut.cancel()
-            for fut in (work, kick):
-                with contextlib.suppress(asyncio.CancelledError, MeetqError):
-                    await fut
+        # The watcher kicks on every wake-up and at least every poll_interval; a handler
+        # finishing kicks too.
+        await self._kick.wait()
+
+    async def _watch_for_work(self) -> None:
+        """Turn the backend's wake-ups into kicks of the exchange loop.
+
+        One long-lived task per queue waits on the backend, so its wake-up is its own:
+        another MessageQueue of this process on the same queue cannot consume it.
+        """
+        while True:
+            try:
+                await self._queue.wait_for_work(self.config.poll_interval)
+            except MeetqError as exc:
+                log.warning("meetq: %s: waiting for work failed: %s", self.name, exc)
+                await asyncio.sleep(self.config.poll_interval)
+            self._kick.set()
 
     def _max_attempts(self, message: Message) -> int:
         retries = self.config.max_retries if message.max_retries is None else message.max_retries

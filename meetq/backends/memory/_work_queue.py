@@ -7,8 +7,6 @@ that version, so every transition is O(log n) and nothing needs scanning.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import heapq
 import itertools
 import time
@@ -19,6 +17,7 @@ from enum import Enum
 
 import attrs
 
+from meetq.core._wakeup import WakeSignal
 from meetq.core.protocols import (
     Claimed,
     DeadRecord,
@@ -79,7 +78,7 @@ class MemoryWorkQueue:
         self._counts: Counter[str] = Counter()
         self._waiting: Counter[int] = Counter()
         self._processing = 0
-        self._wake: asyncio.Event | None = None
+        self._wake = WakeSignal()
         self._token_seq = itertools.count(1)
         self._token_prefix = uuid.uuid4().hex[:12]
 
@@ -108,8 +107,7 @@ class MemoryWorkQueue:
         entry.version += 1
 
     def _signal(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wake.set()
 
     def _score(self, priority: int) -> int:
         return (3 - priority) * _SEQ_SPAN + next(self._seq)
@@ -310,12 +308,7 @@ class MemoryWorkQueue:
         return result
 
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109  (protocol)
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        if not self._wake.is_set() and timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-        self._wake.clear()
+        await self._wake.wait(timeout)
 
     async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
         expiry = _now_ms() + ttl_ms

@@ -42,6 +42,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.client import NEVER_DECODE
 
 from meetq.backends.redis._backend import translate_errors
+from meetq.core._wakeup import WakeSignal
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
     Claimed,
@@ -177,7 +178,7 @@ class RedisWorkQueue:
         # Tokens: a per-instance random part, a per-call counter, and the script's index.
         self._token_base = uuid.uuid4().hex[:12]
         self._token_calls = itertools.count(1)
-        self._wake = asyncio.Event()
+        self._wake = WakeSignal()
         self._first_attempt = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
@@ -420,12 +421,7 @@ class RedisWorkQueue:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(timeout, _SUBSCRIBE_WAIT)):
                     await self._first_attempt.wait()
-        remaining = deadline - loop.time()
-        if not self._wake.is_set() and remaining > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._wake.wait()
-        self._wake.clear()
+        await self._wake.wait(deadline - loop.time())
 
     async def _listen(self) -> None:
         """Keep one subscription to the notify channel; each message sets the wake-up.
