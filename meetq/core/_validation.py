@@ -94,3 +94,22 @@ def is_async_callable(func: Callable[..., Any]) -> bool:
         return True
     call = getattr(func, "__call__", None)  # noqa: B004 - we need the method, not callable()
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def check_queue_options(queue_name: str, held: Any, asked: Any) -> None:
+    """Refuse a second opening of a work queue with other dead-letter limits.
+
+    A queue's dead letters are one store; two limits for it in one process would make
+    the outcome depend on which ``MessageQueue`` happened to settle last.
+    """
+    if held is None or held == asked:
+        return
+    for field in attrs.fields(type(asked)):
+        mine, theirs = getattr(held, field.name), getattr(asked, field.name)
+        if mine != theirs:
+            raise ValidationError(
+                field.name.removesuffix("_ms"),
+                theirs,
+                f"queue {queue_name!r} is already open in this process with "
+                f"{field.name}={mine!r}; use the same limits for every MessageQueue on it",
+            )

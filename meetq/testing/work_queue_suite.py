@@ -553,6 +553,13 @@ class WorkQueueContract(BackendContract):
         assert await mq.clear_dead_letters() == 3
         assert await mq.dead_letter_count() == 0
 
+    async def test_one_queue_has_one_set_of_dead_letter_limits(self, make_queue: MakeQueue) -> None:
+        make_queue(dead_letter_max_size=10)
+        make_queue(dead_letter_max_size=10)  # the same limits: fine
+        with pytest.raises(ValidationError) as info:
+            make_queue(dead_letter_max_size=20)
+        assert info.value.field == "dead_letter_max_size" and info.value.value == 20
+
     async def test_dead_letters_expire_by_age(self, make_queue: MakeQueue) -> None:
         mq = make_queue(max_retries=0, dead_letter_max_age="300ms")
 

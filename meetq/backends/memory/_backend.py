@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meetq.core._validation import check_queue_options
 from meetq.core.protocols import PubSubTransport, WorkQueueBackend, WorkQueueOptions
 
 __all__ = ["MemoryBackend"]
@@ -17,14 +18,17 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._queues: dict[str, WorkQueueBackend] = {}
+        self._options: dict[str, WorkQueueOptions] = {}
         self._broker: Any = None
 
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
         from meetq.backends.memory._work_queue import MemoryWorkQueue
 
+        check_queue_options(queue_name, self._options.get(queue_name), options)
         queue = self._queues.get(queue_name)
         if queue is None:
             queue = self._queues[queue_name] = MemoryWorkQueue(queue_name, options)
+            self._options[queue_name] = options
         return queue
 
     def pubsub_transport(self) -> PubSubTransport:

@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from meetq.core._validation import check_queue_options
 from meetq.core.errors import BackendUnavailableError
 from meetq.core.protocols import (
     CAP_CROSS_PROCESS,
@@ -44,13 +45,20 @@ class RedisBackend:
     name = "redis"
     capabilities: frozenset[str] = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS})
 
-    def __init__(self, client: Any, *, key_prefix: str = "meetq", owns_client: bool = False,
-                 reconnect_backoff: tuple[float, float] = (0.1, 5.0)) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        key_prefix: str = "meetq",
+        owns_client: bool = False,
+        reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+    ) -> None:
         self.client = client
         self.key_prefix = key_prefix
         self._owns_client = owns_client
         self._reconnect_backoff = reconnect_backoff
         self._queues: dict[str, WorkQueueBackend] = {}
+        self._options: dict[str, WorkQueueOptions] = {}
         self._closed = False
 
     @classmethod
@@ -72,11 +80,13 @@ class RedisBackend:
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
         from meetq.backends.redis._work_queue import RedisWorkQueue
 
+        check_queue_options(queue_name, self._options.get(queue_name), options)
         queue = self._queues.get(queue_name)
         if queue is None:
             queue = self._queues[queue_name] = RedisWorkQueue(
                 self.client, queue_name, options, key_prefix=self.key_prefix
             )
+            self._options[queue_name] = options
         return queue
 
     def pubsub_transport(self) -> PubSubTransport:
