@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from json_strategies import payloads
 
 from meetq import JsonSerializer, PubSubMessage, SerializationError
 from meetq.core.errors import ValidationError
@@ -17,20 +18,6 @@ from meetq.core.serialization import decode_pubsub_message, encode_pubsub_messag
 
 SERIALIZER = JsonSerializer()
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(), children, max_size=5),
-    max_leaves=25,
-)
-payloads = st.dictionaries(st.text(), json_values, max_size=6)
 names = st.text(min_size=1, max_size=20)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
+from json_strategies import payloads
 
 from meetq import JsonSerializer, Message, Priority, PubSubMessage, SerializationError, Serializer
 from meetq.core.errors import ValidationError
@@ -24,20 +24,6 @@ from meetq.core.serialization import (
 
 SERIALIZER = JsonSerializer()
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(), children, max_size=5),
-    max_leaves=25,
-)
-payloads = st.dictionaries(st.text(), json_values, max_size=6)
 
 
 def test_json_serializer_satisfies_the_protocol() -> None:
