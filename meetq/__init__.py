@@ -41,6 +41,7 @@ from meetq.core.pubsub import PubSub
 from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
 from meetq.core.scheduler import Task, TaskScheduler, TaskSnapshot, TaskStatus
 from meetq.core.serialization import JsonSerializer, Serializer
+from meetq.core.task_types import TaskType
 from meetq.core.types import DeadLetter, LocalEvent, Message, Priority, PubSubMessage
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "TaskSchedulerConfig",
     "TaskSnapshot",
     "TaskStatus",
+    "TaskType",
     "ValidationError",
     "build_registry",
     "initialize_queue_system",

@@ -25,6 +25,15 @@ def check_name(field: str, value: object) -> None:
         )
 
 
+def plain_str(value: Any) -> Any:
+    """attrs converter: a ``str`` subclass (a ``StrEnum`` member such as ``TaskType``) is
+    stored as the plain string it equals, so it encodes and travels as that string;
+    anything else passes through to the validator unchanged."""
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    return value
+
+
 def name_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     check_name(attribute.name, value)
 

@@ -38,6 +38,7 @@ from meetq.core._validation import (
     max_retries_validator,
     name_validator,
     payload_validator,
+    plain_str,
 )
 from meetq.core.config import TaskDispatcherConfig
 from meetq.core.errors import ClosedError, HandlerTimeout, MeetqError, ValidationError
@@ -123,7 +124,7 @@ class TaskRequest:
     ``TaskResponse`` once. ``metadata`` (str to str) travels with the task.
     """
 
-    type: str = attrs.field(validator=name_validator)
+    type: str = attrs.field(converter=plain_str, validator=name_validator)
     payload: Mapping[str, Any] = attrs.field(
         factory=dict, converter=convert_mapping, validator=payload_validator
     )
@@ -286,6 +287,7 @@ class TaskDispatcher(AsyncService):
 
     def register_route(self, task_type: str, service: str) -> None:
         """Send tasks of ``task_type`` to ``service`` (replacing an earlier route)."""
+        task_type = plain_str(task_type)  # a TaskType member: kept and sent as its string
         name_validator(None, attrs.fields(TaskRequest).type, task_type)
         _check_service("service", service)
         if len(task_type) + 1 + len(service) > MAX_TYPE_LENGTH:
@@ -304,6 +306,7 @@ class TaskDispatcher(AsyncService):
         Register before the queue starts. With a ``service_name`` and no route for the
         type yet, this dispatcher routes the type to itself.
         """
+        task_type = plain_str(task_type)  # a TaskType member: kept and sent as its string
         name_validator(None, attrs.fields(TaskRequest).type, task_type)
         if not callable(handler):
             raise ValidationError("handler", handler, "expected a callable taking a ReceivedTask")

@@ -47,6 +47,7 @@ from meetq.core._validation import (
     is_async_callable,
     name_validator,
     payload_validator,
+    plain_str,
 )
 from meetq.core.config import TaskSchedulerConfig
 from meetq.core.errors import ClosedError, HandlerTimeout, QueueFull, ValidationError
@@ -153,7 +154,7 @@ class Task:
     seconds; it is stored as Unix seconds, and a time in the past means "now".
     """
 
-    type: str = attrs.field(validator=name_validator)
+    type: str = attrs.field(converter=plain_str, validator=name_validator)
     handler: TaskHandler = attrs.field(validator=_handler_validator)
     payload: Mapping[str, Any] = attrs.field(
         factory=dict, converter=convert_mapping, validator=payload_validator

@@ -18,6 +18,7 @@ from meetq.core._validation import (
     name_validator,
     optional_str_validator,
     payload_validator,
+    plain_str,
     retry_count_validator,
     timestamp_validator,
 )
@@ -74,7 +75,7 @@ class Message:
     filled in on delivery: 0 on the first attempt.
     """
 
-    type: str = attrs.field(validator=name_validator)
+    type: str = attrs.field(converter=plain_str, validator=name_validator)
     payload: Mapping[str, Any] = attrs.field(
         factory=dict, converter=convert_mapping, validator=payload_validator
     )
@@ -122,7 +123,7 @@ class PubSubMessage:
     ``channel`` is set on delivery (without the namespace prefix).
     """
 
-    type: str = attrs.field(validator=name_validator)
+    type: str = attrs.field(converter=plain_str, validator=name_validator)
     payload: Mapping[str, Any] = attrs.field(
         factory=dict, converter=convert_mapping, validator=payload_validator
     )
@@ -139,7 +140,7 @@ class PubSubMessage:
 class LocalEvent:
     """An in-process event delivered by the ``LocalEventBus``."""
 
-    type: str = attrs.field(validator=name_validator)
+    type: str = attrs.field(converter=plain_str, validator=name_validator)
     payload: Mapping[str, Any] = attrs.field(
         factory=dict, converter=convert_mapping, validator=payload_validator
     )

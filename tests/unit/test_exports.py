@@ -92,6 +92,7 @@ def test_error_names_do_not_shadow_builtins() -> None:
         "meetq.core.registry",
         "meetq.core.scheduler",
         "meetq.core.serialization",
+        "meetq.core.task_types",
         "meetq.core.types",
         "meetq.plugins",
     ],
@@ -128,3 +129,23 @@ def test_contract_mixins_do_not_shadow_each_other() -> None:
             if name.startswith("test_"):
                 assert name not in seen, f"{name} is in {seen.get(name)} and {mixin.__name__}"
                 seen[name] = mixin.__name__
+
+
+def test_task_type_is_exported_with_the_guides_thirteen_values() -> None:
+    assert meetq.TaskType.__module__ == "meetq.core.task_types"
+    assert "TaskType" in meetq.__all__
+    assert [member.value for member in meetq.TaskType] == [
+        "speech_recognition",
+        "emotion_detection",
+        "synthesis_detection",
+        "audio_denoising",
+        "video_enhancement",
+        "text_to_speech",
+        "media_processing",
+        "stream_control",
+        "recording",
+        "meeting_control",
+        "user_management",
+        "signaling",
+        "webrtc_negotiation",
+    ]
