@@ -1,0 +1,407 @@
+"""Idle publish-to-handler latency across processes: meetq next to a bare BRPOP loop.
+
+    python bench/bench_latency.py [--runs 5] [--samples 500] [--pause 5]
+
+Starts its own redis-server on a free loopback port. Each measurement is a pair of
+fresh processes, a producer and a worker, on that server:
+
+- ``meetq``: the worker runs ``initialize_queue_system`` with the default config (only
+  ``message_queue.type: redis``, the server's URL and a fresh key prefix set) and one
+  async handler; the producer is a second meetq process that calls ``publish``.
+- ``BRPOP``: the consumer is a bare redis.asyncio loop blocked in ``BRPOP``; the producer
+  ``LPUSH``es a timestamped item. That is how a peer built on BRPOP (taskiq's list
+  broker) receives a job, minus anything it does after the pop.
+- ``meetq, 1 process`` (for comparison): publisher and worker in one process.
+
+Idle means: a sample is sent only after the worker reported the previous one and
+``--pause`` ms passed, so the worker is waiting, not busy, when it arrives. The first
+``--warmup`` samples (connections, script loading) are not counted.
+
+Clock: ``time.monotonic_ns()``, which is CLOCK_MONOTONIC on Linux: one clock for every
+process of the machine (``perf_counter_ns`` is not guaranteed to be). The producer reads
+it just before ``publish``/``LPUSH`` and puts it in the message; the worker reads it as
+its handler starts (right after ``BRPOP`` returns) and writes ``(seq, sent, arrived)``
+as a 24-byte record to a pipe the producer reads. The pipe keeps the feedback off Redis
+and off the measured path. Latency = arrived - sent.
+
+Figures: p50/p90/p99 of each run's samples, then the median over ``--runs`` runs; the
+kinds are interleaved within a run so machine noise hits all alike. The last row is the
+range of the per-run p50 ratios, a hint of how noisy the machine was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+import redis
+import redis.asyncio as aioredis
+
+import meetq
+from meetq import Message
+from meetq.testing._redis_server import RedisServer
+
+# (seq, sent ns, arrived ns); a write this small to a pipe is atomic.
+RECORD: Final = struct.Struct("<qqq")
+READY_SEQ: Final = -1
+# Every wait is bounded: a worker that is not up, a sample that never arrives, a child
+# that will not stop.
+READY_TIMEOUT: Final = 30.0
+SAMPLE_TIMEOUT: Final = 10.0
+STOP_TIMEOUT: Final = 10.0
+BRPOP_BLOCK: Final = 1  # seconds; the consumer re-checks for shutdown this often
+
+KINDS: Final = {
+    "meetq": ("meetq-worker", "meetq-producer"),
+    "brpop": ("brpop-worker", "brpop-producer"),
+    "local": ("meetq-local", ""),
+}
+LABELS: Final = {"meetq": "meetq", "brpop": "bare BRPOP", "local": "meetq, 1 process"}
+
+
+def _config(url: str, namespace: str) -> dict[str, Any]:
+    # Default config otherwise: what a user who only picks `type: redis` gets.
+    return {
+        "redis": {"url": url, "key_prefix": namespace},
+        "message_queue": {"type": "redis"},
+    }
+
+
+class _PipeReader:
+    """Reads the worker's records without blocking the producer's event loop."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        os.set_blocking(fd, False)
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():  # the callback may fire again before it is removed
+                ready.set_result(None)
+
+        loop.add_reader(self._fd, wake)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(self._fd)
+
+    async def record(self, timeout: float) -> tuple[int, int, int]:  # noqa: ASYNC109  (bounded read)
+        async with asyncio.timeout(timeout):
+            while len(self._buffer) < RECORD.size:
+                try:
+                    chunk = os.read(self._fd, 4096)
+                except BlockingIOError:
+                    await self._readable()
+                    continue
+                if not chunk:
+                    raise RuntimeError("the worker closed its pipe (it exited; see its stderr)")
+                self._buffer += chunk
+        seq, sent, arrived = RECORD.unpack_from(self._buffer)
+        del self._buffer[: RECORD.size]
+        return seq, sent, arrived
+
+
+def _report(fd: int, seq: int, sent: int, arrived: int) -> None:
+    os.write(fd, RECORD.pack(seq, sent, arrived))
+
+
+async def _until_terminated() -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+
+
+# -- workers (write records) ------------------------------------------------------------
+
+
+async def meetq_worker(url: str, namespace: str, fd: int) -> None:
+    qm = await meetq.initialize_queue_system(_config(url, namespace))
+    mq = qm.get_message_queue()
+    assert mq is not None
+
+    @mq.handler("ping")
+    async def ping(msg: Message) -> None:
+        arrived = time.monotonic_ns()
+        _report(fd, msg.payload["seq"], msg.payload["sent"], arrived)
+
+    await qm.start()  # returns once the wake-up subscription is confirmed
+    _report(fd, READY_SEQ, 0, 0)
+    await _until_terminated()
+    await qm.stop()
+
+
+async def brpop_worker(url: str, namespace: str, fd: int) -> None:
+    client = aioredis.Redis.from_url(url)
+    key = f"{namespace}:list"
+
+    async def consume() -> None:
+        while True:
+            item = await client.brpop([key], timeout=BRPOP_BLOCK)
+            arrived = time.monotonic_ns()
+            if item is not None:
+                seq, sent = item[1].split(b" ")
+                _report(fd, int(seq), int(sent), arrived)
+
+    await client.ping()  # connected: the first BRPOP goes out at once
+    consumer = asyncio.create_task(consume())
+    _report(fd, READY_SEQ, 0, 0)
+    await _until_terminated()
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+    await client.aclose()
+
+
+# -- producers (read records, print the latencies) ------------------------------------
+
+
+async def _produce(
+    fd: int, samples: int, pause: float, send: Callable[[int, int], Any]
+) -> list[int]:
+    reader = _PipeReader(fd)
+    if (await reader.record(READY_TIMEOUT))[0] != READY_SEQ:
+        raise RuntimeError("the worker's first record was not its ready mark")
+    latencies = []
+    for seq in range(samples):
+        await asyncio.sleep(pause)
+        sent = time.monotonic_ns()
+        await send(seq, sent)
+        got = await reader.record(SAMPLE_TIMEOUT)
+        if got[:2] != (seq, sent):
+            raise RuntimeError(f"sample {seq} sent at {sent}: the worker reported {got}")
+        latencies.append(got[2] - sent)
+    return latencies
+
+
+async def meetq_producer(
+    url: str, namespace: str, fd: int, samples: int, pause: float
+) -> list[int]:
+    qm = await meetq.initialize_queue_system(_config(url, namespace))
+    mq = qm.get_message_queue()
+    assert mq is not None
+
+    async def send(seq: int, sent: int) -> None:
+        await mq.publish(Message(type="ping", payload={"seq": seq, "sent": sent}))
+
+    try:
+        return await _produce(fd, samples, pause, send)
+    finally:
+        await qm.stop()
+
+
+async def brpop_producer(
+    url: str, namespace: str, fd: int, samples: int, pause: float
+) -> list[int]:
+    client = aioredis.Redis.from_url(url)
+    key = f"{namespace}:list"
+
+    async def send(seq: int, sent: int) -> None:
+        await client.lpush(key, b"%d %d" % (seq, sent))
+
+    try:
+        return await _produce(fd, samples, pause, send)
+    finally:
+        await client.aclose()
+
+
+async def meetq_local(url: str, namespace: str, samples: int, pause: float) -> list[int]:
+    qm = await meetq.initialize_queue_system(_config(url, namespace))
+    mq = qm.get_message_queue()
+    assert mq is not None
+    arrivals: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+
+    @mq.handler("ping")
+    async def ping(msg: Message) -> None:
+        arrivals.put_nowait((msg.payload["seq"], time.monotonic_ns()))
+
+    await qm.start()
+    latencies = []
+    try:
+        for seq in range(samples):
+            await asyncio.sleep(pause)
+            sent = time.monotonic_ns()
+            await mq.publish(Message(type="ping", payload={"seq": seq}))
+            got, arrived = await asyncio.wait_for(arrivals.get(), SAMPLE_TIMEOUT)
+            if got != seq:
+                raise RuntimeError(f"sample {seq}: the handler saw {got}")
+            latencies.append(arrived - sent)
+    finally:
+        await qm.stop()
+    return latencies
+
+
+# -- orchestration ----------------------------------------------------------------------
+
+
+def _child(args: argparse.Namespace) -> None:
+    total, pause = args.warmup + args.samples, args.pause / 1000
+    role, url, ns, fd = args.role, args.url, args.namespace, args.fd
+    if role == "meetq-worker":
+        asyncio.run(meetq_worker(url, ns, fd))
+        return
+    if role == "brpop-worker":
+        asyncio.run(brpop_worker(url, ns, fd))
+        return
+    if role == "meetq-producer":
+        latencies = asyncio.run(meetq_producer(url, ns, fd, total, pause))
+    elif role == "brpop-producer":
+        latencies = asyncio.run(brpop_producer(url, ns, fd, total, pause))
+    elif role == "meetq-local":
+        latencies = asyncio.run(meetq_local(url, ns, total, pause))
+    else:
+        raise SystemExit(f"unknown --role {role!r}")
+    print(json.dumps(latencies[args.warmup :]))
+
+
+def _spawn(
+    role: str, url: str, namespace: str, fd: int, args: argparse.Namespace
+) -> subprocess.Popen[str]:
+    """A child running ``role``; a worker's stdout is dropped, everyone else's is read."""
+    command = [sys.executable, __file__, "--role", role, "--url", url, "--namespace", namespace]
+    command += ["--fd", str(fd), "--samples", str(args.samples), "--warmup", str(args.warmup)]
+    command += ["--pause", str(args.pause)]
+    stdout = subprocess.DEVNULL if role.endswith("-worker") else subprocess.PIPE
+    return subprocess.Popen(command, pass_fds=(fd,) if fd >= 0 else (), stdout=stdout, text=True)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def _measure(kind: str, url: str, args: argparse.Namespace) -> list[int]:
+    """One run of one kind in fresh processes; the latencies in ns."""
+    worker_role, producer_role = KINDS[kind]
+    namespace = f"lat{uuid.uuid4().hex[:8]}"
+    budget = READY_TIMEOUT + (args.warmup + args.samples) * (args.pause / 1000 + 0.05) + 30
+    if not producer_role:
+        local = _spawn(worker_role, url, namespace, -1, args)
+        try:
+            out, _ = local.communicate(timeout=budget)
+        finally:
+            _stop(local)
+        if local.returncode != 0:
+            raise RuntimeError(f"{kind}: the process failed (exit {local.returncode})")
+        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    read_end, write_end = os.pipe()
+    worker = producer = None
+    try:
+        worker = _spawn(worker_role, url, namespace, write_end, args)
+        os.close(write_end)  # the worker's exit must reach the producer as end-of-file
+        write_end = -1
+        producer = _spawn(producer_role, url, namespace, read_end, args)
+        os.close(read_end)
+        read_end = -1
+        out, _ = producer.communicate(timeout=budget)
+        if producer.returncode != 0:
+            raise RuntimeError(f"{kind}: the producer failed (exit {producer.returncode})")
+        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+        for process in (producer, worker):
+            if process is not None:
+                _stop(process)
+
+
+def _percentile(sorted_ns: list[int], q: float) -> float:
+    """Nearest rank, in ms."""
+    rank = max(1, math.ceil(q * len(sorted_ns)))
+    return sorted_ns[rank - 1] / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=500, help="counted samples per run")
+    parser.add_argument("--warmup", type=int, default=20, help="samples sent first, not counted")
+    parser.add_argument("--pause", type=float, default=5.0, help="ms between handled and next")
+    parser.add_argument("--no-local", action="store_true", help="skip the 1-process meetq row")
+    parser.add_argument("--role", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--namespace", help=argparse.SUPPRESS)
+    parser.add_argument("--fd", type=int, default=-1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        _child(args)
+        return
+    if args.runs < 1 or args.samples < 1 or args.warmup < 0 or args.pause < 0:
+        parser.error("--runs and --samples must be >= 1, --warmup and --pause >= 0")
+
+    kinds = ["meetq", "brpop"] if args.no_local else ["meetq", "brpop", "local"]
+    load_before = os.getloadavg()[0]
+    with RedisServer() as server:
+        version = (
+            subprocess.run(
+                ["redis-server", "--version"], capture_output=True, text=True, timeout=10
+            )
+            .stdout.split()[2]
+            .removeprefix("v=")
+        )
+        percentiles: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+        for _ in range(args.runs):
+            for kind in kinds:  # interleaved, so machine noise hits all alike
+                latencies = sorted(_measure(kind, server.url, args))
+                percentiles[kind].append(
+                    {q: _percentile(latencies, float(q)) for q in ("0.5", "0.9", "0.99")}
+                )
+    load_after = os.getloadavg()[0]
+
+    def med(kind: str, q: str) -> float:
+        return statistics.median(run[q] for run in percentiles[kind])
+
+    clock = time.get_clock_info("monotonic").implementation
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.system()}, Python "
+        f"{platform.python_version()}, redis-py {redis.__version__}, redis-server {version}; "
+        f"load avg {load_before:.2f} -> {load_after:.2f}; clock time.monotonic_ns ({clock}); "
+        f"median of {args.runs} runs x {args.samples} samples (+{args.warmup} warm-up), "
+        f"{args.pause:g} ms pause; producer and worker in separate processes"
+    )
+    header = f"| {'idle publish -> handler (ms)':<30} |" + "".join(
+        f" {LABELS[k]:>16} |" for k in kinds
+    )
+    header += f" {'meetq/BRPOP':>14} |"
+    print(header)
+    print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
+    for q, name in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
+        cells = "".join(f" {med(k, q):>16.3f} |" for k in kinds)
+        print(f"| {name:<30} |{cells} {med('meetq', q) / med('brpop', q):>13.2f}x |")
+    ratios = [
+        m["0.5"] / b["0.5"] for m, b in zip(percentiles["meetq"], percentiles["brpop"], strict=True)
+    ]
+    spread = f"{min(ratios):.2f}x .. {max(ratios):.2f}x"
+    blanks = "".join(f" {'':>16} |" for _ in kinds)
+    print(f"| {'p50 ratio, per run':<30} |{blanks} {spread:>14} |")
+
+
+if __name__ == "__main__":
+    main()
