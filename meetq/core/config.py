@@ -133,6 +133,8 @@ class MessageQueueConfig:
     max_retries: int = _int(3, 0, 1000)
     enable_dead_letter_queue: bool = _bool(True)
     handler_timeout: float = _duration(0.0, SECONDS)
+    # Threads for plain (non-async) handlers; 0: as many as ``workers``.
+    sync_handler_threads: int = _int(0, 0, 10_000)
     retry_backoff_base: float = _duration(1.0, SECONDS)
     retry_backoff_max: float = _duration(300.0, SECONDS)
     retry_jitter: float = _float(0.2, 0.0, 1.0)

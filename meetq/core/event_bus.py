@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._usercode import PROPAGATES, run_in_thread
 from meetq.core._validation import is_async_callable
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
@@ -329,7 +330,7 @@ class LocalEventBus(AsyncService):
                         if is_async:
                             await handler(event)
                         else:
-                            await asyncio.to_thread(handler, event)
+                            await run_in_thread(handler, event)
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
                         if task is not None and task.cancelling():
@@ -343,7 +344,9 @@ class LocalEventBus(AsyncService):
                             event.type,
                             event.id,
                         )
-                    except Exception:
+                    except BaseException as exc:
+                        if isinstance(exc, PROPAGATES):
+                            raise  # Ctrl-C; SystemExit is a failed call like any (_usercode)
                         failed = True
                         log.exception(
                             "meetq event bus handler %r failed on %r event %s",

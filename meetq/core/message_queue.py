@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import attrs
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._usercode import PROPAGATES, SyncThreads, SyncTimedOut, Ticket
 from meetq.core._validation import is_async_callable
 from meetq.core.config import MessageQueueConfig, load_config
 from meetq.core.errors import (
@@ -62,6 +63,8 @@ Handler = Callable[[Message], Any]
 H = TypeVar("H", bound=Handler)
 
 _MAX_BATCH = 100_000
+# "Every sync handler thread is taken" is logged at most this often.
+_LOG_INTERVAL = 5.0
 
 
 def _config_from(
@@ -147,6 +150,12 @@ class MessageQueue(AsyncService):
         self._state = "new"  # new -> running -> stopping -> stopped
         self._claiming = False
         self._local: dict[str, int] = {"lease_lost": 0, "handler_timeouts": 0, "undecodable": 0}
+        # Plain handlers run on threads of their own (made at start()): see _usercode.
+        self._sync_threads: SyncThreads | None = None
+        self._sync_types: frozenset[str] = frozenset()
+        self._tickets: dict[str, Ticket] = {}  # lease token -> the thread it will run on
+        self._sync_released = 0
+        self._last_sync_log = 0.0
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -331,6 +340,16 @@ class MessageQueue(AsyncService):
             "in_flight": len(self._running),
             "handled_types": self.handled_types,
             **self._local,
+            **self._sync_stats(),
+        }
+
+    def _sync_stats(self) -> dict[str, int]:
+        threads = self._sync_threads
+        return {
+            "sync_threads": 0 if threads is None else threads.threads,
+            "sync_threads_busy": 0 if threads is None else threads.busy,
+            "sync_threads_abandoned": 0 if threads is None else threads.abandoned,
+            "sync_released_no_thread": self._sync_released,
         }
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -351,6 +370,12 @@ class MessageQueue(AsyncService):
         await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
         self._state = "running"
         self._claiming = True
+        self._sync_types = frozenset(
+            t for t, h in self._handlers.items() if not is_async_callable(h)
+        )
+        if self._sync_types:
+            size = self.config.sync_handler_threads or self.config.workers
+            self._sync_threads = SyncThreads(size, f"{self.name}-sync", self._kick.set)
         self._tasks = [
             asyncio.create_task(self._exchange_loop(), name=f"meetq:{self.name}:exchange"),
             asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),
@@ -411,11 +436,46 @@ class MessageQueue(AsyncService):
         self._kick.set()
 
     async def _exchange_loop(self) -> None:
-        types = self.handled_types
+        try:
+            await self._exchange_rounds()
+        finally:
+            if self._sync_threads is not None:
+                self._sync_threads.shutdown()
+
+    def _claimable(self, free: int) -> tuple[list[str], int]:
+        """The types to claim and how many: no plain-handler work without a free thread."""
+        threads = self._sync_threads
+        if threads is None or free <= 0 or threads.free >= free:
+            return self.handled_types, free
+        if threads.free <= 0:
+            self._log_threads_taken(threads)
+        async_types = [t for t in self.handled_types if t not in self._sync_types]
+        if not async_types:
+            return self.handled_types, max(0, threads.free)
+        # Mixed: claim freely; a plain-handler message beyond the free threads is
+        # released uncharged when it arrives (_start_delivery).
+        return (self.handled_types if threads.free > 0 else async_types), free
+
+    def _log_threads_taken(self, threads: SyncThreads) -> None:
+        now = time.monotonic()
+        if now - self._last_sync_log < _LOG_INTERVAL:
+            return
+        self._last_sync_log = now
+        log.warning(
+            "meetq: %s: all %d sync handler threads are taken (%d by handlers that ran "
+            "past their timeout and still run); plain-handler messages wait, uncharged, "
+            "until one returns (message_queue.sync_handler_threads)",
+            self.name,
+            threads.threads,
+            threads.abandoned,
+        )
+
+    async def _exchange_rounds(self) -> None:
         backoff = 0.0
         while True:
             draining = self._state == "draining"
-            free = self._capacity - len(self._running) if self._claiming else 0
+            slots = self._capacity - len(self._running) if self._claiming else 0
+            types, free = self._claimable(slots)
             settlements, self._pending = self._pending, []
             if not settlements and free <= 0:
                 if draining:
@@ -466,14 +526,28 @@ class MessageQueue(AsyncService):
                     lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
                     self._pending.append(Settlement(lease=lease, outcome="release"))
                     continue
-                task = asyncio.create_task(self._run(claimed))
-                self._running[claimed.token] = (claimed, task)
+                self._start_delivery(claimed)
             if draining or not self._claiming:
                 continue
             if free > 0 and len(result.claimed) < free and not self._pending:
                 # Nothing more for us right now: sleep until a publish wakes us, a
                 # handler finishes, or poll_interval passes as a fallback.
                 await self._wait_for_work_or_kick()
+
+    def _start_delivery(self, claimed: Claimed) -> None:
+        if claimed.type in self._sync_types:
+            assert self._sync_threads is not None
+            ticket = self._sync_threads.reserve()
+            if ticket is None:
+                # It never ran: hand it back without charging an attempt.
+                self._sync_released += 1
+                self._log_threads_taken(self._sync_threads)
+                lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
+                self._pending.append(Settlement(lease=lease, outcome="release"))
+                return
+            self._tickets[claimed.token] = ticket
+        task = asyncio.create_task(self._run(claimed))
+        self._running[claimed.token] = (claimed, task)
 
     async def _wait_for_work_or_kick(self) -> None:
         # The watcher kicks on every wake-up and at least every poll_interval; a handler
@@ -562,6 +636,9 @@ class MessageQueue(AsyncService):
             settlement = self._failure(claimed, None, f"internal error: {exc!r}", "", retry=True)
         finally:
             self._running.pop(claimed.token, None)
+            ticket = self._tickets.pop(claimed.token, None)
+            if ticket is not None:
+                ticket.close()  # not used (undecodable, say): the thread is free again
             self._settle(settlement)
 
     async def _attempt(self, claimed: Claimed, lease: LeaseRef) -> Settlement:
@@ -593,24 +670,27 @@ class MessageQueue(AsyncService):
             return Settlement(lease=lease, outcome="release")
         timeout = message.timeout or self.config.handler_timeout or None
         scope: asyncio.Timeout | None = None
+        ticket = self._tickets.pop(claimed.token, None)
         try:
-            async with asyncio.timeout(timeout) as scope:
-                await _call(handler, message)
+            if ticket is not None:
+                # A plain handler: its timeout counts from its start in its thread.
+                try:
+                    await ticket.run(handler, message, timeout)
+                except SyncTimedOut:
+                    raise _Expired() from None
+            else:
+                async with asyncio.timeout(timeout) as scope:
+                    result = handler(message)
+                    if inspect.isawaitable(result):
+                        await result
+        except _Expired:
+            return self._timed_out(claimed, message, timeout)
         except TimeoutError as exc:
             if timeout is None or scope is None or not scope.expired():
                 # The handler's own TimeoutError (a socket, an HTTP client): an ordinary
                 # failure, not ours to relabel.
                 return self._handler_failed(claimed, message, exc)
-            self._local["handler_timeouts"] += 1
-            error = str(HandlerTimeout(timeout))
-            log.warning(
-                "meetq: %s: message %s attempt %d: %s",
-                self.name,
-                claimed.id,
-                claimed.attempt,
-                error,
-            )
-            return self._failure(claimed, message, error, "")
+            return self._timed_out(claimed, message, timeout)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -627,10 +707,23 @@ class MessageQueue(AsyncService):
             tb = "".join(traceback.format_exception(exc, limit=20))
             return self._failure(claimed, message, "CancelledError raised by the handler", tb)
         except BaseException as exc:  # a handler must never take the worker down
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
+            if isinstance(exc, PROPAGATES):
+                raise  # Ctrl-C is the operator's; SystemExit is a failed attempt (_usercode)
             return self._handler_failed(claimed, message, exc)
         return Settlement(lease=lease, outcome="ack")
+
+    def _timed_out(self, claimed: Claimed, message: Message, timeout: float | None) -> Settlement:
+        assert timeout is not None
+        self._local["handler_timeouts"] += 1
+        error = str(HandlerTimeout(timeout))
+        log.warning(
+            "meetq: %s: message %s attempt %d: %s",
+            self.name,
+            claimed.id,
+            claimed.attempt,
+            error,
+        )
+        return self._failure(claimed, message, error, "")
 
     def _handler_failed(self, claimed: Claimed, message: Message, exc: BaseException) -> Settlement:
         tb = "".join(traceback.format_exception(exc, limit=20))
@@ -685,13 +778,8 @@ class MessageQueue(AsyncService):
                 )
 
 
-async def _call(handler: Handler, message: Message) -> None:
-    if is_async_callable(handler):
-        await handler(message)
-        return
-    result = await asyncio.to_thread(handler, message)
-    if inspect.isawaitable(result):
-        await result
+class _Expired(Exception):
+    """A plain handler's thread ran past the timeout."""
 
 
 def _check_count(field: str, value: object) -> None:

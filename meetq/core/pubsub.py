@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._usercode import PROPAGATES, run_in_thread
 from meetq.core._validation import is_async_callable
 from meetq.core.config import EventBusConfig, load_config
 from meetq.core.errors import ClosedError, ValidationError
@@ -667,7 +668,7 @@ class PubSub(AsyncService):
                     if sub.is_async:
                         await handler(message)
                     else:
-                        await asyncio.to_thread(handler, message)
+                        await run_in_thread(handler, message)
                 except asyncio.CancelledError:
                     current = asyncio.current_task()
                     if current is not None and current.cancelling():
@@ -683,7 +684,9 @@ class PubSub(AsyncService):
                         message.id,
                         message.channel,
                     )
-                except Exception:
+                except BaseException as exc:
+                    if isinstance(exc, PROPAGATES):
+                        raise  # Ctrl-C; SystemExit is a failed call like any (_usercode)
                     self._failed += 1
                     log.exception(
                         "meetq pubsub handler %r failed on %r message %s (channel %r)",

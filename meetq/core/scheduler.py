@@ -28,7 +28,6 @@ import asyncio
 import enum
 import functools
 import heapq
-import inspect
 import logging
 import math
 import random
@@ -41,6 +40,7 @@ from typing import Any
 import attrs
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._usercode import PROPAGATES, run_in_thread
 from meetq.core._validation import (
     convert_mapping,
     convert_timeout,
@@ -750,9 +750,7 @@ async def _attempt(task: Task) -> tuple[str, Any]:
             if is_async_callable(task.handler):
                 result = await task.handler(task)
             else:
-                result = await asyncio.to_thread(task.handler, task)
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await run_in_thread(task.handler, task)
     except asyncio.CancelledError:
         raise
     except TimeoutError as exc:
@@ -760,7 +758,9 @@ async def _attempt(task: Task) -> tuple[str, Any]:
             assert task.timeout is not None
             return "timeout", str(HandlerTimeout(task.timeout))
         return "error", f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # a handler's failure ends its attempt, nothing else
+    except BaseException as exc:  # a handler's failure ends its attempt, nothing else
+        if isinstance(exc, PROPAGATES):
+            raise  # Ctrl-C; SystemExit is a failed attempt like any (_usercode)
         log.debug("meetq scheduler: task %s handler raised", task.id, exc_info=True)
         return "error", f"{type(exc).__name__}: {exc}"
     return "completed", result

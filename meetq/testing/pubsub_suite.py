@@ -32,6 +32,7 @@ from meetq.core.protocols import Backend, TransportMessage
 from meetq.core.pubsub import PubSub
 from meetq.core.types import PubSubMessage
 from meetq.testing._base import BackendContract
+from meetq.testing.work_queue_suite import eventually
 
 __all__ = ["PubSubContract", "wait_until"]
 
@@ -340,6 +341,34 @@ class PubSubContract(BackendContract):
         assert stats["total_failed"] == 1
         assert stats["total_processed"] == 1
         assert got.types == ["fine"]
+
+    async def test_plain_handler_stop_iteration_and_exit_are_counted_failures(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        # StopIteration from a thread once hung the consumer forever; SystemExit ended it.
+        ps = await make_pubsub()
+        got = Collector()
+        loop = asyncio.get_running_loop()
+
+        def plain(message: PubSubMessage) -> None:
+            if message.type == "stop":
+                raise StopIteration
+            if message.type == "exit":
+                raise SystemExit(0)
+            asyncio.run_coroutine_threadsafe(got(message), loop).result(10)
+
+        async def exits(message: PubSubMessage) -> None:
+            if message.type == "exit":
+                raise SystemExit(0)
+
+        await ps.subscribe("f", plain)
+        await ps.subscribe("f", exits)
+        for kind in ("stop", "exit", "fine"):
+            await ps.publish("f", msg(kind))
+        await got.wait_for(1)
+        assert got.types == ["fine"]
+        await eventually(lambda: _handled(ps, 6))  # 3 messages x 2 handlers
+        assert (await ps.stats())["total_failed"] == 3
 
     async def test_undecodable_message_counted_reader_survives(
         self, make_pubsub: PubSubFactory, pubsub_backend: Backend, meetq_namespace: str
@@ -730,3 +759,8 @@ class PubSubContract(BackendContract):
         # Nothing dropped, so nothing fired; the reconnect itself is tested against a
         # real server in tests/integration.
         assert calls == [] and (await ps.stats())["reconnects"] == 0
+
+
+async def _handled(ps: PubSub, count: int) -> bool:
+    stats = await ps.stats()
+    return stats["total_processed"] + stats["total_failed"] == count

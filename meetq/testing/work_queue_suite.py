@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -378,6 +380,110 @@ class WorkQueueContract(BackendContract):
             await asyncio.wait_for(ok.wait(), 10)
         errors = sorted(d.error.split(":")[0] for d in await mq.dead_letters())
         assert errors == ["KeyError", "ValueError", "Weird"]
+
+    async def test_sync_handler_raising_stop_iteration_frees_its_slot(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # StopIteration cannot cross a Future: once it left the slot busy forever.
+        mq = make_queue(workers=2, max_retries=0)
+        ran: list[str] = []
+
+        @mq.handler("bad")
+        def bad(msg: Message) -> None:
+            raise StopIteration
+
+        @mq.handler("ok")
+        def ok(msg: Message) -> None:
+            ran.append(msg.id)
+
+        await mq.publish_batch([Message(type="bad"), Message(type="bad")])
+        await mq.publish_batch([Message(type="ok") for _ in range(10)])
+        await mq.start()
+        await eventually(lambda: len(ran) == 10)
+        await eventually(lambda: _dead(mq, 2))
+        assert all("StopIteration" in d.error for d in await mq.dead_letters())
+        await asyncio.wait_for(mq.stop(), 10)
+
+    async def test_system_exit_and_generator_exit_are_failed_attempts(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # A handler cannot end the worker: a poison message calling sys.exit() would
+        # take down every worker that picks it up (and with status 0).
+        mq = make_queue(workers=2, max_retries=0)
+        ok = asyncio.Event()
+
+        @mq.handler("exit_async")
+        async def exit_async(msg: Message) -> None:
+            raise SystemExit(0)
+
+        @mq.handler("exit_sync")
+        def exit_sync(msg: Message) -> None:
+            raise SystemExit(3)
+
+        @mq.handler("genexit")
+        def genexit(msg: Message) -> None:
+            raise GeneratorExit
+
+        @mq.handler("ok")
+        async def fine(msg: Message) -> None:
+            ok.set()
+
+        await mq.publish_batch([Message(type=t) for t in ("exit_async", "exit_sync", "genexit")])
+        async with mq:
+            await eventually(lambda: _dead(mq, 3))
+            await mq.publish(Message(type="ok"))
+            await asyncio.wait_for(ok.wait(), 10)
+        errors = sorted(d.error for d in await mq.dead_letters())
+        assert errors == ["GeneratorExit: ", "SystemExit: 0", "SystemExit: 3"]
+
+    async def test_stuck_sync_handlers_do_not_charge_messages_that_never_ran(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # As many stuck plain handlers as asyncio's default executor has threads: they
+        # once took them all, and every later plain message timed out unstarted.
+        stuck_n = min(32, (os.cpu_count() or 1) + 4)
+        mq = make_queue(workers=stuck_n + 2, sync_handler_threads=stuck_n, max_retries=0)
+        release = threading.Event()
+        started = 0
+        ran: list[int] = []
+        probes: list[str] = []
+
+        @mq.handler("stuck")
+        def stuck(msg: Message) -> None:
+            nonlocal started
+            started += 1
+            release.wait(30)
+
+        @mq.handler("quick")
+        def quick(msg: Message) -> None:
+            ran.append(msg.retry_count)
+
+        @mq.handler("probe")
+        async def probe(msg: Message) -> None:
+            probes.append(msg.id)
+
+        try:
+            await mq.publish_batch([Message(type="stuck", timeout=0.2) for _ in range(stuck_n)])
+            async with mq:
+                await eventually(lambda: _dead(mq, stuck_n))
+                stats = await mq.stats()
+                assert stats["sync_threads"] == stuck_n
+                assert stats["sync_threads_abandoned"] == stuck_n
+                await mq.publish_batch([Message(type="quick", timeout=0.2) for _ in range(20)])
+                # Async work still flows; by the time this delayed probe ran, a quick
+                # message timed from its submission would have been dead-lettered.
+                await mq.publish(Message(type="probe"), delay=0.5)
+                await eventually(lambda: len(probes) == 1)
+                assert ran == []
+                assert await mq.dead_letter_count() == stuck_n
+                release.set()
+                await eventually(lambda: len(ran) == 20)
+                assert ran == [0] * 20  # each ran on its first, uncharged attempt
+                assert await mq.dead_letter_count() == stuck_n
+                await eventually(lambda: _abandoned(mq, 0))
+        finally:
+            release.set()
+        assert started == stuck_n
 
     async def test_handler_raising_cancelled_error_is_a_failed_attempt(
         self, make_queue: MakeQueue
@@ -937,3 +1043,7 @@ async def _dead(mq: MessageQueue, count: int) -> bool:
 
 def _idle(mq: MessageQueue) -> bool:
     return not mq._kick.is_set() and not mq._running
+
+
+async def _abandoned(mq: MessageQueue, count: int) -> bool:
+    return bool((await mq.stats())["sync_threads_abandoned"] == count)

@@ -1,0 +1,194 @@
+"""How meetq runs user code (handlers, callbacks): one set of rules for every component.
+
+Design (why it looks like this):
+
+- An ``async def`` runs on the event loop; a plain function runs in a thread, and if it
+  returns an awaitable, that is awaited on the loop.
+- ``StopIteration`` cannot cross a Future: asyncio refuses it (``TypeError`` inside a
+  loop callback), so the awaiting task would wait forever. Raised by a plain function it
+  becomes ``RuntimeError("handler raised StopIteration")`` in the thread, the way PEP 479
+  already turns it into ``RuntimeError`` inside a coroutine.
+- What a handler raises is a failed call of that handler, ``SystemExit``,
+  ``GeneratorExit`` and any other ``BaseException`` included: a poison message calling
+  ``sys.exit()`` must not take down every worker that picks it up, nor end the process
+  with status 0. Only ``KeyboardInterrupt`` (``PROPAGATES``) is the operator's and
+  propagates. A
+  ``CancelledError`` the handler raised itself is a failure too; each component tells it
+  apart from its own cancellation with ``Task.cancelling()``.
+- ``SyncThreads`` is the message queue's own pool for plain handlers: sized from config,
+  a thread is *reserved* before a message is taken on, so a message never waits for a
+  thread, and a timeout counts from the moment the handler really starts. A thread whose
+  handler ran past its timeout cannot be stopped; it stays counted (``abandoned``) until
+  it returns, so a pool exhausted by stuck handlers claims no more plain-handler work
+  instead of charging messages that never ran. Its threads are daemons: a stuck handler
+  cannot keep the process from exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["PROPAGATES", "SyncThreads", "SyncTimedOut", "Ticket", "run_in_thread"]
+
+#: What a handler may raise that is not a failed call but goes on up: the operator's
+#: Ctrl-C. Everything else a handler raises (``SystemExit`` too) fails that call only.
+PROPAGATES: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+
+
+class SyncTimedOut(Exception):
+    """A plain handler ran past its timeout (counted from its start); its thread runs on."""
+
+
+def _guarded(func: Callable[[Any], Any], arg: Any) -> Any:
+    try:
+        return func(arg)
+    except StopIteration as exc:
+        raise RuntimeError("handler raised StopIteration") from exc
+
+
+async def run_in_thread(func: Callable[[Any], Any], arg: Any) -> Any:
+    """``func(arg)`` in the default executor, an awaitable result awaited here."""
+    result = await asyncio.to_thread(_guarded, func, arg)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class SyncThreads:
+    """A fixed number of daemon threads for plain handlers, with reservations.
+
+    Used from the event loop's thread only (the counters are plain ints); worker threads
+    report back with ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, threads: int, name: str, on_free: Callable[[], None]) -> None:
+        self.threads = threads
+        self._name = name
+        self._on_free = on_free
+        self.busy = 0  # reserved or running, abandoned ones included
+        self.abandoned = 0  # timed out or cancelled, still running in their thread
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._closed = False
+
+    @property
+    def free(self) -> int:
+        return self.threads - self.busy
+
+    def reserve(self) -> Ticket | None:
+        """A thread for one call, or None when every thread is taken."""
+        if self._closed or self.busy >= self.threads:
+            return None
+        self.busy += 1
+        # Never fewer threads than reservations, so a submitted job starts at once.
+        if len(self._workers) < self.busy:
+            worker = threading.Thread(
+                target=self._work, name=f"meetq-{self._name}-{len(self._workers)}", daemon=True
+            )
+            self._workers.append(worker)
+            worker.start()
+        return Ticket(self)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job()
+
+    def _returned(self, abandoned: bool) -> None:
+        self.busy -= 1
+        if abandoned:
+            self.abandoned -= 1
+        self._on_free()
+
+    def shutdown(self) -> None:
+        """Let idle threads end; a stuck one is a daemon and is not waited for."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._workers:
+            self._jobs.put(None)
+
+
+class Ticket:
+    """One reserved thread: ``run`` uses it once; ``close`` gives it back unused."""
+
+    __slots__ = ("_pool", "_used")
+
+    def __init__(self, pool: SyncThreads) -> None:
+        self._pool = pool
+        self._used = False
+
+    def close(self) -> None:
+        if not self._used:
+            self._used = True
+            self._pool._returned(False)
+
+    async def run(self, func: Callable[[Any], Any], arg: Any, timeout: float | None) -> Any:  # noqa: ASYNC109  (the limit starts in the thread, not here)
+        """``func(arg)`` on the reserved thread; ``timeout`` counts from its start.
+
+        Raises ``SyncTimedOut`` when it runs past ``timeout``; what ``func`` raises
+        otherwise (``StopIteration`` as ``RuntimeError``).
+        """
+        if self._used:
+            raise RuntimeError("a Ticket runs one call")
+        self._used = True
+        pool = self._pool
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[None] = loop.create_future()
+        finished: asyncio.Future[Any] = loop.create_future()
+        given_up = False
+
+        def settle(ok: bool, value: Any) -> None:  # on the loop, after the call returned
+            if not given_up and not finished.done():
+                if ok:
+                    finished.set_result(value)
+                else:
+                    finished.set_exception(value)
+            pool._returned(given_up)
+
+        def job() -> None:  # in the worker thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, started)
+            try:
+                value, ok = context.run(_guarded, func, arg), True
+            except BaseException as exc:  # every outcome goes back to the loop
+                value, ok = exc, False
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, ok, value)
+
+        context = contextvars.copy_context()
+        scope: asyncio.Timeout | None = None
+        pool._jobs.put(job)
+        try:
+            await started
+            async with asyncio.timeout(timeout) as scope:
+                result = await asyncio.shield(finished)
+        except TimeoutError:
+            if scope is None or not scope.expired() or finished.done():
+                raise
+            given_up = True
+            pool.abandoned += 1
+            raise SyncTimedOut() from None
+        except asyncio.CancelledError:
+            if not finished.done():
+                given_up = True
+                pool.abandoned += 1
+            raise
+        if inspect.isawaitable(result):
+            async with asyncio.timeout(timeout):
+                result = await result
+        return result
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
