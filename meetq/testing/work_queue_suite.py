@@ -7,11 +7,10 @@ backend primitives) and holds on every backend that binds the suite.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from meetq.core.message_queue import MessageQueue
 from meetq.core.protocols import Backend, LeaseRef, Settlement, StoredMessage, WorkQueueOptions
 from meetq.core.types import Message, Priority
 from meetq.testing._base import BackendContract
+from meetq.testing._waiting import eventually
 
 __all__ = ["WorkQueueContract", "eventually"]
 
@@ -35,23 +35,6 @@ QUICK = {
     "retry_jitter": 0.0,
     "shutdown_grace": "2s",
 }
-
-
-async def eventually(
-    check: Callable[[], Awaitable[object]] | Callable[[], object],
-    timeout: float = 10.0,  # noqa: ASYNC109  (a test deadline, not a cancellation scope)
-) -> None:
-    """Wait until ``check()`` is truthy, re-checking every 5 ms; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 class WorkQueueContract(BackendContract):

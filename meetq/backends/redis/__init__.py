@@ -35,7 +35,7 @@ class _RedisPlugin:
                 aliases=("redis_pubsub",),
                 factory=_create,
                 capabilities=frozenset({CAP_DURABLE, CAP_CROSS_PROCESS}),
-                requires=(Requirement(module="redis", install="pip install 'redis>=5,<6'"),),
+                requires=(Requirement(module="redis", install="pip install 'meetq[redis]'"),),
                 description="durable, cross-process queues and Pub/Sub on Redis",
             )
         )
