@@ -129,6 +129,29 @@ class WorkQueueContract(BackendContract):
         assert await mq.queue_length() == 3
         assert await mq.publish_batch([]) == []
 
+    async def test_batch_of_thousands_of_types_is_stored_whole(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # One type per message: a script that unpacked every type name at once failed
+        # here after storing every body, which nothing could see or remove.
+        mq = make_queue()
+        n = 9000
+        sent = [Message(type=f"t{i}", payload={"i": i}) for i in range(n)]
+        assert await mq.publish_batch(sent) == [m.id for m in sent]
+        assert await mq.queue_length() == n
+        assert (await mq.stats())["total_published"] == n
+        seen: list[int] = []
+        for name in ("t0", "t4500", "t8999"):
+
+            @mq.handler(name)
+            async def job(msg: Message) -> None:
+                seen.append(msg.payload["i"])
+
+        async with mq:
+            await eventually(lambda: len(seen) == 3)
+        assert sorted(seen) == [0, 4500, 8999]
+        assert await mq.queue_length() == n - 3
+
     # -- ordering ----------------------------------------------------------------------
 
     async def test_strict_priority_then_fifo(self, make_queue: MakeQueue) -> None:

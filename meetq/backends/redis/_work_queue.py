@@ -22,6 +22,14 @@ lives in one Redis Cluster slot (``P`` = ``meetq:{q}:``):
   ``P counts``, ``P seq``, ``P types``, ``P handlers``; channel ``P notify``.
 
 After ``ack`` or ``drop`` nothing of a message remains in any of them.
+
+Corrupt keys (see docs/reliability.md): Redis keeps the writes of a script that fails
+midway, so every script checks the keys it will write (``TYPE``, counter fields) before
+its first write. A corrupt fixed key fails the call, naming the key, with nothing
+written; a type whose own ZSETs are corrupt is skipped by ``exchange`` (and named in its
+reply, logged here at most once a minute per type, listed in ``corrupt_types``) while
+the other types keep flowing; a message with a corrupt field is dead-lettered with an
+error naming the key.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +64,8 @@ from meetq.core.protocols import (
 )
 
 __all__ = ["RedisWorkQueue"]
+
+log = logging.getLogger("meetq.redis.work_queue")
 
 _LUA_DIR = Path(__file__).parent / "lua"
 
@@ -96,6 +107,8 @@ _BACKOFF_MAX = 5.0
 # before it is checked again through the pool.
 _MAX_IDLE = 4
 _IDLE_RECHECK = 0.25
+# A corrupt type is named in every exchange's reply; the log repeats it this rarely.
+_FAULT_LOG_EVERY = 60.0
 
 
 class _Script:
@@ -184,6 +197,9 @@ class RedisWorkQueue:
         self._closed = False
         self._packed_heads: dict[tuple[str, tuple[bytes, ...]], bytes] = {}
         self._idle: list[tuple[Any, float]] = []
+        # Types the last exchange that named them skipped as corrupt -> the fault text.
+        self.corrupt_types: dict[str, str] = {}
+        self._fault_logged: dict[str, float] = {}
         # The hand-packed EVALSHA path needs a plain redis-py client with a pool;
         # anything else (fakeredis, a single-connection client) uses execute_command.
         pool = getattr(client, "connection_pool", None)
@@ -376,6 +392,12 @@ class RedisWorkQueue:
                 )
         reply = await self._eval(_SCRIPTS["exchange"], self._keys_with(names), args)
         settled = [flag == 0x31 for flag in reply[0]]  # b"1" / b"0" per settlement
+        if reply[1] or self.corrupt_types:
+            faults = reply[1]
+            self._note_faults(
+                names,
+                {names[faults[i] - 1]: _text(faults[i + 1]) for i in range(0, len(faults), 2)},
+            )
         claimed = [
             Claimed(
                 id=_text(reply[i]),
@@ -383,11 +405,31 @@ class RedisWorkQueue:
                 priority=reply[i + 2],
                 body=reply[i + 3],
                 attempt=reply[i + 4],
-                token=f"{prefix}{(i + 4) // 5}",
+                token=f"{prefix}{(i + 3) // 5}",
             )
-            for i in range(1, len(reply), 5)
+            for i in range(2, len(reply), 5)
         ]
         return ExchangeResult(settled=settled, claimed=claimed)
+
+    def _note_faults(self, names: Sequence[str], skipped: dict[str, str]) -> None:
+        """Track the types this exchange skipped as corrupt; log each once a minute."""
+        now = asyncio.get_running_loop().time()
+        for name in names:
+            fault = skipped.get(name)
+            if fault is None:
+                if self.corrupt_types.pop(name, None) is not None:
+                    log.info("work queue %r: type %r flows again", self.name, name)
+                continue
+            self.corrupt_types[name] = fault
+            if now - self._fault_logged.get(name, -_FAULT_LOG_EVERY) >= _FAULT_LOG_EVERY:
+                self._fault_logged[name] = now
+                log.error(
+                    "work queue %r: type %r skipped, %s; its messages wait until the key "
+                    "is repaired, other types flow on",
+                    self.name,
+                    name,
+                    fault,
+                )
 
     async def extend(self, leases: Sequence[LeaseRef], lease_ms: int) -> list[bool]:
         """Push the deadline of each held lease ``lease_ms`` ahead; False where lost."""

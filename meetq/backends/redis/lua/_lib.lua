@@ -34,6 +34,68 @@ local PROMOTE_MAX = 5000
 -- Dead-letter scores are failed_at_ms * DEAD_SLOTS + n so ties keep failure order.
 local DEAD_SLOTS = 1024
 
+-- Redis keeps a failing script's earlier writes, so every script checks before it writes.
+-- Whole-key faults (a key holding the wrong type, a counter that is not an integer) are
+-- found with TYPE/HMGET before the first write; per-message faults (a field that is not
+-- a number, a missing body) are found as each message is read, and that message is
+-- dead-lettered with an error naming the key instead of raising halfway.
+local FIXED_KIND = {
+  'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'hash', 'zset', 'hash', 'hash',
+  'string', 'set', 'zset',
+}
+local COUNT_FIELDS = {
+  'published', 'processed', 'failed', 'retried', 'dead_letter', 'dropped',
+  'waiting:0', 'waiting:1', 'waiting:2', 'waiting:3', 'processing',
+}
+
+-- nil when `key` is absent or of `kind`, else a text naming the key and what it holds.
+local function wrong_type(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  if t == kind or t == 'none' then return nil end
+  return 'corrupt key ' .. key .. ': holds a ' .. t .. ', expected a ' .. kind
+end
+
+-- wrong_type as a script's error reply text.
+local function key_fault(key, kind)
+  local e = wrong_type(key, kind)
+  return e and 'meetq: ' .. e
+end
+
+-- The fixed keys are shared by every type: one of them corrupt stops the whole queue
+-- (nothing written, an error naming it). Checks KEYS[i] for each i in `which`, then the
+-- counters (HINCRBY fails on a non-integer) and the sequence (INCRBY likewise).
+local function fixed_fault(which)
+  for _, i in ipairs(which) do
+    local e = key_fault(KEYS[i], FIXED_KIND[i])
+    if e then return e end
+  end
+  local values = redis.call('HMGET', K_COUNTS, unpack(COUNT_FIELDS))
+  for i = 1, #COUNT_FIELDS do
+    local v = values[i]
+    if v and not string.match(v, '^-?%d+$') then
+      return 'meetq: corrupt key ' .. K_COUNTS .. ': field ' .. COUNT_FIELDS[i] .. '=' .. v
+        .. ' is not an integer'
+    end
+  end
+  return nil
+end
+
+local function seq_fault()
+  local e = key_fault(K_SEQ, 'string')
+  if e then return e end
+  local v = redis.call('GET', K_SEQ)
+  if v and not string.match(v, '^%d+$') then
+    return 'meetq: corrupt key ' .. K_SEQ .. ': ' .. v .. ' is not an integer'
+  end
+  return nil
+end
+
+-- nil when the type's ready/delayed/lease keys (at KEYS[base..base+2]) are sound.
+local function type_fault(base)
+  return wrong_type(KEYS[base], 'zset') or wrong_type(KEYS[base + 1], 'zset')
+    or wrong_type(KEYS[base + 2], 'zset')
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -42,6 +104,21 @@ end
 local function priority_of(score)
   return 3 - math.floor(score / BAND)
 end
+
+-- A stored ready score as a number, or nil when it is not one meetq could have written.
+local function score_of(v)
+  local n = tonumber(v)
+  if n and n >= 0 and n < 4 * BAND and n % 1 == 0 then return n end
+  return nil
+end
+
+-- The error a message with a corrupt field is dead-lettered with: names key, id, value.
+local function field_fault(key, id, v, expected)
+  return 'meetq: corrupt key ' .. key .. ': field ' .. id .. '=' .. (v or '(missing)')
+    .. ' is not ' .. expected
+end
+-- Priority given to a dead letter whose own priority is lost with its score (NORMAL).
+local UNKNOWN_PRIORITY = 1
 
 -- Run `cmd key <list...>` in chunks; pair lists stay aligned because CHUNK is even.
 local function bulk(cmd, key, list)
@@ -140,21 +217,29 @@ local function bury(entries, now, max_size, max_age_ms)
   trim_dead(now, max_size, max_age_ms)
 end
 
--- Due delayed messages and expired leases of the type at KEYS[base..base+2] become
--- ready at their own position. Returns how many did.
-local function promote(base, now)
+-- Due delayed messages and expired leases of the type `name` at KEYS[base..base+2]
+-- become ready at their own position. One whose score is corrupt is dead-lettered with
+-- an error naming the key (`dead` = {max size, max age ms}). Returns how many became
+-- ready. The caller has checked the keys' types, so no write here can fail.
+local function promote(base, now, name, dead)
   local ready, delayed, lease = KEYS[base], KEYS[base + 1], KEYS[base + 2]
   local moved = 0
+  local corrupt = {}
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, PROMOTE_MAX)
   if #due > 0 then
     local scores = hmget(K_SCORE, due)
     local zargs, rargs = {}, {}
     for i = 1, #due do
-      if scores[i] then
-        zargs[#zargs + 1] = scores[i]
+      local s = score_of(scores[i])
+      if s then
+        zargs[#zargs + 1] = s
         zargs[#zargs + 1] = due[i]
         rargs[#rargs + 1] = due[i]
         rargs[#rargs + 1] = now
+      elseif scores[i] then
+        -- Its priority went with the score, so no waiting counter can be corrected.
+        corrupt[#corrupt + 1] = {due[i], name, UNKNOWN_PRIORITY,
+          field_fault(K_SCORE, due[i], scores[i], 'a meetq score'), ''}
       end
     end
     bulk('ZREM', delayed, due)
@@ -167,12 +252,16 @@ local function promote(base, now)
     local scores = hmget(K_SCORE, expired)
     local zargs, rargs = {}, {}
     for i = 1, #expired do
-      if scores[i] then
-        zargs[#zargs + 1] = scores[i]
+      local s = score_of(scores[i])
+      if s then
+        zargs[#zargs + 1] = s
         zargs[#zargs + 1] = expired[i]
         rargs[#rargs + 1] = expired[i]
         rargs[#rargs + 1] = now
-        count('waiting:' .. priority_of(tonumber(scores[i])), 1)
+        count('waiting:' .. priority_of(s), 1)
+      elseif scores[i] then
+        corrupt[#corrupt + 1] = {expired[i], name, UNKNOWN_PRIORITY,
+          field_fault(K_SCORE, expired[i], scores[i], 'a meetq score'), ''}
       end
     end
     -- The attempt stays charged: the holder may have done part of the work.
@@ -183,5 +272,6 @@ local function promote(base, now)
     count('processing', -#expired)
     moved = moved + #rargs / 2
   end
+  bury(corrupt, now, dead[1], dead[2])
   return moved
 end

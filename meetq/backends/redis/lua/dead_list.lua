@@ -2,6 +2,8 @@
 -- KEYS: the fixed layout of _lib.lua (uses dead, dinfo, m:body).
 -- ARGV[1] max size, [2] max age ms, [3] limit, [4] '1' to include bodies.
 -- Returns {count, then per entry: id, info json[, body]}.
+local fault = fixed_fault({1, 8, 9})
+if fault then return redis.error_reply(fault) end
 local now = now_ms()
 trim_dead(now, tonumber(ARGV[1]), tonumber(ARGV[2]))
 local out = {redis.call('ZCARD', K_DEAD)}

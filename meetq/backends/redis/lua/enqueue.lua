@@ -13,6 +13,16 @@ local ntypes = tonumber(ARGV[1])
 local first = ntypes + 2
 local n = (#ARGV - first + 1) / 6
 
+-- Every key it may write is checked first: a corrupt one fails the whole batch with an
+-- error naming it and nothing stored, so the same publish succeeds once it is repaired.
+local fault = fixed_fault({1, 2, 5, 6, 7, 10, 12}) or seq_fault()
+if fault then return redis.error_reply(fault) end
+for t = 1, ntypes do
+  local base = 12 + 3 * t
+  fault = key_fault(KEYS[base], 'zset') or key_fault(KEYS[base + 1], 'zset')
+  if fault then return redis.error_reply(fault) end
+end
+
 local ids = {}
 for i = 0, n - 1 do ids[i + 1] = ARGV[first + i * 6] end
 -- A stored body means the id is taken: waiting, leased, or kept as a dead letter.
@@ -97,7 +107,10 @@ if k > 0 then
     if ready[t] then bulk('ZADD', KEYS[base], ready[t]) end
     if delayed[t] then bulk('ZADD', KEYS[base + 1], delayed[t]) end
   end
-  redis.call('SADD', K_TYPES, unpack(ARGV, 2, ntypes + 1))
+  local names = {}
+  for t = 1, ntypes do names[t] = ARGV[t + 1] end
+  -- In chunks: unpack() of thousands of names overflows Lua's stack.
+  bulk('SADD', K_TYPES, names)
   count('published', k)
   flush_counts()
   if woke then redis.call('PUBLISH', K_NOTIFY, '1') end

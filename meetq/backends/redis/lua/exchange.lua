@@ -5,8 +5,18 @@
 --   [7] T = number of types, [8 .. 7+T] type names (triplet order),
 --   then 6 values per settlement: outcome (a ack, r retry, d dead, x drop, l release),
 --   type index, id, token, delay ms (retry) or error (dead), traceback (dead).
--- Returns {settled flags as a '1'/'0' string, then per claimed message:
---   id, type index, priority, body, attempt}; the n-th claim's token is prefix .. n.
+-- Returns {settled flags as a '1'/'0' string, the faults (flat: type index, text naming
+--   the corrupt key; usually empty), then per claimed message: id, type index, priority, body,
+--   attempt}; the n-th claim's token is prefix .. n.
+--
+-- Faults, checked before the first write (Redis keeps a failed script's writes):
+-- - a corrupt fixed key or counter: nothing is written and the script returns an error
+--   naming it; so a failed exchange charges no attempt and moves no message;
+-- - a type whose ready/delayed/lease key holds the wrong type: that type is skipped
+--   (its settlements refused, nothing claimed from it) and named in the faults, while
+--   every other type keeps flowing; once repaired, its messages flow again, uncharged;
+-- - a message whose score, attempts or body is corrupt: dead-lettered with an error
+--   naming the key, its raw body kept; the counters stay true.
 local now = now_ms()
 local lease_ms, claim = tonumber(ARGV[1]), tonumber(ARGV[2])
 local prefix = ARGV[3]
@@ -15,6 +25,20 @@ local nclaim, ntypes = tonumber(ARGV[6]), tonumber(ARGV[7])
 local first = 8 + ntypes
 local nsettle = (#ARGV - first + 1) / 6
 local wake = false
+local dead_caps = {dead_max, dead_age}
+
+-- (0) checks. The fixed keys first: one of them corrupt stops every type alike.
+local fault = fixed_fault({1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
+if fault then return redis.error_reply(fault) end
+local faults, bad = {}, {}
+for t = 1, ntypes do
+  local e = type_fault(12 + 3 * t)
+  if e then
+    bad[t] = true
+    faults[#faults + 1] = t
+    faults[#faults + 1] = e
+  end
+end
 
 -- (1) settlements: each applies only if its token is the current one and the message
 -- is still in its lease ZSET, so a worker that lost its lease changes nothing.
@@ -24,17 +48,26 @@ if nsettle > 0 then
   for i = 0, nsettle - 1 do ids[i + 1] = ARGV[first + i * 6 + 2] end
   local tokens = hmget(K_TOKEN, ids)
   local scores = hmget(K_SCORE, ids)
+  local attempts = hmget(K_ATT, ids)
   local gone, unleased, dead, ready_at = {}, {}, {}, {}
   for i = 0, nsettle - 1 do
     local o = first + i * 6
     local code, t, id = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2]
     local base = 12 + 3 * t
-    local ok = tokens[i + 1] == ARGV[o + 3] and redis.call('ZREM', KEYS[base + 2], id) == 1
-    if ok then
+    -- A skipped type's lease key is not touched: the settlement is refused.
+    local ok = not bad[t] and tokens[i + 1] == ARGV[o + 3]
+      and redis.call('ZREM', KEYS[base + 2], id) == 1
+    local score = score_of(scores[i + 1])
+    if ok and not score and code ~= 'a' and code ~= 'x' then
+      -- Its place in the queue is lost with its score: it goes to the dead-letter queue.
       flags[i + 1] = '1'
       count('processing', -1)
-      local score = tonumber(scores[i + 1])
-      local p = priority_of(score)
+      dead[#dead + 1] = {id, ARGV[7 + t], UNKNOWN_PRIORITY,
+        field_fault(K_SCORE, id, scores[i + 1], 'a meetq score'), ''}
+    elseif ok then
+      flags[i + 1] = '1'
+      count('processing', -1)
+      local p = score and priority_of(score)
       if code == 'a' then
         count('processed', 1)
         gone[#gone + 1] = id
@@ -51,7 +84,9 @@ if nsettle > 0 then
       elseif code == 'l' then
         count('waiting:' .. p, 1)
         unleased[#unleased + 1] = id
-        redis.call('HINCRBY', K_ATT, id, -1)
+        -- HSET, not HINCRBY: a corrupt count cannot make it fail halfway.
+        local n = tonumber(attempts[i + 1]) or 1
+        redis.call('HSET', K_ATT, id, math.max(n - 1, 0))
         redis.call('ZADD', KEYS[base], score, id)
         ready_at[#ready_at + 1] = id
         ready_at[#ready_at + 1] = now
@@ -75,29 +110,36 @@ if nsettle > 0 then
 end
 
 -- (2) and (3): only a caller that claims refreshes, like the in-memory queue.
-local out = {table.concat(flags)}
+local out = {table.concat(flags), faults}
 if claim > 0 and nclaim > 0 then
   local moved = 0
-  for t = 1, nclaim do moved = moved + promote(12 + 3 * t, now) end
+  local sound = {} -- the claimable types that passed the checks
+  for t = 1, nclaim do
+    if not bad[t] then
+      sound[#sound + 1] = t
+      moved = moved + promote(12 + 3 * t, now, ARGV[7 + t], dead_caps)
+    end
+  end
 
   -- Pick the `claim` best scores across the requested types' ready ZSETs.
   local picked = {} -- flat: id, score, type index
-  if nclaim == 1 then
-    local popped = redis.call('ZPOPMIN', KEYS[15], claim)
+  if #sound == 1 then
+    local t = sound[1]
+    local popped = redis.call('ZPOPMIN', KEYS[12 + 3 * t], claim)
     for i = 1, #popped, 2 do
       picked[#picked + 1] = popped[i]
       picked[#picked + 1] = tonumber(popped[i + 1])
-      picked[#picked + 1] = 1
+      picked[#picked + 1] = t
     end
-  else
+  elseif #sound > 1 then
     local heads, pos, chosen = {}, {}, {}
-    for t = 1, nclaim do
+    for _, t in ipairs(sound) do
       heads[t] = redis.call('ZRANGE', KEYS[12 + 3 * t], 0, claim - 1, 'WITHSCORES')
       pos[t] = 1
     end
     for _ = 1, claim do
       local best, best_score = nil, nil
-      for t = 1, nclaim do
+      for _, t in ipairs(sound) do
         local s = heads[t][pos[t] + 1]
         if s then
           s = tonumber(s)
@@ -118,35 +160,51 @@ if claim > 0 and nclaim > 0 then
   end
 
   local n = #picked / 3
+  local leased = 0
   if n > 0 then
     local ids = {}
     for i = 1, n do ids[i] = picked[i * 3 - 2] end
     local bodies = hmget(K_BODY, ids)
+    local attempts = hmget(K_ATT, ids)
     local deadline = now + lease_ms
-    local tokens, leases = {}, {}
+    local tokens, leases, charged, corrupt = {}, {}, {}, {}
     for i = 1, n do
       local id, score, t = ids[i], picked[i * 3 - 1], picked[i * 3]
       local p = priority_of(score)
-      local attempt = redis.call('HINCRBY', K_ATT, id, 1)
-      tokens[#tokens + 1] = id
-      tokens[#tokens + 1] = prefix .. i
-      local list = leases[t] or {}
-      leases[t] = list
-      list[#list + 1] = deadline
-      list[#list + 1] = id
+      local had = attempts[i]
       count('waiting:' .. p, -1)
-      out[#out + 1] = id
-      out[#out + 1] = t
-      out[#out + 1] = p
-      out[#out + 1] = bodies[i]
-      out[#out + 1] = attempt
+      if had and not string.match(had, '^-?%d+$') then
+        corrupt[#corrupt + 1] = {id, ARGV[7 + t], p,
+          field_fault(K_ATT, id, had, 'an integer'), ''}
+      elseif not bodies[i] then
+        corrupt[#corrupt + 1] = {id, ARGV[7 + t], p,
+          'meetq: corrupt key ' .. K_BODY .. ': no field ' .. id .. ' (the body is gone)', ''}
+      else
+        leased = leased + 1
+        local attempt = (tonumber(had) or 0) + 1
+        charged[#charged + 1] = id
+        charged[#charged + 1] = attempt
+        tokens[#tokens + 1] = id
+        tokens[#tokens + 1] = prefix .. leased
+        local list = leases[t] or {}
+        leases[t] = list
+        list[#list + 1] = deadline
+        list[#list + 1] = id
+        out[#out + 1] = id
+        out[#out + 1] = t
+        out[#out + 1] = p
+        out[#out + 1] = bodies[i]
+        out[#out + 1] = attempt
+      end
     end
+    bulk('HSET', K_ATT, charged)
     bulk('HSET', K_TOKEN, tokens)
     for t, list in pairs(leases) do bulk('ZADD', KEYS[14 + 3 * t], list) end
-    count('processing', n)
+    count('processing', leased)
+    bury(corrupt, now, dead_max, dead_age)
   end
   -- Promoted more than we took: let other idle workers know.
-  if moved > n then wake = true end
+  if moved > leased then wake = true end
 end
 
 flush_counts()

@@ -2,11 +2,16 @@
 -- KEYS: the fixed layout of _lib.lua (uses handlers).
 -- ARGV[1] ttl ms, ARGV[2..] type names.
 -- GT: a short-lived worker never shortens another worker's longer claim.
+local fault = key_fault(K_HANDLERS, 'zset')
+if fault then return redis.error_reply(fault) end
 local expiry = now_ms() + tonumber(ARGV[1])
-local args = {}
-for i = 2, #ARGV do
-  args[#args + 1] = expiry
-  args[#args + 1] = ARGV[i]
+-- In chunks of CHUNK / 2 pairs: unpack() of an unbounded list overflows Lua's stack.
+for i = 2, #ARGV, CHUNK / 2 do
+  local args = {}
+  for j = i, math.min(i + CHUNK / 2 - 1, #ARGV) do
+    args[#args + 1] = expiry
+    args[#args + 1] = ARGV[j]
+  end
+  redis.call('ZADD', K_HANDLERS, 'GT', unpack(args))
 end
-if #args > 0 then redis.call('ZADD', K_HANDLERS, 'GT', unpack(args)) end
-return #args / 2
+return #ARGV - 1

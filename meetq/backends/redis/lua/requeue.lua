@@ -6,6 +6,12 @@
 local now = now_ms()
 local ntypes = tonumber(ARGV[1])
 local first = ntypes + 2
+local fault = fixed_fault({1, 2, 3, 6, 8, 9, 10, 12}) or seq_fault()
+if fault then return redis.error_reply(fault) end
+for t = 1, ntypes do
+  fault = key_fault(KEYS[12 + 3 * t], 'zset')
+  if fault then return redis.error_reply(fault) end
+end
 local moved = {}
 for o = first, #ARGV, 3 do
   if redis.call('ZSCORE', K_DEAD, ARGV[o]) then moved[#moved + 1] = o end
@@ -31,7 +37,9 @@ if k > 0 then
   bulk('HDEL', K_ATT, ids)
   bulk('HSET', K_SCORE, scores)
   bulk('HSET', K_READYAT, ready_at)
-  redis.call('SADD', K_TYPES, unpack(ARGV, 2, ntypes + 1))
+  local names = {}
+  for t = 1, ntypes do names[t] = ARGV[t + 1] end
+  bulk('SADD', K_TYPES, names)
   flush_counts()
   redis.call('PUBLISH', K_NOTIFY, '1')
 end

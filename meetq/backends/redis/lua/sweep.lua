@@ -10,14 +10,17 @@ local timeout, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local dead_max, dead_age = tonumber(ARGV[3]), tonumber(ARGV[4])
 local ntypes = tonumber(ARGV[5])
 local swept = 0
+local fault = fixed_fault({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13})
+if fault then return redis.error_reply(fault) end
 for t = 1, ntypes do
   if swept >= limit then break end
   local name, reason = ARGV[4 + 2 * t], ARGV[5 + 2 * t]
   local base = 12 + 3 * t
   local expiry = redis.call('ZSCORE', K_HANDLERS, name)
-  -- Re-checked here: a worker may have come up since the candidates were read.
-  if not expiry or tonumber(expiry) <= now then
-    promote(base, now)
+  -- Re-checked here: a worker may have come up since the candidates were read. A type
+  -- with a corrupt key is left alone (the exchange reports it).
+  if (not expiry or tonumber(expiry) <= now) and not type_fault(base) then
+    promote(base, now, name, {dead_max, dead_age})
     local ready = KEYS[base]
     -- Only the front of the queue is examined, so a huge backlog cannot stall Redis;
     -- as the front is swept, later messages come into view on the next pass.

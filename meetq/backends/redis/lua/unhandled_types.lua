@@ -2,6 +2,8 @@
 -- KEYS: the fixed layout of _lib.lua (uses types and handlers).
 -- ARGV: none.
 -- Returns a list of type names (read-only; callers re-check in the script that acts).
+local fault = key_fault(K_TYPES, 'set') or key_fault(K_HANDLERS, 'zset')
+if fault then return redis.error_reply(fault) end
 local now = now_ms()
 local out = {}
 for _, t in ipairs(redis.call('SMEMBERS', K_TYPES)) do
