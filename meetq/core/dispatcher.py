@@ -666,9 +666,10 @@ class TaskDispatcher(AsyncService):
         if self._state == "stopped":
             raise ClosedError("this TaskDispatcher is stopped; build a new one")
 
-    async def start(self) -> None:
-        """Mark the dispatcher running (idempotent). Start the MessageQueue too (the
-        QueueManager does): tasks are served and results arrive only while it runs."""
+    async def _start(self) -> None:
+        """Mark the dispatcher running (``start()``; the rules are ``AsyncService``'s).
+        Start the MessageQueue too (the QueueManager does): tasks are served and results
+        arrive only while it runs."""
         self._check_open()
         self._state = "running"
 

@@ -303,12 +303,8 @@ class LocalEventBus(AsyncService):
 
     # -- running ------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the worker tasks (idempotent). Raises ``ClosedError`` after ``stop()``."""
-        if self._closed:
-            raise ClosedError("the event bus is stopped; create a new LocalEventBus")
-        if self._started:
-            return
+    async def _start(self) -> None:
+        """Start the worker tasks (``start()``; the rules are ``AsyncService``'s)."""
         self._started = True
         for index, worker in enumerate(self._workers):
             worker.task = asyncio.create_task(

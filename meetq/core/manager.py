@@ -39,7 +39,6 @@ class QueueManager(AsyncService):
         self._event_bus: LocalEventBus | None = None
         self._task_scheduler: TaskScheduler | None = None
         self._task_dispatcher: TaskDispatcher | None = None
-        self._started = False
         self._stopped = False
         mq = config.message_queue
         if mq.enabled:
@@ -99,23 +98,14 @@ class QueueManager(AsyncService):
         Register routes and ``serve`` handlers before ``start()``."""
         return self._task_dispatcher
 
-    async def start(self) -> None:
-        """Start every built component (idempotent).
+    async def _start(self) -> None:
+        """Start every built component (``start()``; the rules are ``AsyncService``'s:
+        idempotent, ``ClosedError`` after ``stop()``).
 
         If one fails to start (Redis unreachable, say), the error is raised and ``start()``
         may be called again: components already running stay running, the rest are
         started then.
         """
-        if self._started:
-            return
-        self._started = True
-        try:
-            await self._start_components()
-        except BaseException:
-            self._started = False
-            raise
-
-    async def _start_components(self) -> None:
         if self._event_bus is not None:
             await self._event_bus.start()
         if self._task_scheduler is not None:

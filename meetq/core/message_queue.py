@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from meetq.core._lifecycle import AsyncService
+from meetq.core._lifecycle import AsyncService, Lifecycle
 from meetq.core._usercode import PROPAGATES, SyncThreads, SyncTimedOut, Ticket
 from meetq.core._validation import is_async_callable
 from meetq.core.config import MessageQueueConfig, load_config
@@ -354,12 +354,12 @@ class MessageQueue(AsyncService):
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start consuming the registered types. Publishing works without it."""
-        if self._state == "running":
-            return
-        if self._state != "new":
-            raise ClosedError(f"message queue {self.name!r} was stopped; build a new one")
+    def _describe(self) -> str:
+        return f"message queue {self.name!r}"
+
+    async def _start(self) -> None:
+        """Start consuming the registered types (``start()``; the rules are
+        ``AsyncService``'s). Publishing works without it."""
         if not self._handlers:
             self._state = "running"
             log.warning("meetq: queue %r started with no handlers; it only publishes", self.name)
@@ -368,6 +368,9 @@ class MessageQueue(AsyncService):
         # backend is unreachable this raises and the queue stays startable.
         await self._queue.wait_for_work(0)
         await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
+        if self._lifecycle is Lifecycle.STOPPED:
+            # stop() ran while this start() waited on the backend: start nothing.
+            raise ClosedError(f"{self._describe()} was stopped while starting")
         self._state = "running"
         self._claiming = True
         self._sync_types = frozenset(

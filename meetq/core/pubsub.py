@@ -181,7 +181,6 @@ class PubSub(AsyncService):
         self._blocked_on: _Subscriber | None = None
         # Unsubscribed handlers whose consumers still drain their buffers.
         self._retired: set[_Subscriber] = set()
-        self._start_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -197,20 +196,14 @@ class PubSub(AsyncService):
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the reader and confirm every subscription recorded so far (idempotent).
+    async def _start(self) -> None:
+        """Start the reader and confirm every subscription recorded so far (``start()``;
+        the rules are ``AsyncService``'s).
 
         If it raises (the backend is down), nothing is left running and every recorded
         subscription is still recorded: call ``start()`` again later.
         """
         self._check_open()
-        async with self._start_lock:
-            if self._started:
-                return
-            self._check_open()  # stopped while waiting for a concurrent start
-            await self._start()
-
-    async def _start(self) -> None:
         # The reader runs first: a Redis transport confirms subscriptions through it.
         reader = self._reader = asyncio.create_task(self._read(), name="meetq-pubsub-reader")
         channels, patterns = list(self._channels), list(self._patterns)
@@ -388,8 +381,9 @@ class PubSub(AsyncService):
     async def _after_start_in_progress(self) -> None:
         # A start() confirming the recorded names is in progress: change them after it,
         # so each name is either in its snapshot or handled as after a start.
-        if not self._started and self._start_lock.locked():
-            async with self._start_lock:
+        lock = self._lifecycle_lock
+        if not self._started and lock is not None and lock.locked():
+            async with lock:
                 pass
             self._check_open()
 

@@ -481,12 +481,8 @@ class TaskScheduler(AsyncService):
 
     # -- running ------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start running tasks (idempotent). Raises ``ClosedError`` after ``stop()``."""
-        if self._closed:
-            raise ClosedError("the task scheduler is stopped; create a new TaskScheduler")
-        if self._started:
-            return
+    async def _start(self) -> None:
+        """Start running tasks (``start()``; the rules are ``AsyncService``'s)."""
         self._bind_loop()
         self._started = True
         self._dispatch()
