@@ -7,15 +7,42 @@ where it enters, with the same words whichever type it entered through.
 from __future__ import annotations
 
 import inspect
+import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-from meetq.core._durations import parse_duration
+from meetq.core._durations import MAX_DURATION, finite_float, parse_duration
 from meetq.core.errors import ValidationError
 
 MAX_TYPE_LENGTH = 200
+#: How deep dicts and lists may nest in a payload (the payload itself is level 1).
+#: Python's JSON encoder and decoder recurse once per level; this keeps every encode
+#: and decode far from the interpreter's recursion limit, whatever stack it runs on.
+MAX_PAYLOAD_DEPTH = 100
+#: The most dead letters one ``dead_letters()`` or ``requeue_dead_letters()`` call handles.
+MAX_DEAD_LETTER_BATCH = 10_000
+
+
+def not_utf8(text: str) -> bool:
+    """True when ``text`` cannot be encoded as UTF-8 (it holds a lone surrogate).
+
+    Such a name cannot reach Redis (or any wire) and would be a channel or key nobody
+    can ever use, so every name is checked where it enters."""
+    if text.isascii():
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_text(field: str, value: str) -> None:
+    if not_utf8(value):
+        raise ValidationError(field, value, "not valid Unicode (a lone surrogate)")
 
 
 def check_name(field: str, value: object) -> None:
@@ -23,6 +50,37 @@ def check_name(field: str, value: object) -> None:
         raise ValidationError(
             field, value, f"expected a non-empty string of at most {MAX_TYPE_LENGTH} characters"
         )
+    check_text(field, value)
+
+
+def check_seconds(field: str, value: object) -> float:
+    """A duration argument in seconds (a number), 0 to ``MAX_DURATION``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(field, value, "expected seconds as a number")
+    try:
+        return parse_duration(value, number_unit=1.0)
+    except ValueError as exc:
+        raise ValidationError(field, value, str(exc)) from None
+
+
+def check_unix_time(field: str, value: object) -> float:
+    """A point in time as Unix seconds: finite, not negative, within ``MAX_DURATION``
+    of now (farther than that is a unit mistake, and no timer can wait that long)."""
+    try:
+        seconds = finite_float(value)
+    except ValueError as exc:
+        raise ValidationError(field, value, f"expected a Unix time in seconds: {exc}") from None
+    if seconds < 0 or seconds > time.time() + MAX_DURATION:
+        raise ValidationError(
+            field, value, "expected a Unix time in seconds, from 0 to about 100 years ahead"
+        )
+    return seconds
+
+
+def check_count(field: str, value: object, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise ValidationError(field, value, f"expected an int from 0 to {maximum}")
+    return value
 
 
 def plain_str(value: Any) -> Any:
@@ -41,8 +99,11 @@ def name_validator(instance: object, attribute: attrs.Attribute[Any], value: obj
 def optional_str_validator(
     instance: object, attribute: attrs.Attribute[Any], value: object
 ) -> None:
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return
+    if not isinstance(value, str):
         raise ValidationError(attribute.name, value, "expected a string or None")
+    check_text(attribute.name, value)
 
 
 def payload_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -76,7 +137,14 @@ def retry_count_validator(instance: object, attribute: attrs.Attribute[Any], val
 
 
 def timestamp_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+    # Hot path (every message built): the common float is checked inline.
+    if type(value) is float and 0.0 <= value < math.inf:
+        return
+    try:
+        ok = finite_float(value) >= 0
+    except ValueError:
+        ok = False
+    if not ok:
         raise ValidationError(attribute.name, value, "expected a Unix time in seconds")
 
 

@@ -9,8 +9,8 @@ a number in the seed's unit for that key or a string with its own unit (``"30s"`
 from __future__ import annotations
 
 import difflib
-import math
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import attrs
 
 from meetq.core._durations import parse_duration
+from meetq.core._validation import not_utf8
 from meetq.core.errors import ConfigError
 
 __all__ = [
@@ -40,13 +41,12 @@ def _validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
     section = getattr(type(instance), "SECTION", type(instance).__name__)
     path = f"{section}.{attribute.name}"
     if attribute.metadata["kind"] == "duration":
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(path, value, "expected seconds, finite and not negative")
+        try:
+            parse_duration(value, number_unit=SECONDS)
+        except ValueError as exc:
+            raise ConfigError(path, value, str(exc)) from None
         _check_minimum(path, value, attribute.metadata)
         return
     _convert(path, value, attribute.metadata)
@@ -88,6 +88,10 @@ def _str(
     )
 
 
+def _redis_url(default: str) -> Any:
+    return attrs.field(default=default, validator=_validate, metadata={"kind": "redis_url"})
+
+
 def _choice(default: str, choices: tuple[str, ...]) -> Any:
     return attrs.field(
         default=default, validator=_validate, metadata={"kind": "choice", "choices": choices}
@@ -108,7 +112,7 @@ class RedisConfig:
 
     SECTION: ClassVar[str] = "redis"
 
-    url: str = _str("redis://127.0.0.1:6379/0")
+    url: str = _redis_url("redis://127.0.0.1:6379/0")
     # 0: no per-read timer. redis-py arms one around every read when set, which costs
     # about 20 us a command here; TCP keepalive notices a dead peer instead.
     socket_timeout: float = _duration(0.0, SECONDS)
@@ -248,12 +252,56 @@ def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
         return None
     if not isinstance(value, str) or not value:
         raise ConfigError(path, value, "expected a non-empty string")
+    if not_utf8(value):
+        raise ConfigError(path, value, "not valid Unicode (a lone surrogate)")
+    if kind == "redis_url":
+        _check_redis_url(path, value)
+        return value
     if len(value) > meta.get("max_len", 10_000):
         raise ConfigError(path, value, f"at most {meta['max_len']} characters")
     bad = [c for c in meta.get("forbid", "") if c in value]
     if bad:
         raise ConfigError(path, value, f"must not contain {bad[0]!r}")
     return value
+
+
+_URL_HELP = "expected redis://[user:password@]host[:port][/db], rediss://... or unix:///path"
+# Query arguments redis-py converts itself (redis.connection.URL_QUERY_ARGUMENT_PARSERS);
+# the numeric ones are checked here: a bad one is a ConfigError at load time, not a
+# ValueError at connect.
+_URL_INT_ARGS = ("db", "max_connections", "health_check_interval")
+_URL_FLOAT_ARGS = ("socket_timeout", "socket_connect_timeout", "timeout")
+
+
+def _check_redis_url(path: str, url: str) -> None:
+    """Refuse what redis-py's ``from_url`` would raise on later, naming the part."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise ConfigError(path, url, f"not a valid URL ({exc}); {_URL_HELP}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(path, url, f"unknown scheme {parts.scheme!r}; {_URL_HELP}")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(path, url, f"a unix URL needs a socket path; {_URL_HELP}")
+    else:
+        if not parts.hostname:
+            raise ConfigError(path, url, f"no host; {_URL_HELP}")
+        if port == 0:
+            raise ConfigError(path, url, "port 0 cannot be connected to")
+        db = urllib.parse.unquote(parts.path).replace("/", "")
+        if db and not (db.isascii() and db.isdigit()):
+            raise ConfigError(path, url, f"the path must be a database number, not {db!r}")
+    for name, values in urllib.parse.parse_qs(parts.query).items():
+        value = urllib.parse.unquote(values[0]).strip()
+        try:
+            if name in _URL_INT_ARGS:
+                int(value)
+            elif name in _URL_FLOAT_ARGS:
+                parse_duration(float(value), number_unit=SECONDS)
+        except ValueError:
+            raise ConfigError(path, url, f"query argument {name}={value!r} is invalid") from None
 
 
 def _build_section(name: str, cls: type[Any], raw: Any) -> Any:

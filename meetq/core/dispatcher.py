@@ -32,6 +32,7 @@ import attrs
 from meetq.core._lifecycle import AsyncService
 from meetq.core._validation import (
     MAX_TYPE_LENGTH,
+    check_seconds,
     convert_mapping,
     headers_validator,
     is_async_callable,
@@ -89,11 +90,10 @@ class DispatchStatus(StrEnum):
 
 
 def _timeout_converter(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError("timeout", value, "expected seconds as a finite number")
-    if value <= 0:
+    seconds = check_seconds("timeout", value)
+    if seconds <= 0:
         raise ValidationError("timeout", value, "must be positive")
-    return float(value)
+    return seconds
 
 
 def _retries_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -554,6 +554,8 @@ class TaskDispatcher(AsyncService):
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskResponse:  # noqa: ASYNC109
         """Wait for the task's final status and return it; ``TimeoutError`` after
         ``timeout`` seconds. An unknown task id raises ``ValidationError``."""
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
         record = self._records.get(task_id)
         if record is None:
             raise ValidationError(

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from meetq.core._show import show_field as _name
+from meetq.core._show import show_value as _show
+
 __all__ = [
     "BackendError",
     "BackendNotFoundError",
@@ -38,11 +41,6 @@ __all__ = [
 ]
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 class MeetqError(Exception):
     """Base of every error meetq raises on purpose."""
 
@@ -57,7 +55,7 @@ class ConfigError(MeetqError):
         self.key = key
         self.value = value
         self.problem = problem
-        super().__init__(f"config {key}={_show(value)}: {problem}")
+        super().__init__(f"config {_name(key)}={_show(value)}: {problem}")
 
 
 class ValidationError(MeetqError):
@@ -67,7 +65,7 @@ class ValidationError(MeetqError):
         self.field = field
         self.value = value
         self.problem = problem
-        super().__init__(f"{field}={_show(value)}: {problem}")
+        super().__init__(f"{_name(field)}={_show(value)}: {problem}")
 
 
 class SerializationError(ValidationError):

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import PROPAGATES, run_in_thread
-from meetq.core._validation import is_async_callable
+from meetq.core._validation import check_seconds, is_async_callable
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.types import LocalEvent, new_id
@@ -94,8 +94,7 @@ class LocalEventBus(AsyncService):
         _check_int("workers", workers)
         if overflow not in _OVERFLOWS:
             raise ValidationError("overflow", overflow, f"expected one of {', '.join(_OVERFLOWS)}")
-        if not isinstance(shutdown_grace, int | float) or shutdown_grace < 0:
-            raise ValidationError("shutdown_grace", shutdown_grace, "expected seconds >= 0")
+        check_seconds("shutdown_grace", shutdown_grace)
         self._buffer_size = buffer_size
         self._overflow: Overflow = overflow
         self._shutdown_grace = float(shutdown_grace)
@@ -382,6 +381,8 @@ class LocalEventBus(AsyncService):
 
         ``grace`` defaults to ``shutdown_grace``. Idempotent.
         """
+        if grace is not None:
+            grace = check_seconds("grace", grace)
         if self._stopped:
             return
         self._stopped = True

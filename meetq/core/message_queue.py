@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import math
 import os
 import random
 import socket
@@ -35,7 +34,14 @@ import attrs
 
 from meetq.core._lifecycle import AsyncService, Lifecycle
 from meetq.core._usercode import PROPAGATES, SyncThreads, SyncTimedOut, Ticket
-from meetq.core._validation import is_async_callable
+from meetq.core._validation import (
+    MAX_DEAD_LETTER_BATCH,
+    check_count,
+    check_name,
+    check_seconds,
+    check_unix_time,
+    is_async_callable,
+)
 from meetq.core.config import MessageQueueConfig, load_config
 from meetq.core.errors import (
     ClosedError,
@@ -165,8 +171,7 @@ class MessageQueue(AsyncService):
         An ``async def`` handler runs on the event loop; a plain function runs in a
         thread. Raising marks the attempt failed. Register before ``start()``.
         """
-        if not isinstance(message_type, str) or not message_type:
-            raise ValidationError("message_type", message_type, "expected a non-empty string")
+        check_name("message_type", message_type)  # the rule Message.type is held to
         if not callable(handler):
             raise ValidationError("handler", handler, "expected a callable taking a Message")
         if self._state != "new":
@@ -204,17 +209,9 @@ class MessageQueue(AsyncService):
         if delay is not None and not_before is not None:
             raise ValidationError("delay", delay, "give delay or not_before, not both")
         if delay is not None:
-            if isinstance(delay, bool) or not isinstance(delay, int | float):
-                raise ValidationError("delay", delay, "expected seconds as a number")
-            if not math.isfinite(delay) or delay < 0:
-                raise ValidationError("delay", delay, "must be finite and not negative")
-            delay_s = float(delay)
+            delay_s = check_seconds("delay", delay)
         if not_before is not None:
-            if isinstance(not_before, bool) or not isinstance(not_before, int | float):
-                raise ValidationError("not_before", not_before, "expected a Unix time in seconds")
-            if not math.isfinite(not_before):
-                raise ValidationError("not_before", not_before, "must be finite")
-            delay_s = max(0.0, float(not_before) - time.time())
+            delay_s = max(0.0, check_unix_time("not_before", not_before) - time.time())
         try:
             body = encode_message(message, self.serializer, max_retries=self.config.max_retries)
         except ValidationError as exc:
@@ -280,7 +277,12 @@ class MessageQueue(AsyncService):
         return await self._queue.dead_letter_count()
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Up to ``limit`` dead letters, oldest first, each with its error and attempts."""
+        """Up to ``limit`` dead letters (at most ``MAX_DEAD_LETTER_BATCH``), oldest first,
+        each with its error and attempts.
+
+        Never raises for stored data: a body that cannot be decoded comes back as
+        ``raw`` with ``message=None``; a dead-letter record the backend cannot read
+        (a Redis key overwritten by hand) comes back with an ``error`` saying so."""
         _check_count("limit", limit)
         result = []
         for record in await self._queue.dead_letters(limit):
@@ -294,7 +296,8 @@ class MessageQueue(AsyncService):
             result.append(
                 DeadLetter(
                     id=record.id,
-                    type=record.type,
+                    # "" when the backend's record of it was unreadable (its error says so)
+                    type=record.type or (message.type if message is not None else ""),
                     message=message,
                     raw=raw,
                     error=record.error,
@@ -306,7 +309,11 @@ class MessageQueue(AsyncService):
         return result
 
     async def requeue_dead_letters(self, max_count: int = 100) -> int:
-        """Put up to ``max_count`` oldest dead letters back in the queue, attempts reset."""
+        """Put up to ``max_count`` (at most ``MAX_DEAD_LETTER_BATCH``) oldest dead letters
+        back in the queue, attempts reset; return how many moved.
+
+        A dead letter whose record is unreadable (no type or priority to go back to)
+        is left where it is, not lost; ``dead_letters()`` lists it with the reason."""
         _check_count("max_count", max_count)
         return await self._queue.requeue_dead_letters(max_count)
 
@@ -390,10 +397,8 @@ class MessageQueue(AsyncService):
         """Stop claiming; let running handlers finish within ``grace`` seconds (default
         ``shutdown_grace``); release the rest back to the queue without charging an
         attempt. Calling it again is harmless."""
-        if grace is not None and (
-            isinstance(grace, bool) or not isinstance(grace, int | float) or not grace >= 0
-        ):
-            raise ValidationError("grace", grace, "expected seconds, not negative")
+        if grace is not None:
+            grace = check_seconds("grace", grace)
         if self._state in ("stopping", "stopped", "draining"):
             return
         if self._state == "new":
@@ -786,5 +791,4 @@ class _Expired(Exception):
 
 
 def _check_count(field: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(field, value, "expected a non-negative int")
+    check_count(field, value, MAX_DEAD_LETTER_BATCH)

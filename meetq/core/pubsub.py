@@ -37,7 +37,7 @@ import attrs
 
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import PROPAGATES, run_in_thread
-from meetq.core._validation import is_async_callable
+from meetq.core._validation import check_seconds, check_text, is_async_callable
 from meetq.core.config import EventBusConfig, load_config
 from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import Backend, PubSubTransport, TransportMessage
@@ -244,6 +244,8 @@ class PubSub(AsyncService):
     async def stop(self, grace: float | None = None) -> None:
         """Stop receiving, let handlers finish their buffered messages within ``grace``
         (default ``shutdown_grace``), then close the transport. Idempotent."""
+        if grace is not None:
+            grace = check_seconds("grace", grace)
         if self._stopped:
             return
         self._stopped = True
@@ -738,6 +740,8 @@ def _check_channel(field: str, value: object) -> None:
         raise ValidationError(
             field, value, f"expected a non-empty string of at most {MAX_CHANNEL_LENGTH} characters"
         )
+    # Redis cannot carry it, and memory would accept a channel no publish can reach.
+    check_text(field, value)
 
 
 def _glob_escape(text: str) -> str:

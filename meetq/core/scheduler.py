@@ -42,6 +42,8 @@ import attrs
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import PROPAGATES, run_in_thread
 from meetq.core._validation import (
+    check_seconds,
+    check_unix_time,
     convert_mapping,
     convert_timeout,
     is_async_callable,
@@ -130,7 +132,7 @@ def _convert_scheduled_at(value: object) -> float | None:
         except (OverflowError, OSError, ValueError) as exc:
             raise ValidationError("scheduled_at", value, f"not a usable time: {exc}") from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = check_unix_time("scheduled_at", value)
     else:
         raise ValidationError(
             "scheduled_at",
@@ -708,6 +710,8 @@ class TaskScheduler(AsyncService):
         Raises ``ValidationError`` for an unknown id and ``TimeoutError`` when ``timeout``
         seconds pass first (the task itself is not affected).
         """
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
         entry = self._entries.get(task_id)
         if entry is None:
             snapshot = self._finished.get(task_id)
@@ -768,10 +772,4 @@ def _check_int(field: str, value: object, minimum: int) -> None:
 
 
 def _check_seconds(field: str, value: object) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValidationError(field, value, "expected seconds, finite and not negative")
+    check_seconds(field, value)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from meetq.core._validation import MAX_TYPE_LENGTH
+from meetq.core._validation import MAX_PAYLOAD_DEPTH, MAX_TYPE_LENGTH
 from meetq.core.errors import SerializationError
 from meetq.core.types import Message, Priority, PubSubMessage
 
@@ -51,13 +51,20 @@ def _not_utf8(text: str) -> bool:
     return False
 
 
+# Levels a serialized document may open: the payload's own limit plus the message
+# envelope around it. The rule itself is MAX_PAYLOAD_DEPTH, in one place.
+_ROOM = MAX_PAYLOAD_DEPTH + 1
+_TOO_DEEP = f"nested deeper than {MAX_PAYLOAD_DEPTH} levels of dicts and lists"
+
+
 def _find_unencodable(
-    value: Any, path: str, *, check_text: bool = False
+    value: Any, path: str, *, check_text: bool = False, room: int = _ROOM
 ) -> tuple[str, Any, str] | None:
     """Return (path, value, problem) of the first value JSON cannot carry faithfully.
 
     ``check_text`` also looks for strings UTF-8 cannot encode (lone surrogates); that
     costs a pass over every string, so it is only done once encoding has failed.
+    ``room`` is how many more levels of dicts and lists may open below ``value``.
     """
     kind = type(value)
     if kind in _SCALARS_SUBCLASSED and kind not in _EXACT_SCALARS:
@@ -68,23 +75,36 @@ def _find_unencodable(
         if check_text and _not_utf8(value):
             return (path, value, "the string is not valid Unicode (lone surrogate)")
         return None
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        try:
+            int.__repr__(value)
+        except ValueError:  # past sys.get_int_max_str_digits(): no JSON reader takes it
+            digits = int(value.bit_length() * 0.30103) + 1
+            return (path, value, f"an int of about {digits} digits is too long for JSON")
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, value, "NaN and infinity are not JSON")
+    if isinstance(value, Mapping | list) and room <= 0:
+        return (path, value, _TOO_DEEP)
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 return (f"{path}[{key!r}]", key, f"keys must be strings, not {type(key).__name__}")
             if check_text and _not_utf8(key):
                 return (f"{path}[{key!r}]", key, "the key is not valid Unicode (lone surrogate)")
-            found = _find_unencodable(item, f"{path}.{key}", check_text=check_text)
+            found = _find_unencodable(
+                item, f"{path}.{key}", check_text=check_text, room=room - 1
+            )
             if found is not None:
                 return found
         return None
     if isinstance(value, list):
         for index, item in enumerate(value):
-            found = _find_unencodable(item, f"{path}[{index}]", check_text=check_text)
+            found = _find_unencodable(
+                item, f"{path}[{index}]", check_text=check_text, room=room - 1
+            )
             if found is not None:
                 return found
         return None
@@ -111,26 +131,31 @@ def _base_name(value: Any) -> str:
     return "value"
 
 
-def _plain(value: Any) -> bool:
+def _plain(value: Any, room: int = _ROOM) -> bool:
     """True when ``value`` is built from exactly dict/list/str/int/bool/None and finite
-    floats, so JSON carries it unchanged. Hot path: scalars are checked inline."""
+    floats, nested at most ``room`` levels, so JSON carries it unchanged. Hot path:
+    scalars are checked inline."""
     kind = type(value)
     if kind is dict:
+        if room <= 0:
+            return False
         for key, item in value.items():
             if type(key) is not str:
                 return False
             k = type(item)
             if k is str or k is int or k is bool or item is None:
                 continue
-            if not _plain(item):
+            if not _plain(item, room - 1):
                 return False
         return True
     if kind is list:
+        if room <= 0:
+            return False
         for item in value:
             k = type(item)
             if k is str or k is int or k is bool or item is None:
                 continue
-            if not _plain(item):
+            if not _plain(item, room - 1):
                 return False
         return True
     if kind is str or kind is int or kind is bool or value is None:
@@ -159,7 +184,8 @@ class JsonSerializer:
             # Fast path: exact builtin types only, checked in one cheap pass; the C
             # encoder then cannot change anything on the way.
             if _plain(value):
-                with contextlib.suppress(ValueError):  # a lone surrogate: named below
+                # A lone surrogate, an int too long to print: named below.
+                with contextlib.suppress(ValueError):
                     return _ENCODER.encode(value).encode()
             found = _find_unencodable(value, field, check_text=True)
             if found is None:
@@ -175,7 +201,19 @@ class JsonSerializer:
         raise SerializationError(path, bad, problem)
 
     def loads(self, data: bytes) -> Any:
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except RecursionError:
+            # Bytes stored or sent by someone else, nested past what the decoder's
+            # recursion allows: damaged input like any other, so a ValueError.
+            raise ValueError("nested too deeply to decode") from None
+
+
+def _load(data: bytes, serializer: Serializer) -> Any:
+    try:
+        return serializer.loads(data)
+    except RecursionError:  # a user's serializer on a deep document: damaged input
+        raise ValueError("nested too deeply to decode") from None
 
 
 def encode_message(
@@ -203,7 +241,7 @@ def encode_message(
 
 def decode_message(data: bytes, serializer: Serializer, *, retry_count: int) -> Message:
     """Rebuild a stored message; raises ``ValueError`` (or a meetq error) if it is damaged."""
-    body = serializer.loads(data)
+    body = _load(data, serializer)
     if not isinstance(body, dict):
         raise ValueError("stored message is not an object")
     return Message(
@@ -276,7 +314,7 @@ def _encode_plain_pubsub(message: PubSubMessage, source: str | None) -> bytes | 
     ):
         return None
     try:
-        if not _plain(message.payload):
+        if not _plain(message.payload, MAX_PAYLOAD_DEPTH):
             return None
         if headers:
             if not _plain(headers):
@@ -322,7 +360,7 @@ def decode_pubsub_message(data: bytes, serializer: Serializer, *, channel: str) 
         message = _decode_plain_pubsub(data, channel)
         if message is not None:
             return message
-    body = serializer.loads(data)
+    body = _load(data, serializer)
     if not isinstance(body, dict):
         raise ValueError("received event is not an object")
     return PubSubMessage(
@@ -344,8 +382,8 @@ def _decode_plain_pubsub(data: bytes, channel: str) -> PubSubMessage | None:
     try:
         text = data.decode()
         body, end = _DECODER.raw_decode(text)
-    except ValueError:  # also UnicodeDecodeError; the general path names the problem
-        return None
+    except (ValueError, RecursionError):  # also UnicodeDecodeError; the general path
+        return None  # names the problem
     if end != len(text) or type(body) is not dict or type(channel) is not str:
         return None
     event_id = body.get("id")

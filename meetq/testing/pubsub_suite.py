@@ -322,6 +322,69 @@ class PubSubContract(BackendContract):
         assert got.types == ["marker"]
         assert (await pub.stats())["total_published"] == 1
 
+    # -- bad input: always a meetq error (docs/reliability.md) ---------------------------
+
+    async def test_a_name_with_a_lone_surrogate_is_rejected_everywhere(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        # Redis cannot carry it; memory used to take it and never deliver anything.
+        ps = await make_pubsub()
+        bad = "room\ud800"
+        for call, field in (
+            (ps.publish(bad, msg()), "channel"),
+            (ps.publish_batch(bad, [msg()]), "channel"),
+            (ps.subscribe(bad, Collector()), "channel"),
+            (ps.psubscribe(bad + "*", Collector()), "pattern"),
+            (ps.unsubscribe(bad), "channel"),
+        ):
+            with pytest.raises(ValidationError) as info:
+                await call
+            assert info.value.field == field and "surrogate" in str(info.value)
+        with pytest.raises(ValidationError) as typed:
+            PubSubMessage(type="t\ud800")
+        assert typed.value.field == "type"
+        assert ps.subscribed_channels() == [] and ps.subscribed_patterns() == []
+        assert (await ps.stats())["total_published"] == 0
+
+    async def test_malformed_glob_classes_match_as_redis_reads_them(
+        self, make_pubsub: PubSubFactory
+    ) -> None:
+        # Redis refuses no pattern: a reversed range is the range swapped, "[]" matches
+        # nothing, "[^]" any one byte, an unclosed "[" runs to the end. Every backend
+        # reads them the same way, and no pattern breaks publishing on other channels.
+        sub, pub = await make_pubsub(), await make_pubsub()
+        got = Collector()
+        for pattern in ("[b-a]", "u[]", "v[^]", "w[ab", "x[a-]"):
+            await sub.psubscribe(pattern, got)
+        expected = {
+            "a": 1,
+            "b": 1,
+            "c": 0,
+            "u": 0,
+            "u]": 0,
+            "vx": 1,
+            "v": 0,
+            "wa": 1,
+            "wb": 1,
+            "w[": 0,
+            "x]": 1,  # "[a-]" is the range "]".."a" (0x5d..0x61), as Redis reads it
+            "x^": 1,
+            "xb": 0,
+        }
+        counts = {channel: await pub.publish(channel, msg(channel)) for channel in expected}
+        assert counts == expected
+        matched = [channel for channel, n in expected.items() if n]
+        await got.wait_for(len(matched))
+        assert sorted(got.types) == sorted(matched)
+
+    async def test_a_bad_grace_is_a_validation_error(self, make_pubsub: PubSubFactory) -> None:
+        ps = await make_pubsub()
+        for grace in (10**400, float("nan"), float("inf"), -1, "soon"):
+            with pytest.raises(ValidationError) as info:
+                await ps.stop(grace)  # type: ignore[arg-type]
+            assert info.value.field == "grace"
+        await ps.stop(0)
+
     async def test_handler_exception_contained_and_counted(
         self, make_pubsub: PubSubFactory
     ) -> None:

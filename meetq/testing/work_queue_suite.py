@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from meetq.core.errors import ClosedError, SerializationError, ValidationError
+from meetq.core._durations import MAX_DURATION
+from meetq.core._validation import MAX_DEAD_LETTER_BATCH, MAX_PAYLOAD_DEPTH
+from meetq.core.errors import ClosedError, ConfigError, SerializationError, ValidationError
 from meetq.core.message_queue import MessageQueue
 from meetq.core.protocols import Backend, LeaseRef, Settlement, StoredMessage, WorkQueueOptions
 from meetq.core.types import Message, Priority
@@ -115,6 +117,134 @@ class WorkQueueContract(BackendContract):
         assert info.value.field == "message.payload.when"
         assert await mq.queue_length() == 0
         assert (await mq.stats())["total_published"] == 0
+
+    # -- bad input: always a meetq error (docs/reliability.md) ---------------------------
+
+    @pytest.mark.parametrize(
+        "seconds",
+        [10**400, 1e300, float("inf"), float("nan")],
+        ids=["10**400", "1e300", "inf", "nan"],
+    )
+    async def test_an_impossible_duration_is_a_meetq_error(
+        self, make_queue: MakeQueue, seconds: float
+    ) -> None:
+        mq = make_queue()
+        for field in ("delay", "not_before"):
+            with pytest.raises(ValidationError) as info:
+                await mq.publish(Message(type="t"), **{field: seconds})
+            assert info.value.field == field
+        with pytest.raises(ValidationError) as batch:
+            await mq.publish_batch([Message(type="t")], delay=seconds)
+        assert batch.value.field == "delay"
+        with pytest.raises(ValidationError) as timeout:
+            Message(type="t", timeout=seconds)
+        assert timeout.value.field == "timeout"
+        if seconds != 1e300:  # a timestamp far ahead is odd but harmless
+            with pytest.raises(ValidationError) as stamp:
+                Message(type="t", timestamp=seconds)
+            assert stamp.value.field == "timestamp"
+        for key in ("visibility_timeout", "poll_interval", "handler_timeout"):
+            with pytest.raises(ConfigError) as config:
+                make_queue(**{key: seconds})
+            assert config.value.key == f"message_queue.{key}"
+        with pytest.raises(ValidationError) as grace:
+            await mq.stop(seconds)
+        assert grace.value.field == "grace"
+        assert await mq.queue_length() == 0
+
+    async def test_the_longest_duration_is_accepted(self, make_queue: MakeQueue) -> None:
+        mq = make_queue(visibility_timeout=MAX_DURATION)
+        await mq.publish(Message(type="t", timeout=MAX_DURATION), delay=MAX_DURATION)
+        assert await mq.queue_length() == 1
+        with pytest.raises(ValidationError):
+            await mq.publish(Message(type="t"), delay=MAX_DURATION * 1.01)
+
+    async def test_a_name_with_a_lone_surrogate_is_rejected(self, make_queue: MakeQueue) -> None:
+        bad = "q\ud800"
+        with pytest.raises(ConfigError) as queue:
+            make_queue(queue_name=bad)
+        assert queue.value.key == "message_queue.queue_name"
+        mq = make_queue()
+        with pytest.raises(ValidationError) as handler:
+            mq.register_handler(bad, lambda message: None)
+        assert handler.value.field == "message_type"
+        for field in ("type", "id", "source", "destination", "dedup_key"):
+            kwargs: dict[str, Any] = {"type": "t", field: bad}
+            with pytest.raises(ValidationError) as info:
+                Message(**kwargs)
+            assert info.value.field == field and "surrogate" in str(info.value)
+        assert mq.handled_types == []
+
+    async def test_a_too_deep_or_too_long_payload_is_refused_by_name(
+        self, make_queue: MakeQueue
+    ) -> None:
+        mq = make_queue()
+        done = asyncio.Event()
+        seen: list[Message] = []
+
+        @mq.handler("deep")
+        async def deep(message: Message) -> None:
+            seen.append(message)
+            done.set()
+
+        def nested(levels: int) -> dict[str, Any]:
+            tree: dict[str, Any] = {}
+            for _ in range(levels - 1):
+                tree = {"k": tree}
+            return tree
+
+        for payload, problem in (
+            (nested(5000), "nested deeper than"),
+            (nested(MAX_PAYLOAD_DEPTH + 1), "nested deeper than"),
+            ({"n": 10**5000}, "too long for JSON"),
+            ({"n": [1, -(10**4301)]}, "too long for JSON"),
+        ):
+            with pytest.raises(SerializationError) as info:
+                await mq.publish(Message(type="deep", payload=payload))
+            assert info.value.field.startswith("message.payload") and problem in str(info.value)
+        # Exactly the limit is fine, and arrives whole.
+        await mq.publish(Message(type="deep", payload=nested(MAX_PAYLOAD_DEPTH)))
+        async with mq:
+            await asyncio.wait_for(done.wait(), 10)
+        assert seen[0].payload == nested(MAX_PAYLOAD_DEPTH)
+        assert (await mq.stats())["total_published"] == 1
+
+    async def test_dead_letter_counts_are_bounded(self, make_queue: MakeQueue) -> None:
+        mq = make_queue()
+        for bad in (10**30, MAX_DEAD_LETTER_BATCH + 1, -1, True, 2.0):
+            with pytest.raises(ValidationError) as listed:
+                await mq.dead_letters(bad)  # type: ignore[arg-type]
+            assert listed.value.field == "limit"
+            with pytest.raises(ValidationError) as requeued:
+                await mq.requeue_dead_letters(bad)  # type: ignore[arg-type]
+            assert requeued.value.field == "max_count"
+        assert await mq.dead_letters(MAX_DEAD_LETTER_BATCH) == []
+        assert await mq.requeue_dead_letters(MAX_DEAD_LETTER_BATCH) == 0
+
+    async def test_a_stored_body_nested_too_deep_is_dead_lettered_raw(
+        self, make_queue: MakeQueue, backend: Backend
+    ) -> None:
+        # Bytes nobody could publish through the API (another writer, a damaged key):
+        # decoding them must not blow the stack of the worker or of dead_letters().
+        mq = make_queue()
+        ok = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            ok.set()
+
+        body = b"[" * 100_000 + b"]" * 100_000
+        raw = backend.work_queue("q", WorkQueueOptions())
+        await raw.enqueue([StoredMessage(id="deep1", type="job", priority=1, body=body)])
+        await mq.publish(Message(type="job"))
+        async with mq:
+            await asyncio.wait_for(ok.wait(), 10)
+            await eventually(mq.dead_letter_count)
+        [dead] = await mq.dead_letters()
+        assert dead.id == "deep1" and dead.message is None and dead.raw == body
+        assert "nested too deeply" in dead.error
+        assert await mq.requeue_dead_letters() == 1
+        assert await mq.queue_length() == 1
 
     async def test_batch_is_all_or_nothing(self, make_queue: MakeQueue) -> None:
         mq = make_queue()

@@ -56,4 +56,4 @@ async def test_disabled_event_bus_builds_nothing() -> None:
     ],
 )
 def test_memory_glob_matches_like_redis(pattern: str, channel: str, matches: bool) -> None:
-    assert bool(glob_to_regex(pattern).fullmatch(channel)) is matches
+    assert bool(glob_to_regex(pattern).fullmatch(channel.encode())) is matches

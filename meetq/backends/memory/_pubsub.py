@@ -22,38 +22,65 @@ __all__ = ["MemoryBroker", "MemoryPubSubTransport", "glob_to_regex"]
 
 
 @lru_cache(maxsize=1024)
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Redis ``PSUBSCRIBE`` glob.
+def glob_to_regex(pattern: str) -> re.Pattern[bytes]:
+    """Compile a Redis ``PSUBSCRIBE`` glob into a regex over the UTF-8 channel bytes.
 
-    Supports ``*``, ``?``, ``[abc]``, ``[^a]``, ``[a-z]`` and ``\\`` escapes.
+    Redis never refuses a pattern, so neither does this: it follows Redis's matcher
+    (``stringmatchlen``) rule for rule, on bytes as Redis does (``?`` is one byte).
+    ``*``, ``?``, ``\\x`` escapes and ``[...]`` classes with ``^``, ranges and escapes;
+    the corner cases read as Redis reads them: a reversed range ``[b-a]`` is ``[a-b]``,
+    an unclosed ``[`` runs to the end of the pattern, ``[]`` matches nothing and
+    ``[^]`` any one byte. The contract suite checks both backends agree on these.
     """
-    out: list[str] = []
-    i, n = 0, len(pattern)
+    raw = pattern.encode()
+    out: list[bytes] = []
+    i, n = 0, len(raw)
     while i < n:
-        char = pattern[i]
-        if char == "*":
-            out.append(".*")
-        elif char == "?":
-            out.append(".")
-        elif char == "\\" and i + 1 < n:
+        char = raw[i]
+        if char == _STAR:
+            out.append(b".*")
+        elif char == _QUESTION:
+            out.append(b".")
+        elif char == _OPEN:
             i += 1
-            out.append(re.escape(pattern[i]))
-        elif char == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = pattern[i + 1 : end]
-                negate = body.startswith("^")
-                if negate:
-                    body = body[1:]
-                escaped = "".join(c if c == "-" else re.escape(c) for c in body)
-                out.append(f"[{'^' if negate else ''}{escaped}]")
-                i = end
+            negate = i < n and raw[i] == _CARET
+            if negate:
+                i += 1
+            ranges: list[tuple[int, int]] = []
+            while True:
+                if i < n and raw[i] == _BACKSLASH and n - i >= 2:
+                    i += 1
+                    ranges.append((raw[i], raw[i]))
+                elif i < n and raw[i] == _CLOSE:
+                    break
+                elif i >= n:  # unclosed: the class ends with the pattern
+                    i -= 1
+                    break
+                elif n - i >= 3 and raw[i + 1] == _DASH:
+                    low, high = sorted((raw[i], raw[i + 2]))
+                    ranges.append((low, high))
+                    i += 2
+                else:
+                    ranges.append((raw[i], raw[i]))
+                i += 1
+            out.append(_byte_class(ranges, negate))
+        elif char == _BACKSLASH and n - i >= 2:
+            i += 1
+            out.append(re.escape(raw[i : i + 1]))
         else:
-            out.append(re.escape(char))
+            out.append(re.escape(raw[i : i + 1]))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return re.compile(b"".join(out), re.DOTALL)
+
+
+_STAR, _QUESTION, _OPEN, _CLOSE, _CARET, _DASH, _BACKSLASH = b"*?[]^-\\"
+
+
+def _byte_class(ranges: list[tuple[int, int]], negate: bool) -> bytes:
+    if not ranges:
+        return b"." if negate else b"(?!)"
+    body = b"".join(b"\\x%02x-\\x%02x" % pair for pair in ranges)
+    return b"[" + (b"^" if negate else b"") + body + b"]"
 
 
 class MemoryBroker:
@@ -75,12 +102,13 @@ class MemoryBroker:
     def publish(self, channel: str, data: bytes) -> int:
         """Deliver to each subscription matching ``channel``; return the deliveries."""
         receivers = 0
+        wire = channel.encode()  # patterns match bytes, as in Redis
         for transport in self._transports:
             if channel in transport._channels:
                 transport._inbox.put_nowait(TransportMessage(channel=channel, data=data))
                 receivers += 1
             for pattern in transport._patterns:
-                if glob_to_regex(pattern).fullmatch(channel):
+                if glob_to_regex(pattern).fullmatch(wire):
                     transport._inbox.put_nowait(
                         TransportMessage(channel=channel, data=data, pattern=pattern)
                     )
@@ -126,6 +154,8 @@ class MemoryPubSubTransport:
 
     async def psubscribe(self, patterns: Sequence[str]) -> None:
         self._check_open()
+        for pattern in patterns:
+            glob_to_regex(pattern)  # compiled now, so no pattern can fail a later publish
         self._patterns.update(patterns)
 
     async def punsubscribe(self, patterns: Sequence[str]) -> None:

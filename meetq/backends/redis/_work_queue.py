@@ -161,6 +161,43 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+def _lossy_text(value: bytes | str) -> str:
+    # An id written by hand may not be UTF-8; showing it beats failing the whole listing.
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+_DEAD_INFO_TEXT: Final = ("type", "error", "traceback")
+_DEAD_INFO_NUMBERS: Final = ("attempts", "failed_at", "priority")
+
+
+def _dead_info(raw: Any) -> dict[str, Any] | str:
+    """A dead letter's ``dinfo`` record checked field by field, or why it is unusable.
+
+    The record is written by our scripts, but the key is plain Redis: anyone can
+    overwrite it, and one bad record must not make ``dead_letters()`` raise."""
+    if raw is None:
+        return "its record is missing"
+    try:
+        info = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return f"the record is not JSON ({type(exc).__name__}): {raw[:60]!r}"
+    if not isinstance(info, dict):
+        return f"the record is not a JSON object: {raw[:60]!r}"
+    for name in _DEAD_INFO_TEXT:
+        if not isinstance(info.get(name), str):
+            return f"field {name!r} of the record is not a string"
+    for name in _DEAD_INFO_NUMBERS:
+        value = info.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"field {name!r} of the record is not a number"
+        if not -(2**53) <= value <= 2**53:  # also false for NaN
+            return f"field {name!r} of the record is out of range"
+    info["attempts"], info["priority"] = int(info["attempts"]), int(info["priority"])
+    if not 0 <= info["priority"] <= 3 or not info["type"]:
+        return "the record names no valid type and priority"
+    return info
+
+
 def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
@@ -579,17 +616,31 @@ class RedisWorkQueue:
         reply = await self._dead_list(limit, bodies=True)
         records = []
         for i in range(1, len(reply), 3):
-            info = json.loads(reply[i + 1])
+            dead_id, body = _lossy_text(reply[i]), reply[i + 2] or b""
+            info = _dead_info(reply[i + 1])
+            if isinstance(info, str):  # reported, not raised; requeue leaves it in place
+                records.append(
+                    DeadRecord(
+                        id=dead_id,
+                        type="",
+                        body=body,
+                        error=f"corrupt dead-letter record (in {self._key('dinfo')!r}): {info}",
+                        traceback="",
+                        attempts=0,
+                        failed_at=0.0,
+                    )
+                )
+                continue
             records.append(
                 DeadRecord(
-                    id=_text(reply[i]),
+                    id=dead_id,
                     type=info["type"],
-                    body=reply[i + 2] or b"",
+                    body=body,
                     error=info["error"],
                     traceback=info["traceback"],
-                    attempts=int(info["attempts"]),
+                    attempts=info["attempts"],
                     failed_at=info["failed_at"] / 1000.0,
-                    priority=int(info["priority"]),
+                    priority=info["priority"],
                 )
             )
         return records
@@ -606,11 +657,17 @@ class RedisWorkQueue:
         index: dict[str, int] = {}
         items: list[Any] = []
         for i in range(1, len(reply), 2):
-            info = json.loads(reply[i + 1])
+            info = _dead_info(reply[i + 1])
+            if isinstance(info, str):
+                # Without its type and priority it has no ready set to go back to; it
+                # stays a dead letter (listed with the reason) rather than being lost.
+                continue
             t = index.get(info["type"])
             if t is None:
                 t = index[info["type"]] = len(index) + 1
             items += (reply[i], t, int(info["priority"]))
+        if not items:
+            return 0
         names = list(index)
         moved = await self._eval(
             _SCRIPTS["requeue"], self._keys_with(names), [len(names), *names, *items]
