@@ -9,7 +9,7 @@ fresh processes, a producer and a worker, on that server:
   ``message_queue.type: redis``, the server's URL and a fresh key prefix set) and one
   async handler; the producer is a second meetq process that calls ``publish``.
 - ``BRPOP``: the consumer is a bare redis.asyncio loop blocked in ``BRPOP``; the producer
-  ``LPUSH``es a timestamped item. That is how a peer built on BRPOP (taskiq's list
+  ``LPUSH``es an item naming the sample. That is how a peer built on BRPOP (taskiq's list
   broker) receives a job, minus anything it does after the pop.
 - ``meetq, 1 process`` (for comparison): publisher and worker in one process.
 
@@ -18,11 +18,13 @@ Idle means: a sample is sent only after the worker reported the previous one and
 ``--warmup`` samples (connections, script loading) are not counted.
 
 Clock: ``time.monotonic_ns()``, which is CLOCK_MONOTONIC on Linux: one clock for every
-process of the machine (``perf_counter_ns`` is not guaranteed to be). The producer reads
-it just before ``publish``/``LPUSH`` and puts it in the message; the worker reads it as
-its handler starts (right after ``BRPOP`` returns) and writes ``(seq, sent, arrived)``
-as a 24-byte record to a pipe the producer reads. The pipe keeps the feedback off Redis
-and off the measured path. Latency = arrived - sent.
+process of the machine (``perf_counter_ns`` is not guaranteed to be). The producer builds
+the message (a ``Message``, or the item ``b"<seq>"``), reads the clock, and calls
+``publish``/``LPUSH``: building a Message is the caller's work, not publish's, so it is
+outside the measured span. The worker reads the clock as its handler starts (right after
+``BRPOP`` returns) and writes ``(seq, arrived)`` as a 16-byte record to a pipe the
+producer reads. The pipe keeps the feedback off Redis and off the measured path.
+Latency = arrived - sent, sent as the producer recorded it for that seq.
 
 Figures: p50/p90/p99 of each run's samples, then the median over ``--runs`` runs; the
 kinds are interleaved within a run so machine noise hits all alike. The last row is the
@@ -45,8 +47,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -55,8 +57,10 @@ import meetq
 from meetq import Message
 from meetq.testing._redis_server import RedisServer
 
-# (seq, sent ns, arrived ns); a write this small to a pipe is atomic.
-RECORD: Final = struct.Struct("<qqq")
+T = TypeVar("T")
+
+# (seq, arrived ns); a write this small to a pipe is atomic.
+RECORD: Final = struct.Struct("<qq")
 READY_SEQ: Final = -1
 # Every wait is bounded: a worker that is not up, a sample that never arrives, a child
 # that will not stop.
@@ -103,7 +107,7 @@ class _PipeReader:
         finally:
             loop.remove_reader(self._fd)
 
-    async def record(self, timeout: float) -> tuple[int, int, int]:  # noqa: ASYNC109  (bounded read)
+    async def record(self, timeout: float) -> tuple[int, int]:  # noqa: ASYNC109  (bounded read)
         async with asyncio.timeout(timeout):
             while len(self._buffer) < RECORD.size:
                 try:
@@ -114,13 +118,13 @@ class _PipeReader:
                 if not chunk:
                     raise RuntimeError("the worker closed its pipe (it exited; see its stderr)")
                 self._buffer += chunk
-        seq, sent, arrived = RECORD.unpack_from(self._buffer)
+        seq, arrived = RECORD.unpack_from(self._buffer)
         del self._buffer[: RECORD.size]
-        return seq, sent, arrived
+        return seq, arrived
 
 
-def _report(fd: int, seq: int, sent: int, arrived: int) -> None:
-    os.write(fd, RECORD.pack(seq, sent, arrived))
+def _report(fd: int, seq: int, arrived: int) -> None:
+    os.write(fd, RECORD.pack(seq, arrived))
 
 
 async def _until_terminated() -> None:
@@ -140,10 +144,10 @@ async def meetq_worker(url: str, namespace: str, fd: int) -> None:
     @mq.handler("ping")
     async def ping(msg: Message) -> None:
         arrived = time.monotonic_ns()
-        _report(fd, msg.payload["seq"], msg.payload["sent"], arrived)
+        _report(fd, msg.payload["seq"], arrived)
 
     await qm.start()  # returns once the wake-up subscription is confirmed
-    _report(fd, READY_SEQ, 0, 0)
+    _report(fd, READY_SEQ, 0)
     await _until_terminated()
     await qm.stop()
 
@@ -157,12 +161,11 @@ async def brpop_worker(url: str, namespace: str, fd: int) -> None:
             item = await client.brpop([key], timeout=BRPOP_BLOCK)
             arrived = time.monotonic_ns()
             if item is not None:
-                seq, sent = item[1].split(b" ")
-                _report(fd, int(seq), int(sent), arrived)
+                _report(fd, int(item[1]), arrived)
 
     await client.ping()  # connected: the first BRPOP goes out at once
     consumer = asyncio.create_task(consume())
-    _report(fd, READY_SEQ, 0, 0)
+    _report(fd, READY_SEQ, 0)
     await _until_terminated()
     consumer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -174,7 +177,11 @@ async def brpop_worker(url: str, namespace: str, fd: int) -> None:
 
 
 async def _produce(
-    fd: int, samples: int, pause: float, send: Callable[[int, int], Any]
+    fd: int,
+    samples: int,
+    pause: float,
+    build: Callable[[int], T],
+    send: Callable[[T], Awaitable[object]],
 ) -> list[int]:
     reader = _PipeReader(fd)
     if (await reader.record(READY_TIMEOUT))[0] != READY_SEQ:
@@ -182,12 +189,13 @@ async def _produce(
     latencies = []
     for seq in range(samples):
         await asyncio.sleep(pause)
+        message = build(seq)
         sent = time.monotonic_ns()
-        await send(seq, sent)
-        got = await reader.record(SAMPLE_TIMEOUT)
-        if got[:2] != (seq, sent):
-            raise RuntimeError(f"sample {seq} sent at {sent}: the worker reported {got}")
-        latencies.append(got[2] - sent)
+        await send(message)
+        got, arrived = await reader.record(SAMPLE_TIMEOUT)
+        if got != seq:
+            raise RuntimeError(f"sample {seq}: the worker reported sample {got}")
+        latencies.append(arrived - sent)
     return latencies
 
 
@@ -198,11 +206,11 @@ async def meetq_producer(
     mq = qm.get_message_queue()
     assert mq is not None
 
-    async def send(seq: int, sent: int) -> None:
-        await mq.publish(Message(type="ping", payload={"seq": seq, "sent": sent}))
+    def build(seq: int) -> Message:
+        return Message(type="ping", payload={"seq": seq})
 
     try:
-        return await _produce(fd, samples, pause, send)
+        return await _produce(fd, samples, pause, build, mq.publish)
     finally:
         await qm.stop()
 
@@ -213,11 +221,14 @@ async def brpop_producer(
     client = aioredis.Redis.from_url(url)
     key = f"{namespace}:list"
 
-    async def send(seq: int, sent: int) -> None:
-        await client.lpush(key, b"%d %d" % (seq, sent))
+    def build(seq: int) -> bytes:
+        return b"%d" % seq
+
+    async def send(item: bytes) -> None:
+        await client.lpush(key, item)
 
     try:
-        return await _produce(fd, samples, pause, send)
+        return await _produce(fd, samples, pause, build, send)
     finally:
         await client.aclose()
 
@@ -237,8 +248,9 @@ async def meetq_local(url: str, namespace: str, samples: int, pause: float) -> l
     try:
         for seq in range(samples):
             await asyncio.sleep(pause)
+            message = Message(type="ping", payload={"seq": seq})
             sent = time.monotonic_ns()
-            await mq.publish(Message(type="ping", payload={"seq": seq}))
+            await mq.publish(message)
             got, arrived = await asyncio.wait_for(arrivals.get(), SAMPLE_TIMEOUT)
             if got != seq:
                 raise RuntimeError(f"sample {seq}: the handler saw {got}")
