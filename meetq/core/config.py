@@ -3,7 +3,8 @@
 Sections: ``redis``, ``message_queue``, ``task_scheduler``, ``event_bus``,
 ``task_dispatcher``. Every key is documented in ``docs/configuration.md``. Durations take
 a number in the seed's unit for that key or a string with its own unit (``"30s"``,
-``"100ms"``); they are stored in seconds. ``MEETQ_REDIS_URL`` overrides ``redis.url``.
+``"100ms"``); they are stored in seconds. ``MEETQ_<SECTION>__<KEY>`` environment
+variables override any key; ``MEETQ_REDIS_URL`` overrides ``redis.url``.
 """
 
 from __future__ import annotations
@@ -321,16 +322,23 @@ def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
 
 def load_config(
     source: str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
 ) -> MeetqConfig:
     """Read and validate a config from a YAML file path, a mapping, or ``None`` (defaults).
 
     Unknown keys, wrong types and impossible values raise ``ConfigError`` naming the
     dotted key path and the value. Extra top-level sections of a larger service config
     (database, logging, ...) are ignored; only meetq's sections are checked.
-    ``MEETQ_REDIS_URL`` in the environment overrides ``redis.url``.
+
+    ``environ`` (default ``os.environ``; ``{}`` ignores the environment) overrides any key:
+    ``MEETQ_<SECTION>__<KEY>`` (``MEETQ_MESSAGE_QUEUE__WORKERS=8``), and
+    ``MEETQ_REDIS_URL`` for ``redis.url``. See ``_environment_overrides``.
     """
+    env = os.environ if environ is None else environ
+    overrides = _environment_overrides(env)
     if isinstance(source, MeetqConfig):
-        config = source
+        config = _evolve_with(source, overrides)
     else:
         raw: Any
         if source is None:
@@ -341,14 +349,121 @@ def load_config(
             raw = source
         if not isinstance(raw, Mapping):
             raise ConfigError("<root>", raw, "expected a mapping of sections")
+        raw = _overlay(raw, overrides)
         sections = {
             name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()
         }
         config = MeetqConfig(**sections)
-    env_url = os.environ.get("MEETQ_REDIS_URL")
+    env_url = env.get("MEETQ_REDIS_URL")
     if env_url:
         config = attrs.evolve(config, redis=attrs.evolve(config.redis, url=env_url))
     return config
+
+
+# -- environment overrides ---------------------------------------------------------------
+
+ENV_PREFIX = "MEETQ_"
+ENV_SEPARATOR = "__"
+
+
+def _environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``MEETQ_<SECTION>__<KEY>`` variables as raw values by section, each checked as the
+    same key in a YAML file would be, so a bad one is refused naming the variable.
+
+    Keys of string kind take the text as it is (a queue named ``007`` stays a string);
+    every other key reads it as a YAML scalar, so ``8``, ``true``, ``30`` (in the key's
+    unit) and ``"30s"`` mean what they mean in the file. An empty variable is ignored, like
+    an empty ``MEETQ_REDIS_URL``. Names without the double underscore (``MEETQ_REDIS_URL``,
+    ``MEETQ_TEST_REDIS_URL``) are not overrides.
+    """
+    overrides: dict[str, dict[str, Any]] = {}
+    for variable in sorted(environ):
+        text = environ[variable]
+        if not variable.startswith(ENV_PREFIX) or ENV_SEPARATOR not in variable or not text:
+            continue
+        section, _, key = variable[len(ENV_PREFIX) :].lower().partition(ENV_SEPARATOR)
+        cls = _SECTIONS.get(section)
+        if cls is None:
+            guess = _closest(section, _SECTIONS)
+            hint = (
+                f"did you mean {_variable(guess, key)}?"
+                if guess
+                else f"known sections: {', '.join(_SECTIONS)}"
+            )
+            raise ConfigError(variable, text, f"unknown section {section!r}; {hint}")
+        fields = {f.name: f for f in attrs.fields(cls)}
+        if key not in fields:
+            guess = _closest(key, fields)
+            hint = (
+                f"did you mean {_variable(section, guess)}?"
+                if guess
+                else f"known keys: {', '.join(sorted(fields))}"
+            )
+            raise ConfigError(variable, text, f"unknown key {section}.{key}; {hint}")
+        meta = fields[key].metadata
+        value = text if meta["kind"] == "str" else _yaml_scalar(variable, text)
+        try:
+            _convert(f"{section}.{key}", value, meta)
+        except ConfigError as exc:
+            raise ConfigError(variable, text, f"{exc.problem} (it sets {section}.{key})") from None
+        overrides.setdefault(section, {})[key] = value
+    redis_url = environ.get("MEETQ_REDIS_URL")
+    both = overrides.get("redis", {}).get("url")
+    if redis_url and both is not None and both != redis_url:
+        raise ConfigError(
+            "MEETQ_REDIS_URL", redis_url, f"conflicts with MEETQ_REDIS__URL={both!r}; set one"
+        )
+    return overrides
+
+
+def _closest(name: str, known: Mapping[str, Any]) -> str | None:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return close[0] if close else None
+
+
+def _variable(section: str, key: str) -> str:
+    """The environment variable that sets ``section.key``."""
+    return f"{ENV_PREFIX}{section.upper()}{ENV_SEPARATOR}{key.upper()}"
+
+
+def _yaml_scalar(variable: str, text: str) -> Any:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(variable, text, "not a YAML value") from None
+    if isinstance(value, Mapping | list):
+        raise ConfigError(variable, text, "expected one value, not a YAML mapping or list")
+    return value
+
+
+def _overlay(raw: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> Any:
+    """``raw`` with the overrides laid over its sections (before any validation)."""
+    if not overrides:
+        return raw
+    merged = dict(raw)
+    for section, values in overrides.items():
+        current = merged.get(section)
+        if current is None:
+            current = {}
+        if isinstance(current, Mapping):  # otherwise _build_section names the bad section
+            merged[section] = {**current, **values}
+    return merged
+
+
+def _evolve_with(config: MeetqConfig, overrides: Mapping[str, Mapping[str, Any]]) -> MeetqConfig:
+    """A built config with the overrides applied (already checked, converted here)."""
+    changes: dict[str, Any] = {}
+    for section, values in overrides.items():
+        current = getattr(config, section)
+        fields = {f.name: f for f in attrs.fields(type(current))}
+        converted = {
+            key: _convert(f"{section}.{key}", value, fields[key].metadata)
+            for key, value in values.items()
+        }
+        changes[section] = attrs.evolve(current, **converted)
+    return attrs.evolve(config, **changes) if changes else config
 
 
 def _read_yaml(path: Path) -> Any:

@@ -76,6 +76,8 @@ _LOG_INTERVAL = 5.0
 def _config_from(
     config: MessageQueueConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]
 ) -> MessageQueueConfig:
+    # environ={}: settings given in code are the caller's decision; MEETQ_* variables
+    # override whole configs (a file, initialize_queue_system), not a queue built in code.
     if isinstance(config, MessageQueueConfig):
         if not overrides:
             return config
@@ -83,7 +85,7 @@ def _config_from(
         for key in overrides:
             if key not in base:
                 # Let load_config produce the did-you-mean message.
-                load_config({"message_queue": {key: overrides[key]}})
+                load_config({"message_queue": {key: overrides[key]}}, environ={})
         fields = {f.name for f in attrs.fields(MessageQueueConfig)}
         raw = {k: v for k, v in base.items() if k in fields}
         # Durations are stored in seconds; hand them back as explicit strings.
@@ -91,10 +93,10 @@ def _config_from(
             if f.metadata.get("kind") == "duration":
                 raw[f.name] = f"{raw[f.name]}s"
         raw.update(overrides)
-        return load_config({"message_queue": raw}).message_queue
+        return load_config({"message_queue": raw}, environ={}).message_queue
     merged = dict(config or {})
     merged.update(overrides)
-    return load_config({"message_queue": merged}).message_queue
+    return load_config({"message_queue": merged}, environ={}).message_queue
 
 
 class MessageQueue(AsyncService):

@@ -765,5 +765,6 @@ def _resolve_config(
     else:
         raise ValidationError("config", config, "expected an EventBusConfig, a mapping or None")
     raw.update(overrides)
-    # The same validation as a config file, so errors name the key (event_bus.<key>).
-    return load_config({"event_bus": raw}).event_bus
+    # The same validation as a config file, so errors name the key (event_bus.<key>);
+    # settings given in code are not overridden by MEETQ_* variables (environ={}).
+    return load_config({"event_bus": raw}, environ={}).event_bus
