@@ -287,7 +287,11 @@ class Backend(Protocol):
 
     def pubsub_transport(self) -> PubSubTransport: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release everything (idempotent). Afterwards every call on the queues and
+        transports it made raises ``ClosedError`` (a queue's ``wait_for_work`` just
+        waits): the same on every backend, checked by the contract suite."""
+        ...
 
 
 MessageHandler = Callable[[Message], Any]

@@ -10,7 +10,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,10 +18,12 @@ import pytest_asyncio
 
 from meetq.core._durations import MAX_DURATION
 from meetq.core._validation import MAX_DEAD_LETTER_BATCH, MAX_PAYLOAD_DEPTH
+from meetq.core.config import MeetqConfig
 from meetq.core.errors import ClosedError, ConfigError, SerializationError, ValidationError
+from meetq.core.manager import QueueManager
 from meetq.core.message_queue import MessageQueue
 from meetq.core.protocols import Backend, LeaseRef, Settlement, StoredMessage, WorkQueueOptions
-from meetq.core.types import Message, Priority
+from meetq.core.types import Message, Priority, PubSubMessage
 from meetq.testing._base import BackendContract
 from meetq.testing._waiting import eventually
 
@@ -620,6 +622,48 @@ class WorkQueueContract(BackendContract):
         finally:
             release.set()
         assert started == stuck_n
+
+    async def test_after_the_manager_stopped_every_call_raises_closed_error(
+        self, meetq_config: MeetqConfig, backend: Backend
+    ) -> None:
+        # One rule on every backend: qm.stop() closes the backends, and a closed backend
+        # refuses every call (memory once went on accepting publishes and answering).
+        qm = QueueManager(meetq_config, lambda name: backend)
+        mq = qm.get_message_queue()
+        assert mq is not None
+        done = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            done.set()
+
+        async with qm:
+            await mq.publish(Message(type="job"))
+            await asyncio.wait_for(done.wait(), 10)
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "publish": lambda: mq.publish(Message(type="job")),
+            "publish_batch": lambda: mq.publish_batch([Message(type="job")]),
+            "queue_length": mq.queue_length,
+            "processing_count": mq.processing_count,
+            "dead_letter_count": mq.dead_letter_count,
+            "dead_letters": mq.dead_letters,
+            "requeue_dead_letters": mq.requeue_dead_letters,
+            "clear": mq.clear,
+            "clear_dead_letters": mq.clear_dead_letters,
+            "stats": mq.stats,
+            "qm.stats": qm.stats,
+            "qm.start": qm.start,
+            "mq.start": mq.start,
+        }
+        for name, call in calls.items():
+            with pytest.raises(ClosedError):
+                await call()
+                pytest.fail(f"{name} after qm.stop() did not raise ClosedError")
+        pubsub = qm.get_pubsub()
+        if pubsub is not None:
+            with pytest.raises(ClosedError):
+                await pubsub.publish("c", PubSubMessage(type="t"))
+        await qm.stop()  # still harmless
 
     async def test_handler_raising_cancelled_error_is_a_failed_attempt(
         self, make_queue: MakeQueue

@@ -123,9 +123,9 @@ async def test_building_does_not_start_consuming() -> None:
         received = await asyncio.wait_for(done, 10)
         assert received.id == sent_id
         assert received.payload == {"n": 1}
+        assert await mq.queue_length() == 0  # leased now, no longer waiting
     finally:
         await qm.stop()
-    assert await mq.queue_length() == 0
 
 
 async def test_start_is_idempotent_and_stop_twice_is_harmless() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from meetq.core._validation import check_queue_options
+from meetq.core.errors import ClosedError
 from meetq.core.protocols import PubSubTransport, WorkQueueBackend, WorkQueueOptions
 
 __all__ = ["MemoryBackend"]
@@ -20,10 +21,12 @@ class MemoryBackend:
         self._queues: dict[str, WorkQueueBackend] = {}
         self._options: dict[str, WorkQueueOptions] = {}
         self._broker: Any = None
+        self._closed = False
 
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
         from meetq.backends.memory._work_queue import MemoryWorkQueue
 
+        self._check_open()
         check_queue_options(queue_name, self._options.get(queue_name), options)
         queue = self._queues.get(queue_name)
         if queue is None:
@@ -32,6 +35,7 @@ class MemoryBackend:
         return queue
 
     def pubsub_transport(self) -> PubSubTransport:
+        self._check_open()
         if self._broker is None:
             from meetq.backends.memory._pubsub import MemoryBroker
 
@@ -39,5 +43,17 @@ class MemoryBackend:
         transport: PubSubTransport = self._broker.transport()
         return transport
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the memory backend was closed; build a new one")
+
     async def aclose(self) -> None:
-        """Nothing to release: the data goes with the object."""
+        """Close every queue and transport made from it: as on every backend, each
+        later call on them raises ``ClosedError``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for queue in self._queues.values():
+            await queue.aclose()
+        if self._broker is not None:
+            await self._broker.aclose()

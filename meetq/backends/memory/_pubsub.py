@@ -95,6 +95,11 @@ class MemoryBroker:
         self._transports.append(transport)
         return transport
 
+    async def aclose(self) -> None:
+        """Close every transport attached (the backend is closing)."""
+        for transport in list(self._transports):
+            await transport.aclose()
+
     def _detach(self, transport: MemoryPubSubTransport) -> None:
         if transport in self._transports:
             self._transports.remove(transport)

@@ -7,6 +7,7 @@ that version, so every transition is O(log n) and nothing needs scanning.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import time
@@ -18,6 +19,7 @@ from enum import Enum
 import attrs
 
 from meetq.core._wakeup import WakeSignal
+from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
     Claimed,
     DeadRecord,
@@ -81,6 +83,7 @@ class MemoryWorkQueue:
         self._wake = WakeSignal()
         self._token_seq = itertools.count(1)
         self._token_prefix = uuid.uuid4().hex[:12]
+        self._closed = False
 
     # -- transitions -------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class MemoryWorkQueue:
     # -- WorkQueueBackend --------------------------------------------------------------
 
     async def enqueue(self, messages: Sequence[StoredMessage]) -> list[str]:
+        self._check_open()
         now = _now_ms()
         ids: list[str] = []
         claimed_keys: dict[str, str] = {}
@@ -265,6 +269,7 @@ class MemoryWorkQueue:
         claim: int,
         lease_ms: int,
     ) -> ExchangeResult:
+        self._check_open()
         now = _now_ms()
         settled = [self._settle(s, now) for s in settlements]
         claimed: list[Claimed] = []
@@ -298,6 +303,7 @@ class MemoryWorkQueue:
         return ExchangeResult(settled=settled, claimed=claimed)
 
     async def extend(self, leases: Sequence[LeaseRef], lease_ms: int) -> list[bool]:
+        self._check_open()
         deadline = _now_ms() + lease_ms
         result = []
         for lease in leases:
@@ -308,9 +314,13 @@ class MemoryWorkQueue:
         return result
 
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109  (protocol)
+        if self._closed:
+            await asyncio.sleep(max(0.0, timeout))  # nothing will wake it, as on Redis
+            return
         await self._wake.wait(timeout)
 
     async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
+        self._check_open()
         expiry = _now_ms() + ttl_ms
         for message_type in types:
             self._handlers[message_type] = max(self._handlers.get(message_type, 0.0), expiry)
@@ -320,6 +330,7 @@ class MemoryWorkQueue:
         return [t for t in known if self._handlers.get(t, 0.0) <= now]
 
     async def sweep_unhandled(self, unhandled_timeout_ms: int, limit: int) -> int:
+        self._check_open()
         now = _now_ms()
         swept = 0
         for message_type in self._unhandled_types(now):
@@ -349,6 +360,7 @@ class MemoryWorkQueue:
         return swept
 
     async def unhandled_count(self) -> int:
+        self._check_open()
         now = _now_ms()
         count = 0
         for message_type in self._unhandled_types(now):
@@ -360,20 +372,25 @@ class MemoryWorkQueue:
         return count
 
     async def queue_lengths(self) -> dict[int, int]:
+        self._check_open()
         return {p: self._waiting[p] for p in range(4)}
 
     async def processing_count(self) -> int:
+        self._check_open()
         return self._processing
 
     async def dead_letter_count(self) -> int:
+        self._check_open()
         self._trim_dead()
         return len(self._dead)
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:
+        self._check_open()
         self._trim_dead()
         return list(itertools.islice(self._dead.values(), max(0, limit)))
 
     async def requeue_dead_letters(self, max_count: int) -> int:
+        self._check_open()
         self._trim_dead()
         now = _now_ms()
         moved = 0
@@ -398,6 +415,7 @@ class MemoryWorkQueue:
         return moved
 
     async def clear(self) -> int:
+        self._check_open()
         removed = 0
         for entry in list(self._entries.values()):
             if entry.state in (_State.READY, _State.DELAYED):
@@ -407,13 +425,21 @@ class MemoryWorkQueue:
         return removed
 
     async def clear_dead_letters(self) -> int:
+        self._check_open()
         count = len(self._dead)
         self._dead.clear()
         return count
 
     async def counters(self) -> dict[str, int]:
+        self._check_open()
         keys = ("published", "processed", "failed", "retried", "dead_letter", "dropped")
         return {k: self._counts[k] for k in keys}
 
+    def _check_open(self) -> None:
+        # The same rule as every backend: a closed backend refuses every call.
+        if self._closed:
+            raise ClosedError(f"work queue {self.name!r}: its backend was closed")
+
     async def aclose(self) -> None:
-        """Nothing to release; the queue's data stays with its backend object."""
+        """Refuse every later call (``ClosedError``); the backend's ``aclose`` calls it."""
+        self._closed = True
