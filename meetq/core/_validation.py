@@ -53,6 +53,13 @@ def check_name(field: str, value: object) -> None:
     check_text(field, value)
 
 
+def check_key(field: str, value: object) -> None:
+    """A lookup by id or type: anything but a string is a caller's mistake, named as
+    such (a list would otherwise surface as ``TypeError: unhashable type``)."""
+    if not isinstance(value, str):
+        raise ValidationError(field, value, "expected a string")
+
+
 def check_seconds(field: str, value: object) -> float:
     """A duration argument in seconds (a number), 0 to ``MAX_DURATION``."""
     if isinstance(value, bool) or not isinstance(value, int | float):

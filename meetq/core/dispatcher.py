@@ -32,6 +32,7 @@ import attrs
 from meetq.core._lifecycle import AsyncService
 from meetq.core._validation import (
     MAX_TYPE_LENGTH,
+    check_key,
     check_seconds,
     convert_mapping,
     headers_validator,
@@ -548,12 +549,14 @@ class TaskDispatcher(AsyncService):
 
     def get_task_status(self, task_id: str) -> TaskResponse | None:
         """The latest known status, or None for an unknown (or evicted) task."""
+        check_key("task_id", task_id)
         record = self._records.get(task_id)
         return None if record is None else record.response
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskResponse:  # noqa: ASYNC109
         """Wait for the task's final status and return it; ``TimeoutError`` after
         ``timeout`` seconds. An unknown task id raises ``ValidationError``."""
+        check_key("task_id", task_id)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
         record = self._records.get(task_id)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import PROPAGATES, run_in_thread
-from meetq.core._validation import check_seconds, is_async_callable
+from meetq.core._validation import check_key, check_seconds, is_async_callable
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.types import LocalEvent, new_id
@@ -253,7 +253,8 @@ class LocalEventBus(AsyncService):
         if payload is None:
             payload = {}
         if (
-            event_type in self._known_types
+            type(event_type) is str
+            and event_type in self._known_types
             and type(payload) is dict
             and (source is None or type(source) is str)
             and all(type(key) is str for key in payload)
@@ -439,6 +440,7 @@ class LocalEventBus(AsyncService):
 
     def handler_count(self, event_type: str) -> int:
         """How many handlers are registered for ``event_type`` (``"*"``: wildcard ones)."""
+        check_key("event_type", event_type)
         if event_type == WILDCARD:
             return len(self._wildcard)
         return len(self._handlers.get(event_type, ()))

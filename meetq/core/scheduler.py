@@ -42,6 +42,7 @@ import attrs
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import PROPAGATES, run_in_thread
 from meetq.core._validation import (
+    check_key,
     check_seconds,
     check_unix_time,
     convert_mapping,
@@ -601,6 +602,7 @@ class TaskScheduler(AsyncService):
         running attempt's asyncio task is cancelled; its status turns ``cancelled`` as soon
         as the handler has unwound (``await wait(task_id)`` to see it).
         """
+        check_key("task_id", task_id)
         entry = self._entries.get(task_id)
         if entry is None:
             return False
@@ -691,6 +693,7 @@ class TaskScheduler(AsyncService):
 
     def get_task(self, task_id: str) -> TaskSnapshot | None:
         """A snapshot of the task, or None when it is unknown (or a forgotten final one)."""
+        check_key("task_id", task_id)
         entry = self._entries.get(task_id)
         if entry is not None:
             return entry.snapshot()
@@ -698,6 +701,7 @@ class TaskScheduler(AsyncService):
 
     def status(self, task_id: str) -> TaskStatus | None:
         """The task's status, or None when it is unknown (or a forgotten final one)."""
+        check_key("task_id", task_id)
         entry = self._entries.get(task_id)
         if entry is not None:
             return entry.status
@@ -710,6 +714,7 @@ class TaskScheduler(AsyncService):
         Raises ``ValidationError`` for an unknown id and ``TimeoutError`` when ``timeout``
         seconds pass first (the task itself is not affected).
         """
+        check_key("task_id", task_id)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
         entry = self._entries.get(task_id)

@@ -24,6 +24,7 @@ from meetq import (
     TaskRequest,
     TaskScheduler,
     ValidationError,
+    initialize_queue_system,
     load_config,
 )
 from meetq.backends.memory._pubsub import glob_to_regex
@@ -362,3 +363,28 @@ def test_a_config_key_of_any_value_works_or_is_a_config_error(key: str, value: A
         load_config({section: {name: value}})
     except ConfigError as exc:
         str(exc)
+
+
+async def test_a_lookup_by_something_not_a_string_is_a_validation_error() -> None:
+    qm = await initialize_queue_system({"event_bus": {"type": "memory"}})
+    async with qm:
+        scheduler, dispatcher, bus = (
+            qm.get_task_scheduler(),
+            qm.get_task_dispatcher(),
+            qm.get_event_bus(),
+        )
+        assert scheduler is not None and dispatcher is not None and bus is not None
+        key: Any = ["not", "hashable"]
+        for call in (
+            lambda: scheduler.cancel_task(key),
+            lambda: scheduler.get_task(key),
+            lambda: scheduler.status(key),
+            lambda: dispatcher.get_task_status(key),
+            lambda: bus.handler_count(key),
+            lambda: bus.emit(key),
+        ):
+            with pytest.raises(ValidationError):
+                call()
+        for waiting in (scheduler.wait(key), dispatcher.wait(key), bus.emit_sync(key)):
+            with pytest.raises(ValidationError):
+                await waiting
