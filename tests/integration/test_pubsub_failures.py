@@ -8,6 +8,7 @@ confirmation is never read, so a call is deterministically still waiting for it.
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -244,3 +245,27 @@ async def test_subscribe_waits_for_a_concurrent_unsubscribe_of_the_name(
         await ps.stop()
         await client.aclose()
 
+
+
+async def test_a_failed_start_leaves_nothing_running(meetq_namespace: str) -> None:
+    # Once the transport's watchdog went on running after start() failed.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed at once: nothing listens there
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=2)
+    ps = PubSub(RedisBackend(client), namespace=meetq_namespace)
+    before = asyncio.all_tasks()
+    try:
+        await ps.subscribe("room", Collector())  # recorded: start() subscribes it
+        await ps.psubscribe("rooms.*", Collector())
+        with pytest.raises(BackendUnavailableError):
+            await ps.start()
+        left = [t for t in asyncio.all_tasks() - before if not t.done()]
+        assert left == [], [t.get_name() for t in left]
+        with pytest.raises(BackendUnavailableError):
+            await ps.start()  # still startable, and again nothing is left behind
+        left = [t for t in asyncio.all_tasks() - before if not t.done()]
+        assert left == [], [t.get_name() for t in left]
+    finally:
+        await ps.stop()
+        await client.aclose()

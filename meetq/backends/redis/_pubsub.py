@@ -253,7 +253,10 @@ class RedisPubSubTransport:
             if add:
                 wanted.difference_update(names)
                 if not self._channels and not self._patterns and not self._connected.is_set():
+                    # Never connected and nothing wanted (a start() against a server that
+                    # is down): nothing may be left running, the watchdog included.
                     await self._drop_connection()
+                    await self._stop_watchdog()
                 raise
             if isinstance(exc, _FAILURES):
                 return  # unsubscribing from a broken connection: its replacement lacks them
@@ -500,6 +503,13 @@ class RedisPubSubTransport:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("this pub/sub transport is closed")
+
+    async def _stop_watchdog(self) -> None:
+        # The next connection (_new_pubsub) starts a new one.
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
 
     async def _drop_connection(self) -> None:
         ps, self._ps = self._ps, None
