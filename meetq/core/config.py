@@ -354,9 +354,6 @@ def load_config(
             name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()
         }
         config = MeetqConfig(**sections)
-    env_url = env.get("MEETQ_REDIS_URL")
-    if env_url:
-        config = attrs.evolve(config, redis=attrs.evolve(config.redis, url=env_url))
     return config
 
 
@@ -370,7 +367,7 @@ def _environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, An
     """``MEETQ_<SECTION>__<KEY>`` variables as raw values by section, each checked as the
     same key in a YAML file would be, so a bad one is refused naming the variable.
 
-    Keys of string kind take the text as it is (a queue named ``007`` stays a string);
+    Keys whose values are text take it as it is (a queue named ``007`` stays a string);
     every other key reads it as a YAML scalar, so ``8``, ``true``, ``30`` (in the key's
     unit) and ``"30s"`` mean what they mean in the file. An empty variable is ignored, like
     an empty ``MEETQ_REDIS_URL``. Names without the double underscore (``MEETQ_REDIS_URL``,
@@ -400,20 +397,36 @@ def _environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, An
                 else f"known keys: {', '.join(sorted(fields))}"
             )
             raise ConfigError(variable, text, f"unknown key {section}.{key}; {hint}")
-        meta = fields[key].metadata
-        value = text if meta["kind"] == "str" else _yaml_scalar(variable, text)
-        try:
-            _convert(f"{section}.{key}", value, meta)
-        except ConfigError as exc:
-            raise ConfigError(variable, text, f"{exc.problem} (it sets {section}.{key})") from None
-        overrides.setdefault(section, {})[key] = value
-    redis_url = environ.get("MEETQ_REDIS_URL")
-    both = overrides.get("redis", {}).get("url")
-    if redis_url and both is not None and both != redis_url:
-        raise ConfigError(
-            "MEETQ_REDIS_URL", redis_url, f"conflicts with MEETQ_REDIS__URL={both!r}; set one"
-        )
+        overrides.setdefault(section, {})[key] = _checked(variable, text, section, fields[key])
+    # The older short form of MEETQ_REDIS__URL, kept working.
+    short = environ.get("MEETQ_REDIS_URL")
+    if short:
+        long = overrides.get("redis", {}).get("url")
+        if long is not None and long != short:
+            raise ConfigError(
+                "MEETQ_REDIS_URL", short, f"conflicts with MEETQ_REDIS__URL={long!r}; set one"
+            )
+        url = attrs.fields_dict(RedisConfig)["url"]
+        overrides.setdefault("redis", {})["url"] = _checked("MEETQ_REDIS_URL", short, "redis", url)
     return overrides
+
+
+# Kinds whose values are text: the variable is taken as it is, never read as YAML (a
+# queue named "007" or "off" stays that string).
+_TEXT_KINDS = frozenset({"str", "redis_url", "choice"})
+
+
+def _checked(variable: str, text: str, section: str, field: attrs.Attribute[Any]) -> Any:
+    """The raw value ``variable`` gives ``section.<field>``, checked as the YAML would be."""
+    meta = field.metadata
+    value = text if meta["kind"] in _TEXT_KINDS else _yaml_scalar(variable, text)
+    try:
+        _convert(f"{section}.{field.name}", value, meta)
+    except ConfigError as exc:
+        raise ConfigError(
+            variable, text, f"{exc.problem} (it sets {section}.{field.name})"
+        ) from None
+    return value
 
 
 def _closest(name: str, known: Mapping[str, Any]) -> str | None:

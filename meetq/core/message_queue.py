@@ -41,6 +41,7 @@ from meetq.core._validation import (
     check_seconds,
     check_unix_time,
     is_async_callable,
+    plain_str,
 )
 from meetq.core.config import MessageQueueConfig, load_config
 from meetq.core.errors import (
@@ -174,6 +175,7 @@ class MessageQueue(AsyncService):
         thread. Raising marks the attempt failed. Register before ``start()``.
         """
         check_name("message_type", message_type)  # the rule Message.type is held to
+        message_type = plain_str(message_type)  # a TaskType member: kept as its string
         if not callable(handler):
             raise ValidationError("handler", handler, "expected a callable taking a Message")
         if self._state != "new":

@@ -152,7 +152,9 @@ def test_a_malformed_redis_url_from_the_environment_is_a_config_error(
     monkeypatch.setenv("MEETQ_REDIS_URL", "redis://[::1")
     with pytest.raises(ConfigError) as info:
         load_config()
-    assert info.value.key == "redis.url"
+    # Named like every environment override: the variable, and the key it sets.
+    assert info.value.key == "MEETQ_REDIS_URL"
+    assert str(info.value).endswith("(it sets redis.url)")
 
 
 @pytest.mark.parametrize(

@@ -247,3 +247,19 @@ async def test_the_manager_uses_them_and_explicit_arguments_are_not_overridden(
     # A queue built in code with its own settings keeps them: the code decided.
     own = MessageQueue(MemoryBackend(), queue_name="own", workers=2)
     assert own.config.workers == 2
+
+
+@pytest.mark.parametrize("variable", ["MEETQ_REDIS_URL", "MEETQ_REDIS__URL"])
+def test_a_bad_redis_url_names_the_variable(variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={variable: "http://h:1/0"})
+    assert (info.value.key, info.value.value) == (variable, "http://h:1/0")
+    assert str(info.value).startswith(f"config {variable}='http://h:1/0': unknown scheme 'http'")
+    assert str(info.value).endswith("(it sets redis.url)")
+
+
+def test_text_keys_are_never_read_as_yaml() -> None:
+    config = load_config(
+        environ={"MEETQ_EVENT_BUS__NAMESPACE": "off", "MEETQ_EVENT_BUS__OVERFLOW": "drop"}
+    )
+    assert (config.event_bus.namespace, config.event_bus.overflow) == ("off", "drop")

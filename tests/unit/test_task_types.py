@@ -109,8 +109,34 @@ async def test_task_types_work_through_every_component_on_memory() -> None:
         event = await asyncio.wait_for(emitted, 10)
         recorded = await asyncio.wait_for(scheduled, 10)
     assert (type(message.type), message.type) == (str, "speech_recognition")
+    assert all(type(name) is str for name in mq.handled_types)
     assert message.payload == {"audio": "a"}
     assert event.type == "stream_control" and event.payload == {"stream_id": "s1"}
     assert (type(recorded), recorded) == (str, "recording")
     assert (done.status, done.result) == (meetq.DispatchStatus.COMPLETED, "said hi")
     assert (type(done.type), done.type) == (str, "text_to_speech")
+
+
+async def test_every_emitted_event_of_a_task_type_carries_the_plain_string() -> None:
+    # The bus builds events of a type it has seen without the constructor: that path
+    # must store the plain string too.
+    bus = meetq.LocalEventBus(buffer_size=10, workers=1)
+    seen: list[LocalEvent] = []
+    all_in = asyncio.Event()
+
+    async def record(event: LocalEvent) -> None:
+        seen.append(event)
+        if len(seen) == 3:
+            all_in.set()
+
+    bus.on(TaskType.SIGNALING, record)
+    async with bus:
+        bus.emit(TaskType.SIGNALING, {"n": 1})
+        bus.emit("signaling", {"n": 2})
+        bus.emit(TaskType.SIGNALING, {"n": 3})
+        await asyncio.wait_for(all_in.wait(), 10)
+    assert [(type(e.type), e.type, e.payload["n"]) for e in seen] == [
+        (str, "signaling", 1),
+        (str, "signaling", 2),
+        (str, "signaling", 3),
+    ]
