@@ -76,7 +76,8 @@ class LocalEventBus(AsyncService):
     - Events may be emitted before ``start()``; they wait in the buffer until it runs.
     - A handler's exception is logged and counted (``failed_events``); the other handlers
       of the event still run. Plain (non-async) handlers run in a thread
-      (``asyncio.to_thread``) so they cannot stall the event loop.
+      (asyncio's default executor) so they cannot stall the event loop; what a
+      handler raises follows ``meetq/core/_usercode.py``.
     - ``stop()`` stops accepting (``emit`` then raises ``ClosedError``), handles what is
       pending within ``shutdown_grace`` seconds, then cancels the rest (counted as dropped
       and logged). It is idempotent.
