@@ -486,7 +486,11 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("<file>", str(path), f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("<file>", str(path), f"not UTF-8 text: {exc.reason}") from None
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError("<file>", str(path), f"not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML composes recursively; no config nests that deep
+        raise ConfigError("<file>", str(path), "not valid YAML: nested too deeply") from None

@@ -133,6 +133,8 @@ class MessageQueue(AsyncService):
         self.backend = backend
         self.name = cfg.queue_name
         self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
+        if worker_name:  # "" or None: the default below
+            check_name("worker_name", worker_name)
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
         self._queue: WorkQueueBackend = backend.work_queue(
             cfg.queue_name,

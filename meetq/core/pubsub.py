@@ -162,6 +162,8 @@ class PubSub(AsyncService):
         self._serializer: Serializer = serializer if serializer is not None else JsonSerializer()
         if source is not None and (not isinstance(source, str) or not source):
             raise ValidationError("source", source, "expected a non-empty string or None")
+        if source is not None:
+            check_text("source", source)
         self.source = source or _default_source()
         self._prefix = f"{self.config.namespace}:"
         self._pattern_prefix = _glob_escape(self._prefix)

@@ -8,6 +8,7 @@ through the queue and PubSub on every backend.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from meetq import (
     LocalEventBus,
     MeetqError,
     Message,
+    MessageQueue,
+    PubSub,
     PubSubMessage,
     SerializationError,
     TaskRequest,
@@ -27,6 +30,7 @@ from meetq import (
     initialize_queue_system,
     load_config,
 )
+from meetq.backends.memory._backend import MemoryBackend
 from meetq.backends.memory._pubsub import glob_to_regex
 from meetq.core._durations import MAX_DURATION
 from meetq.core._validation import MAX_PAYLOAD_DEPTH
@@ -390,3 +394,31 @@ async def test_a_lookup_by_something_not_a_string_is_a_validation_error() -> Non
         for waiting in (scheduler.wait(key), dispatcher.wait(key), bus.emit_sync(key)):
             with pytest.raises(ValidationError):
                 await waiting
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe message_queue: {}", "not UTF-8"),
+        (b"a: " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    ],
+    ids=["not-utf8", "deep"],
+)
+def test_a_config_file_that_is_not_yaml_text_is_a_config_error(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    path = tmp_path / "meetq.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=problem) as info:
+        load_config(path)
+    assert info.value.key == "<file>"
+
+
+def test_component_names_with_a_lone_surrogate_are_refused() -> None:
+    backend = MemoryBackend()
+    with pytest.raises(ValidationError) as info:
+        MessageQueue(backend, worker_name="w\ud800")
+    assert info.value.field == "worker_name"
+    with pytest.raises(ValidationError) as info:
+        PubSub(backend, source="s\ud800")
+    assert info.value.field == "source"
