@@ -216,7 +216,7 @@ async def test_a_corrupt_score_while_leased_leaves_the_counters_true(
         [record] = await mq.dead_letters(10)
         assert record.id == sent.id
         assert f"m:score: field {sent.id}=junk is not a meetq score" in record.error
-        assert stats["total_dead_letter"] == 1
+        assert (stats["total_dead_letter"], stats["total_failed"]) == (1, 1)
 
 
 async def test_a_failed_exchange_charges_no_attempt_and_strands_nothing(
@@ -242,3 +242,23 @@ async def test_a_failed_exchange_charges_no_attempt_and_strands_nothing(
     await raw.delete(token)
     await eventually(lambda: len(ran) == 3)
     assert ran == [1, 1, 1]
+
+
+async def test_a_message_without_a_body_is_dead_lettered_naming_the_key(setup: Setup) -> None:
+    mq, raw = setup.mq, setup.raw
+    done: list[str] = []
+
+    @mq.handler("t")
+    async def t(msg: Message) -> None:
+        done.append(msg.id)
+
+    sent = [Message(type="t") for _ in range(2)]
+    await mq.publish_batch(sent)
+    await raw.hdel(setup.key("m:body"), sent[0].id)
+    await setup.qm.start()
+    await eventually(lambda: done == [sent[1].id])
+    await eventually(lambda: mq.dead_letter_count())
+    await eventually(lambda: setup.counters_true(waiting=0, processing=0))
+    [record] = await mq.dead_letters(10)
+    assert record.id == sent[0].id
+    assert f"m:body: no field {sent[0].id} (the body is gone)" in record.error

@@ -62,8 +62,11 @@ if nsettle > 0 then
       -- Its place in the queue is lost with its score: it goes to the dead-letter queue.
       flags[i + 1] = '1'
       count('processing', -1)
-      dead[#dead + 1] = {id, ARGV[7 + t], UNKNOWN_PRIORITY,
-        field_fault(K_SCORE, id, scores[i + 1], 'a meetq score'), ''}
+      local why = field_fault(K_SCORE, id, scores[i + 1], 'a meetq score')
+      local trace = ''
+      if code ~= 'l' then count('failed', 1) end
+      if code == 'd' then why, trace = ARGV[o + 4] .. ' (and ' .. why .. ')', ARGV[o + 5] end
+      dead[#dead + 1] = {id, ARGV[7 + t], UNKNOWN_PRIORITY, why, trace}
     elseif ok then
       flags[i + 1] = '1'
       count('processing', -1)
