@@ -10,6 +10,7 @@ is repaired nothing has been charged an attempt it never ran.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -87,7 +88,7 @@ async def test_a_failed_publish_stores_nothing_and_the_same_id_delivers_later(
     await raw.set(ready, "not a sorted set")
     one = Message(type="t")
     batch = [Message(type="u"), Message(type="t", dedup_key="k")]
-    with pytest.raises(BackendUnavailableError, match=r"ready:t: holds a string"):
+    with pytest.raises(BackendUnavailableError, match=r"corrupt key \S+:ready:t: ZADD failed"):
         await mq.publish(one)
     with pytest.raises(BackendUnavailableError, match=r"ready:t: holds a string"):
         await mq.publish_batch(batch)
@@ -104,6 +105,42 @@ async def test_a_failed_publish_stores_nothing_and_the_same_id_delivers_later(
     await eventually(lambda: len(seen) == 2)
     assert sorted(seen) == sorted([(one.id, 1), (batch[1].id, 1)])
     assert (await mq.stats())["total_published"] == 3
+
+
+@pytest.mark.parametrize(
+    ("key", "corrupt"),
+    [
+        ("m:score", ("rpush", "x")),  # the second write
+        ("types", ("set", "x")),  # after the ready set
+        ("counts", ("hset", "published", "x")),  # the last write of all
+        ("seq", ("set", "x")),  # the first
+    ],
+)
+async def test_a_publish_failing_at_any_write_leaves_nothing_behind(
+    setup: Setup, key: str, corrupt: tuple[str, ...]
+) -> None:
+    mq, raw = setup.mq, setup.raw
+    seen: list[str] = []
+
+    @mq.handler("t")
+    async def t(msg: Message) -> None:
+        seen.append(msg.id)
+
+    name = setup.key(key)
+    await raw.execute_command(corrupt[0], name, *corrupt[1:])
+    one = Message(type="t")
+    with pytest.raises(BackendUnavailableError, match=rf"corrupt key {re.escape(name)}"):
+        await mq.publish(one)
+    for left in ("m:body", "m:ready_at"):
+        assert await raw.hlen(setup.key(left)) == 0
+    assert await raw.exists(setup.key("ready:t")) == 0
+    if key != "types":
+        assert await raw.scard(setup.key("types")) == 0
+    await raw.delete(name)
+    assert await mq.publish(one) == one.id
+    await setup.qm.start()
+    await eventually(lambda: seen == [one.id])
+    assert (await mq.stats())["total_published"] == 1
 
 
 @pytest.mark.parametrize(

@@ -63,23 +63,25 @@ end
 
 -- The fixed keys are shared by every type: one of them corrupt stops the whole queue
 -- (nothing written, an error naming it). Checks KEYS[i] for each i in `which`, then the
--- counters (HINCRBY fails on a non-integer) and the sequence (INCRBY likewise).
-local function fixed_fault(which)
+-- counters (HINCRBY fails on a non-integer): `fields` of them, all when nil.
+local function fixed_fault(which, fields)
   for _, i in ipairs(which) do
     local e = key_fault(KEYS[i], FIXED_KIND[i])
     if e then return e end
   end
-  local values = redis.call('HMGET', K_COUNTS, unpack(COUNT_FIELDS))
-  for i = 1, #COUNT_FIELDS do
+  fields = fields or COUNT_FIELDS
+  local values = redis.call('HMGET', K_COUNTS, unpack(fields))
+  for i = 1, #fields do
     local v = values[i]
     if v and not string.match(v, '^-?%d+$') then
-      return 'meetq: corrupt key ' .. K_COUNTS .. ': field ' .. COUNT_FIELDS[i] .. '=' .. v
+      return 'meetq: corrupt key ' .. K_COUNTS .. ': field ' .. fields[i] .. '=' .. v
         .. ' is not an integer'
     end
   end
   return nil
 end
 
+-- The sequence: INCRBY fails on a value that is not an integer.
 local function seq_fault()
   local e = key_fault(K_SEQ, 'string')
   if e then return e end

@@ -48,7 +48,6 @@ if nsettle > 0 then
   for i = 0, nsettle - 1 do ids[i + 1] = ARGV[first + i * 6 + 2] end
   local tokens = hmget(K_TOKEN, ids)
   local scores = hmget(K_SCORE, ids)
-  local attempts = hmget(K_ATT, ids)
   local gone, unleased, dead, ready_at = {}, {}, {}, {}
   for i = 0, nsettle - 1 do
     local o = first + i * 6
@@ -88,7 +87,7 @@ if nsettle > 0 then
         count('waiting:' .. p, 1)
         unleased[#unleased + 1] = id
         -- HSET, not HINCRBY: a corrupt count cannot make it fail halfway.
-        local n = tonumber(attempts[i + 1]) or 1
+        local n = tonumber(redis.call('HGET', K_ATT, id)) or 1
         redis.call('HSET', K_ATT, id, math.max(n - 1, 0))
         redis.call('ZADD', KEYS[base], score, id)
         ready_at[#ready_at + 1] = id
