@@ -114,10 +114,23 @@ class RedisConfig:
     SECTION: ClassVar[str] = "redis"
 
     url: str = _redis_url("redis://127.0.0.1:6379/0")
-    # 0: no per-read timer. redis-py arms one around every read when set, which costs
-    # about 20 us a command here; TCP keepalive notices a dead peer instead.
-    socket_timeout: float = _duration(0.0, SECONDS)
+    # The bound of every call against a server that stopped answering (a hung host, a
+    # partition); 0 means none. The hot paths enforce it with one shared timer instead of
+    # redis-py's per-command ones (see meetq/backends/redis/_deadline.py).
+    socket_timeout: float = _duration(5.0, SECONDS)
     socket_connect_timeout: float = _duration(5.0, SECONDS)
+    # A pooled connection idle this long is PINGed before it carries a command, and the
+    # wake-up listener and the Pub/Sub subscriber PING a connection silent this long (a
+    # frozen peer sends no FIN; only an unanswered PING shows it). 0: no pooled checks,
+    # the listeners then PING after 15 s.
+    health_check_interval: float = _duration(10.0, SECONDS)
+    # TCP keepalive, in whole seconds as the socket options take them (Linux caps them
+    # at 32767 and 127): with the OS defaults a vanished peer is noticed after about two
+    # hours, with these after idle + interval * count.
+    tcp_keepalive: bool = _bool(True)
+    tcp_keepalive_idle: int = _int(15, 1, 32767)
+    tcp_keepalive_interval: int = _int(5, 1, 32767)
+    tcp_keepalive_count: int = _int(3, 1, 127)
     max_connections: int = _int(64, 1, 100_000)
     key_prefix: str = _str("meetq")
 

@@ -5,6 +5,7 @@ Building does not start consuming: register handlers first, then ``await qm.star
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -39,7 +40,10 @@ class QueueManager(AsyncService):
         self._event_bus: LocalEventBus | None = None
         self._task_scheduler: TaskScheduler | None = None
         self._task_dispatcher: TaskDispatcher | None = None
-        self._stopped = False
+        # A stop() that was cancelled midway has not closed everything: the next call
+        # carries on (a concurrent one waits for the first instead of returning early).
+        self._stop_lock = asyncio.Lock()
+        self._stop_done = False
         mq = config.message_queue
         if mq.enabled:
             self._message_queue = MessageQueue(self._backend(mq.type), mq)
@@ -118,10 +122,19 @@ class QueueManager(AsyncService):
             await self._task_dispatcher.start()
 
     async def stop(self) -> None:
-        """Stop every component, then close the backends (idempotent)."""
-        if self._stopped:
-            return
-        self._stopped = True
+        """Stop every component, then close the backends (idempotent).
+
+        Each component gets its own ``shutdown_grace`` plus one bounded backend call
+        (``redis.socket_timeout``). Cancelling ``stop()`` raises ``CancelledError``;
+        calling it again then finishes what the cancelled call left.
+        """
+        async with self._stop_lock:
+            if self._stop_done:
+                return
+            await self._stop_all()
+            self._stop_done = True
+
+    async def _stop_all(self) -> None:
         # The dispatcher first: it settles its records while the queue still runs.
         for component in (
             self._task_dispatcher,

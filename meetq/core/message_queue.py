@@ -402,7 +402,13 @@ class MessageQueue(AsyncService):
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let running handlers finish within ``grace`` seconds (default
         ``shutdown_grace``); release the rest back to the queue without charging an
-        attempt. Calling it again is harmless."""
+        attempt. Calling it again is harmless.
+
+        Returns within ``grace`` plus one backend call: the last flush of settlements
+        is tried once, and if the backend fails it (an unresponsive Redis fails it within
+        ``redis.socket_timeout``) the unsettled messages are delivered again after their
+        lease. Cancelling ``stop()`` cancels what is left and raises ``CancelledError``.
+        """
         if grace is not None:
             grace = check_seconds("grace", grace)
         if self._state in ("stopping", "stopped", "draining"):
@@ -413,27 +419,29 @@ class MessageQueue(AsyncService):
         self._state = "stopping"
         self._claiming = False
         wait = self.config.shutdown_grace if grace is None else grace
-        running = [task for _, task in self._running.values()]
-        if running:
-            _, late = await asyncio.wait(running, timeout=wait)
-            for task in late:
+        try:
+            running = [task for _, task in self._running.values()]
+            if running:
+                _, late = await asyncio.wait(running, timeout=wait)
+                for task in late:
+                    task.cancel()
+                if late:
+                    await asyncio.wait(late)
+            # Last flush of settlements, then stop the helpers.
+            for task in self._tasks[1:]:
                 task.cancel()
-            if late:
-                await asyncio.wait(late)
-        # Last flush of settlements, then stop the helpers.
-        self._kick.set()
-        exchange = self._tasks[0] if self._tasks else None
-        for task in self._tasks[1:]:
-            task.cancel()
-        if exchange is not None:
-            self._state = "draining"
-            self._kick.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await exchange
-        for task in self._tasks[1:]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._state = "stopped"
+            if self._tasks:
+                self._state = "draining"
+                self._kick.set()
+            # gather, not a suppressed await: the helpers' own CancelledError is a result
+            # here, while a cancellation of stop() itself reaches its caller.
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            for task in [*self._tasks, *(task for _, task in self._running.values())]:
+                task.cancel()
+            raise
+        finally:
+            self._state = "stopped"
 
     # -- the worker pool ---------------------------------------------------------------
 
@@ -504,7 +512,9 @@ class MessageQueue(AsyncService):
                 )
             except MeetqError as exc:
                 self._pending[:0] = settlements  # keep them; they are retried next round
-                if draining:
+                if draining or self._state == "draining":
+                    # stop() waits, and the backend has just failed within its bound: one
+                    # more try would most likely fail too. The leases expire; nothing is lost.
                     log.error(
                         "meetq: %s: could not settle %d deliveries on stop: %s",
                         self.name,
@@ -516,7 +526,7 @@ class MessageQueue(AsyncService):
                 log.warning(
                     "meetq: %s: backend error, retrying in %.2fs: %s", self.name, backoff, exc
                 )
-                await asyncio.sleep(backoff)
+                await self._back_off(backoff)
                 continue
             backoff = 0.0
             for settlement, ok in zip(settlements, result.settled, strict=True):
@@ -562,6 +572,18 @@ class MessageQueue(AsyncService):
             self._tickets[claimed.token] = ticket
         task = asyncio.create_task(self._run(claimed))
         self._running[claimed.token] = (claimed, task)
+
+    async def _back_off(self, seconds: float) -> None:
+        """Sleep ``seconds`` after a backend error, but not past the start of stop()'s
+        last flush (it kicks): stop() must not wait out a backoff."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._state != "draining" and (left := deadline - loop.time()) > 0:
+            # Clearing loses nothing: the next round looks at everything pending anyway.
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._kick.wait()
 
     async def _wait_for_work_or_kick(self) -> None:
         # The watcher kicks on every wake-up and at least every poll_interval; a handler

@@ -245,7 +245,12 @@ class PubSub(AsyncService):
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop receiving, let handlers finish their buffered messages within ``grace``
-        (default ``shutdown_grace``), then close the transport. Idempotent."""
+        (default ``shutdown_grace``), then close the transport. Idempotent.
+
+        Returns within ``grace`` plus closing the connection (bounded by
+        ``redis.socket_connect_timeout``). Cancelling it raises ``CancelledError``;
+        calling it again then finishes the job.
+        """
         if grace is not None:
             grace = check_seconds("grace", grace)
         if self._stopped:
@@ -253,6 +258,13 @@ class PubSub(AsyncService):
         self._stopped = True
         self._closed = True
         grace = self.config.shutdown_grace if grace is None else grace
+        try:
+            await self._stop(grace)
+        except asyncio.CancelledError:
+            self._stopped = False
+            raise
+
+    async def _stop(self, grace: float) -> None:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)

@@ -2,13 +2,17 @@
 
 The server listens on a free loopback port, keeps its files in a temporary directory,
 and persists nothing unless asked. Tests that need to cut the connection (reconnect
-tests) can ``stop()`` it and ``start()`` it again on the same port.
+tests) can ``stop()`` it and ``start()`` it again on the same port; tests of an
+unresponsive server ``freeze()`` it (SIGSTOP: it keeps its sockets and answers nothing,
+like a hung host) and ``thaw()`` it. ``stop()`` thaws a frozen server first, so a test
+that fails while it is frozen still leaves no process behind.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -100,11 +104,25 @@ class RedisServer:
         except OSError:
             return False
 
+    def freeze(self) -> None:
+        """Suspend the server (SIGSTOP): connections stay open, nothing is answered."""
+        if self._process is None or self._process.poll() is not None:
+            raise RedisServerUnavailable("freeze(): the server is not running")
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Resume a frozen server (SIGCONT); harmless on one that is not frozen."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the server (its data is gone unless ``persistence`` was asked for)."""
         process, self._process = self._process, None
         if process is None:
             return
+        if process.poll() is None:
+            # A frozen server would hold SIGTERM until it is resumed.
+            process.send_signal(signal.SIGCONT)
         process.terminate()
         try:
             process.wait(timeout=10)

@@ -5,15 +5,19 @@ Features: the ``PubSubTransport`` contract on Redis ``PUBLISH``/``SUBSCRIBE``/``
 (the consumer of ``messages()``) sees on the same connection. When the connection drops
 the reader reconnects with exponential backoff and jitter, re-subscribes every channel
 and pattern, counts the reconnect and, once Redis confirmed them all, calls the
-``on_reconnect`` callbacks. An idle connection is probed with ``PING`` so a silently dead
-one is noticed too. Publishing packs ``PUBLISH`` itself and sends it on connections the
-transport keeps (from the same private pool, one per concurrent publisher), so the
-subscriber's connection only ever carries subscriptions.
+``on_reconnect`` callbacks. A connection silent for ``redis.health_check_interval`` is
+probed with ``PING``; no reply within ``redis.socket_timeout`` and it is cut and
+reconnected, so a frozen or vanished server (no FIN, no RST) is noticed too. Publishing
+packs ``PUBLISH`` itself and sends it on connections the transport keeps (from the same
+private pool, one per concurrent publisher), so the subscriber's connection only ever
+carries subscriptions.
 Capabilities: ``cross_process``. Delivery is at most once: what is published while the
 connection is down is lost.
 Config keys: ``event_bus.reconnect_backoff_base`` / ``reconnect_backoff_max`` (through
-the backend); the ``redis:`` section for the connection (its ``socket_timeout``, when
-set, bounds each publish as a whole; the subscriber's reads have none, see ``_watch``).
+the backend); the ``redis:`` section for the connection: ``socket_timeout`` bounds each
+publish as a whole (connecting included), each subscription command's send and its
+confirmation; the subscriber's reads have no timer (it is idle by nature), ``_watch``
+checks it instead.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio.client import PubSub as PubSubConnection
 
-from meetq.backends.redis._backend import translate_errors
+from meetq.backends.redis._backend import Bounds, bounds_of, translate_errors, untimed_pool
+from meetq.backends.redis._deadline import SharedDeadline
 from meetq.core.errors import BackendUnavailableError, ClosedError, MeetqError
 from meetq.core.protocols import TransportMessage
 
@@ -44,10 +49,11 @@ log = logging.getLogger("meetq.redis.pubsub")
 _IDLE_RECHECK = 0.25
 # Idle publishing connections kept beyond this many go back to the pool.
 _MAX_IDLE_PUBLISHERS = 4
-# How long a subscription call waits for Redis to confirm it.
+# How long a subscription call waits for Redis to confirm it (at most; a client with a
+# socket_timeout waits that long instead, if it is shorter).
 CONFIRM_TIMEOUT = 30.0
-# After this long without traffic the watchdog sends PING; a second silent period with
-# the PING unanswered means the connection is dead.
+# A client without health_check_interval (or socket_timeout) has its idle connection
+# probed after this long (and gives the PING this long to be answered).
 IDLE_PROBE = 15.0
 
 _MESSAGE = {b"message": 1, "message": 1, b"pmessage": 2, "pmessage": 2}
@@ -104,14 +110,22 @@ class RedisPubSubTransport:
         self._reconnects = 0
         self._callbacks: list[Callable[[], Awaitable[None]]] = []
         self._callback_tasks: set[asyncio.Task[None]] = set()
-        self._ping_outstanding = False
         self._traffic = 0  # responses read; the watchdog compares it between periods
         self._pool: Any = None  # our own connections: the subscriber's, the publishers'
         # Idle publishing connections (taken from that pool, kept) and since when idle.
         self._publishers: list[tuple[Any, float]] = []
         self._publish_heads: dict[str, bytes] = {}
         self._checkout_takes_name = False  # channel -> packed "PUBLISH channel"
-        self._publish_timeout: float | None = None  # the client's socket_timeout
+        # The client's limits: socket_timeout bounds each publish (one shared timer for
+        # all of them), each subscription command and the watchdog's PING.
+        self._bounds: Bounds = bounds_of(client)
+        timeout = self._bounds.socket_timeout
+        self._publish_timeout = timeout
+        self._deadline: Any = (
+            SharedDeadline(timeout, "redis.socket_timeout").scope
+            if timeout
+            else contextlib.nullcontext
+        )
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -140,14 +154,12 @@ class RedisPubSubTransport:
             if type(data) is not bytes:
                 data = bytes(data)
             parts += (head, b"$%d\r\n" % len(data), data, b"\r\n")
-        with translate_errors(what), self._reply_deadline(what):
+        with translate_errors(what), self._reply_deadline(what), self._deadline():
+            # Checking out counts: a new connection to a frozen server is accepted by its
+            # kernel and then never greeted.
             connection = await self._publishing_connection(pool)
             try:
-                if self._publish_timeout is None:
-                    replies = await _send_and_read(connection, parts, len(items))
-                else:
-                    async with asyncio.timeout(self._publish_timeout):
-                        replies = await _send_and_read(connection, parts, len(items))
+                replies = await _send_and_read(connection, parts, len(items))
             except BaseException:
                 # Replies may be unread: this connection must not serve another call.
                 await connection.disconnect(nowait=True)
@@ -170,10 +182,8 @@ class RedisPubSubTransport:
     async def _publishing_connection(self, pool: Any) -> Any:
         """An idle publishing connection, or a new one from this transport's pool.
 
-        Our pool has no socket_timeout: with one, redis-py runs every send under
-        asyncio.wait_for (a task per command) and every read under a timer, which cost
-        more than the rest of publishing together. The client's socket_timeout still
-        bounds each publish, as one deadline around it (``_publish_timeout``).
+        Our pool has no socket_timeout (see ``untimed_pool``); the client's still bounds
+        each publish, as one deadline around it (``_deadline``).
         """
         publishers = self._publishers
         if publishers:
@@ -197,6 +207,21 @@ class RedisPubSubTransport:
             # reply can be read by the next command.
             raise BackendUnavailableError(
                 f"redis: {what} got no reply within {self._publish_timeout:g}s "
+                "(redis.socket_timeout); is the server overloaded or unreachable?",
+                backend="redis",
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def _sending(self, what: str) -> AsyncIterator[None]:
+        """Bound a command sent on the subscriber connection (connecting, waiting for the
+        send lock, the send) by socket_timeout; a timeout is a BackendUnavailableError."""
+        timeout = self._bounds.socket_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                yield
+        except TimeoutError:
+            raise BackendUnavailableError(
+                f"redis: {what} could not be sent within {timeout:g}s "
                 "(redis.socket_timeout); is the server overloaded or unreachable?",
                 backend="redis",
             ) from None
@@ -239,7 +264,7 @@ class RedisPubSubTransport:
         for name, future in zip(names, futures, strict=True):
             self._waiting.setdefault((kind, name), deque()).append(future)
         try:
-            async with self._send_lock:
+            async with self._sending(kind.upper()), self._send_lock:
                 self._check_open()  # closed while this call waited for the lock
                 if self._ps is None:
                     self._ps = self._new_pubsub()
@@ -264,8 +289,9 @@ class RedisPubSubTransport:
             # sending what nobody wants (and the names are no longer ``wanted``).
             self._undo_later(kind, names)
             raise
+        confirm_within = min(CONFIRM_TIMEOUT, self._bounds.socket_timeout or CONFIRM_TIMEOUT)
         try:
-            async with asyncio.timeout(CONFIRM_TIMEOUT):
+            async with asyncio.timeout(confirm_within):
                 await asyncio.gather(*futures)
         except BaseException as exc:
             # The command went out; its confirmations will still come, in order, and
@@ -279,8 +305,8 @@ class RedisPubSubTransport:
             if isinstance(exc, TimeoutError):
                 raise BackendUnavailableError(
                     f"redis: {kind} of {names!r} was not confirmed within "
-                    f"{CONFIRM_TIMEOUT:g}s (is the reader running, i.e. was the PubSub "
-                    "started?)",
+                    f"{confirm_within:g}s (is the server unresponsive, or the reader not "
+                    "running, i.e. was the PubSub not started?)",
                     backend="redis",
                 ) from None
             raise
@@ -297,7 +323,7 @@ class RedisPubSubTransport:
     async def _flush_undo(self) -> None:
         # Best effort: if the connection is broken, the reconnect drops these names anyway.
         with contextlib.suppress(*_FAILURES):
-            async with self._send_lock:
+            async with self._sending("UNSUBSCRIBE"), self._send_lock:
                 with translate_errors("UNSUBSCRIBE"):
                     await self._send_undo()
 
@@ -391,48 +417,46 @@ class RedisPubSubTransport:
 
     def _own_pool(self) -> Any:
         if self._pool is None:
-            shared = self._client.connection_pool
-            kwargs = dict(shared.connection_kwargs)
-            timeout = kwargs.get("socket_timeout")
-            self._publish_timeout = float(timeout) if timeout else None
-            kwargs["socket_timeout"] = None
-            self._pool = type(shared)(connection_class=shared.connection_class, **kwargs)
+            self._pool = untimed_pool(self._client)
             # redis-py < 5.3 requires a command name here; 5.3 deprecates passing one.
             name = inspect.signature(self._pool.get_connection).parameters.get("command_name")
             self._checkout_takes_name = name is not None and name.default is name.empty
         return self._pool
 
     async def _watch(self) -> None:
-        """PING an idle connection; if a PING stays unanswered for a whole period, cut
-        the connection so the reader reconnects (a peer that vanished sends no FIN)."""
+        """After ``health_check_interval`` without traffic, PING; if nothing at all is
+        read within ``socket_timeout`` after it, cut the connection so the reader
+        reconnects (a frozen or vanished peer sends no FIN)."""
+        probe_after = self._bounds.health_check_interval or IDLE_PROBE
+        reply_within = self._bounds.socket_timeout or IDLE_PROBE
         seen = -1
         while not self._closed:
-            await asyncio.sleep(IDLE_PROBE)
+            await asyncio.sleep(probe_after)
             ps = self._ps
             if ps is None or self._reconnecting or self._traffic != seen:
                 seen = self._traffic
-                self._ping_outstanding = False
                 continue
-            if self._ping_outstanding:
-                log.warning("meetq redis pub/sub: PING unanswered for %.0fs; reconnecting",
-                            IDLE_PROBE)
-                self._ping_outstanding = False
+            try:
+                async with self._sending("PING"), self._send_lock:
+                    await ps.execute_command("PING")
+            except _FAILURES:
+                continue  # the reader sees the broken connection too
+            await asyncio.sleep(reply_within)
+            if self._ps is ps and self._traffic == seen and not self._reconnecting:
+                log.warning(
+                    "meetq redis pub/sub: PING unanswered for %gs (redis.socket_timeout); "
+                    "reconnecting",
+                    reply_within,
+                )
                 connection = getattr(ps, "connection", None)
                 if connection is not None:
                     with contextlib.suppress(*_DRIVER_ERRORS):
                         await connection.disconnect()
-                continue
-            self._ping_outstanding = True
-            try:
-                async with self._send_lock:
-                    await ps.execute_command("PING")
-            except _DRIVER_ERRORS:
-                continue  # the reader sees the broken connection too
+            seen = self._traffic
 
     async def _reconnect(self, exc: BaseException) -> None:
         self._reconnecting = True
         self._connected.clear()
-        self._ping_outstanding = False
         log.warning(
             "meetq redis pub/sub connection lost (%s); reconnecting. Messages published "
             "until it is back are lost.",
@@ -458,12 +482,12 @@ class RedisPubSubTransport:
                 return
             ps = self._new_pubsub()
             try:
-                async with self._send_lock:
+                async with self._sending("SUBSCRIBE"), self._send_lock:
                     if channels:
                         await ps.execute_command("SUBSCRIBE", *channels)
                     if patterns:
                         await ps.execute_command("PSUBSCRIBE", *patterns)
-            except _DRIVER_ERRORS as retry_exc:
+            except _FAILURES as retry_exc:
                 await _close_quietly(ps)
                 log.info("meetq redis pub/sub reconnect attempt %d failed: %s", attempt, retry_exc)
                 continue

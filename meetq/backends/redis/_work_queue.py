@@ -50,7 +50,8 @@ import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 from redis.client import NEVER_DECODE
 
-from meetq.backends.redis._backend import translate_errors
+from meetq.backends.redis._backend import bounds_of, translate_errors, untimed_pool
+from meetq.backends.redis._deadline import SharedDeadline
 from meetq.core._wakeup import WakeSignal
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
@@ -96,11 +97,11 @@ _WAITING_FIELDS: Final = ("waiting:0", "waiting:1", "waiting:2", "waiting:3")
 # decode_responses=True must not turn them into text.
 _RAW: Final = {NEVER_DECODE: True}
 
-# wait_for_work: how long the first call waits for the subscription to be confirmed,
-# how long the listener blocks before pinging (to notice a dead connection), and the
-# reconnect backoff bounds.
+# wait_for_work: how long the first call waits for the subscription to be confirmed;
+# how long the listener waits in silence before it PINGs, and for the reply, when the
+# client has no health_check_interval (or socket_timeout) to say; the reconnect backoff.
 _SUBSCRIBE_WAIT = 5.0
-_LISTEN_IDLE = 5.0
+_LISTEN_IDLE = 15.0
 _BACKOFF_BASE = 0.1
 _BACKOFF_MAX = 5.0
 # Connections kept between calls (at most _MAX_IDLE), and how long one may sit idle
@@ -253,6 +254,16 @@ class RedisWorkQueue:
             and issubclass(conn_class, AbstractConnection)
             and conn_class.__module__.startswith("redis.")
         )
+        # The fast path's connections come from a pool without redis-py's per-command
+        # timers; one shared timer bounds each call by the client's socket_timeout.
+        self._bounds = bounds_of(client)
+        self._pool: Any = untimed_pool(client) if self._fast else None
+        timeout = self._bounds.socket_timeout
+        self._deadline: Any = (
+            SharedDeadline(timeout, "redis.socket_timeout").scope
+            if timeout
+            else contextlib.nullcontext
+        )
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -306,16 +317,17 @@ class RedisWorkQueue:
         for arg in args:
             data = arg if type(arg) is bytes else _as_bytes(arg)
             append(b"$%d\r\n%b\r\n" % (len(data), data))
-        pool = self._client.connection_pool
-        conn = await self._take_connection(pool)
-        try:
-            await conn.send_packed_command(b"".join(parts), check_health=False)
-            reply = await conn.read_response(disable_decoding=True)
-        except BaseException:
-            # A half-sent or half-read command leaves the stream unusable.
-            await conn.disconnect(nowait=True)
-            await pool.release(conn)
-            raise
+        pool = self._pool
+        with self._deadline():  # connecting included: a frozen server accepts, never greets
+            conn = await self._take_connection(pool)
+            try:
+                await conn.send_packed_command(b"".join(parts), check_health=False)
+                reply = await conn.read_response(disable_decoding=True)
+            except BaseException:
+                # A half-sent or half-read command leaves the stream unusable.
+                await conn.disconnect(nowait=True)
+                await pool.release(conn)
+                raise
         if len(self._idle) < _MAX_IDLE and not self._closed:
             self._idle.append((conn, asyncio.get_running_loop().time()))
         else:
@@ -507,20 +519,35 @@ class RedisWorkQueue:
 
         On a connection error wait_for_work degrades to plain timeouts while this loop
         resubscribes with backoff; a re-established subscription sets the wake-up once,
-        since notifications sent meanwhile are lost.
+        since notifications sent meanwhile are lost. A frozen or cut-off server sends no
+        FIN, so silence is checked: after ``health_check_interval`` without traffic a PING
+        goes out, and no reply within ``socket_timeout`` counts as a lost connection.
         """
         backoff = _BACKOFF_BASE
         subscribed_before = False
+        lost_since: float | None = None  # when the current outage began (logged once)
+        probe_after = self._bounds.health_check_interval or _LISTEN_IDLE
+        reply_within = self._bounds.socket_timeout or _LISTEN_IDLE
+        loop = asyncio.get_running_loop()
         while not self._closed:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
+                ping_due: float | None = None  # the PONG (or any traffic) is due by then
                 while True:
-                    message = await pubsub.get_message(timeout=_LISTEN_IDLE)
+                    wait = probe_after if ping_due is None else max(0.0, ping_due - loop.time())
+                    message = await pubsub.get_message(timeout=wait)
                     if message is None:
-                        # Idle: a ping fails fast on a connection that silently died.
-                        await pubsub.ping()
+                        if ping_due is not None and loop.time() >= ping_due:
+                            raise redis.exceptions.TimeoutError(
+                                f"no reply to PING within {reply_within:g}s "
+                                "(redis.socket_timeout)"
+                            )
+                        if ping_due is None:
+                            await pubsub.ping()
+                            ping_due = loop.time() + reply_within
                         continue
+                    ping_due = None  # anything read shows the server is alive
                     kind = message["type"]
                     kind = kind.decode() if isinstance(kind, bytes) else kind
                     if kind == "message":
@@ -531,8 +558,23 @@ class RedisWorkQueue:
                         subscribed_before = True
                         backoff = _BACKOFF_BASE
                         self._first_attempt.set()
-            except Exception:  # any failure: wait_for_work falls back to timeouts; retry
+                        if lost_since is not None:
+                            log.warning(
+                                "meetq: %s: wake-up listener reconnected after %.1fs",
+                                self.name,
+                                loop.time() - lost_since,
+                            )
+                            lost_since = None
+            except Exception as exc:  # any failure: wait_for_work falls back to timeouts; retry
                 self._first_attempt.set()
+                if lost_since is None:
+                    lost_since = loop.time()
+                    log.warning(
+                        "meetq: %s: wake-up listener lost its connection (%s); workers poll "
+                        "every poll_interval until it is back",
+                        self.name,
+                        exc,
+                    )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
             finally:
@@ -698,9 +740,12 @@ class RedisWorkQueue:
         self._closed = True
         idle, self._idle = self._idle, []
         for conn, _ in idle:
-            await self._client.connection_pool.release(conn)
+            await self._pool.release(conn)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            # gather, not a bare await: a cancellation of aclose() itself must go on.
+            await asyncio.gather(listener, return_exceptions=True)
+        if self._pool is not None:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await self._pool.disconnect()
