@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import attrs
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._usercode import run_in_thread
 from meetq.core._validation import (
     MAX_TYPE_LENGTH,
     check_key,
@@ -370,7 +371,7 @@ class TaskDispatcher(AsyncService):
                 if is_async_callable(handler):
                     result = await handler(task)
                 else:
-                    result = await asyncio.to_thread(handler, task)
+                    result = await run_in_thread(handler, task)
         except TimeoutError as exc:
             if timeout is None or scope is None or not scope.expired():
                 # The handler's own TimeoutError (an HTTP client, a socket): its failure.
@@ -638,7 +639,7 @@ class TaskDispatcher(AsyncService):
             if is_async_callable(callback):
                 await callback(response)
             else:
-                await asyncio.to_thread(callback, response)
+                await run_in_thread(callback, response)
         except Exception:  # a callback must never take the dispatcher down
             self._counts["callbacks_failed"] += 1
             log.exception("meetq: callback of task %s failed", response.task_id)

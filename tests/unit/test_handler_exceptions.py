@@ -10,7 +10,9 @@ import asyncio
 
 import pytest
 
-from meetq import LocalEventBus, Task, TaskScheduler
+from meetq import LocalEventBus, MessageQueue, Task, TaskDispatcher, TaskRequest, TaskScheduler
+from meetq.backends.memory._backend import MemoryBackend
+from meetq.core.dispatcher import DispatchStatus, ReceivedTask
 from meetq.core.scheduler import TaskStatus
 from meetq.core.types import LocalEvent
 
@@ -62,3 +64,20 @@ async def test_scheduler_plain_stop_iteration_and_exit_fail_the_task(handler: ob
     assert snapshot.status is TaskStatus.FAILED
     assert snapshot.error is not None
     assert "StopIteration" in snapshot.error or "SystemExit" in snapshot.error
+
+
+async def test_dispatcher_plain_task_handler_stop_iteration_fails_the_task() -> None:
+    backend = MemoryBackend()
+    mq = MessageQueue(backend, queue_name="q", poll_interval="50ms", retry_backoff_base="10ms")
+    dispatcher = TaskDispatcher(mq, service_name="asr")
+    dispatcher.register_route("speech", "asr")
+
+    @dispatcher.task("speech")
+    def recognize(task: ReceivedTask) -> None:
+        raise StopIteration
+
+    async with mq, dispatcher:
+        sent = await dispatcher.dispatch_task(TaskRequest(type="speech", max_retries=0))
+        done = await dispatcher.wait(sent.task_id, timeout=10)
+    assert done.status is DispatchStatus.FAILED
+    assert done.error == "RuntimeError: handler raised StopIteration"
