@@ -6,7 +6,8 @@ queue lives in one Redis Cluster slot; push wake-up through a notification chann
 Pub/Sub broadcast over one connection per process with automatic reconnect.
 Capabilities: ``durable``, ``cross_process``.
 Config keys: ``type: redis`` (``message_queue``), ``type: redis_pubsub`` or ``redis``
-(``event_bus``); the ``redis:`` section (url, timeouts, max_connections, key_prefix).
+(``event_bus``); the ``redis:`` section (url, the time bounds — socket and connect
+timeouts, health checks, TCP keepalive — max_connections, key_prefix).
 Registering this plugin does not import ``redis``; selecting it without the package
 installed raises ``MissingDependencyError`` with the install command.
 """
