@@ -32,6 +32,7 @@ import contextvars
 import inspect
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,16 +47,37 @@ class SyncTimedOut(Exception):
     """A plain handler ran past its timeout (counted from its start); its thread runs on."""
 
 
+class _Raised:
+    """A ``BaseException`` (not an ``Exception``) a plain function raised, carried back as
+    a value: thrown into a coroutine chain through a Future, a ``GeneratorExit`` would
+    close every awaiting frame but the outermost instead of reaching its handler."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 def _guarded(func: Callable[[Any], Any], arg: Any) -> Any:
     try:
         return func(arg)
     except StopIteration as exc:
         raise RuntimeError("handler raised StopIteration") from exc
+    except Exception:
+        raise
+    except BaseException as exc:  # SystemExit, GeneratorExit, KeyboardInterrupt, ...
+        return _Raised(exc)
+
+
+def _unbox(result: Any) -> Any:
+    if type(result) is _Raised:
+        raise result.exc  # raised here, in the awaiting frame, like any exception
+    return result
 
 
 async def run_in_thread(func: Callable[[Any], Any], arg: Any) -> Any:
     """``func(arg)`` in the default executor, an awaitable result awaited here."""
-    result = await asyncio.to_thread(_guarded, func, arg)
+    result = _unbox(await asyncio.to_thread(_guarded, func, arg))
     if inspect.isawaitable(result):
         result = await result
     return result
@@ -104,10 +126,12 @@ class SyncThreads:
             job()
 
     def _returned(self, abandoned: bool) -> None:
+        was_full = self.busy >= self.threads
         self.busy -= 1
         if abandoned:
             self.abandoned -= 1
-        self._on_free()
+        if was_full:
+            self._on_free()  # claiming was held back for want of a thread: resume it
 
     def shutdown(self) -> None:
         """Let idle threads end; a stuck one is a daemon and is not waited for."""
@@ -143,52 +167,62 @@ class Ticket:
         self._used = True
         pool = self._pool
         loop = asyncio.get_running_loop()
-        started: asyncio.Future[None] = loop.create_future()
-        finished: asyncio.Future[Any] = loop.create_future()
+        outcome: asyncio.Future[Any] = loop.create_future()
+        began: list[float] = []  # the thread's start on the loop's clock (time.monotonic)
         given_up = False
+        timer: asyncio.TimerHandle | None = None
 
         def settle(ok: bool, value: Any) -> None:  # on the loop, after the call returned
-            if not given_up and not finished.done():
+            if not outcome.done():
                 if ok:
-                    finished.set_result(value)
+                    outcome.set_result(value)
                 else:
-                    finished.set_exception(value)
+                    outcome.set_exception(value)
             pool._returned(given_up)
 
         def job() -> None:  # in the worker thread
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(_resolve, started)
+            began.append(time.monotonic())
             try:
                 value, ok = context.run(_guarded, func, arg), True
             except BaseException as exc:  # every outcome goes back to the loop
                 value, ok = exc, False
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(settle, ok, value)
 
+        def check_deadline() -> None:
+            # Armed from submission; the limit counts from the thread's start, so a
+            # handler that started late gets its full time (one wake-up per call saved:
+            # the thread does not report its start, the timer looks it up).
+            nonlocal timer
+            if outcome.done():
+                return
+            assert timeout is not None
+            due = (began[0] if began else loop.time()) + timeout
+            if loop.time() < due:
+                timer = loop.call_at(due, check_deadline)
+                return
+            outcome.set_exception(SyncTimedOut())
+
         context = contextvars.copy_context()
-        scope: asyncio.Timeout | None = None
+        if timeout is not None:
+            timer = loop.call_at(loop.time() + timeout, check_deadline)
         pool._jobs.put(job)
         try:
-            await started
-            async with asyncio.timeout(timeout) as scope:
-                result = await asyncio.shield(finished)
-        except TimeoutError:
-            if scope is None or not scope.expired() or finished.done():
-                raise
+            result = await outcome
+        except SyncTimedOut:
             given_up = True
             pool.abandoned += 1
-            raise SyncTimedOut() from None
+            raise
         except asyncio.CancelledError:
-            if not finished.done():
-                given_up = True
+            if outcome.cancelled():
+                given_up = True  # its call has not returned: it runs on in its thread
                 pool.abandoned += 1
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        result = _unbox(result)
         if inspect.isawaitable(result):
             async with asyncio.timeout(timeout):
                 result = await result
         return result
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

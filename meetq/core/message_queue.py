@@ -164,6 +164,7 @@ class MessageQueue(AsyncService):
         # Plain handlers run on threads of their own (made at start()): see _usercode.
         self._sync_threads: SyncThreads | None = None
         self._sync_types: frozenset[str] = frozenset()
+        self._claim_types: list[str] = []
         self._tickets: dict[str, Ticket] = {}  # lease token -> the thread it will run on
         self._sync_released = 0
         self._last_sync_log = 0.0
@@ -389,6 +390,7 @@ class MessageQueue(AsyncService):
         self._sync_types = frozenset(
             t for t, h in self._handlers.items() if not is_async_callable(h)
         )
+        self._claim_types = self.handled_types
         if self._sync_types:
             size = self.config.sync_handler_threads or self.config.workers
             self._sync_threads = SyncThreads(size, f"{self.name}-sync", self._kick.set)
@@ -467,16 +469,17 @@ class MessageQueue(AsyncService):
     def _claimable(self, free: int) -> tuple[list[str], int]:
         """The types to claim and how many: no plain-handler work without a free thread."""
         threads = self._sync_threads
+        types = self._claim_types
         if threads is None or free <= 0 or threads.free >= free:
-            return self.handled_types, free
+            return types, free
         if threads.free <= 0:
             self._log_threads_taken(threads)
-        async_types = [t for t in self.handled_types if t not in self._sync_types]
+        async_types = [t for t in types if t not in self._sync_types]
         if not async_types:
-            return self.handled_types, max(0, threads.free)
+            return types, max(0, threads.free)
         # Mixed: claim freely; a plain-handler message beyond the free threads is
         # released uncharged when it arrives (_start_delivery).
-        return (self.handled_types if threads.free > 0 else async_types), free
+        return (types if threads.free > 0 else async_types), free
 
     def _log_threads_taken(self, threads: SyncThreads) -> None:
         now = time.monotonic()

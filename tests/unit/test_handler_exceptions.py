@@ -25,6 +25,10 @@ def _exit(event: LocalEvent) -> None:
     raise SystemExit(0)
 
 
+def _genexit(event: LocalEvent) -> None:
+    raise GeneratorExit
+
+
 async def _async_exit(event: LocalEvent) -> None:
     raise SystemExit(0)
 
@@ -35,13 +39,14 @@ async def test_event_bus_plain_stop_iteration_and_exits_are_failures() -> None:
     bus.on("stop", _stop)
     bus.on("exit", _exit)
     bus.on("aexit", _async_exit)
+    bus.on("genexit", _genexit)
     bus.on("ok", lambda event: seen.append(event.type))
     async with bus:
-        for kind in ("stop", "exit", "aexit", "ok"):
+        for kind in ("stop", "exit", "aexit", "genexit", "ok"):
             await asyncio.wait_for(bus.emit_sync(kind, {}, wait_handled=True), 10)
         stats = bus.stats()
     assert seen == ["ok"]
-    assert stats["failed_events"] == 3 and stats["processed_events"] == 1
+    assert stats["failed_events"] == 4 and stats["processed_events"] == 1
 
 
 def _task_stop(task: Task) -> None:
