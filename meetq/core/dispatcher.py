@@ -35,6 +35,7 @@ from meetq.core._validation import (
     MAX_TYPE_LENGTH,
     check_key,
     check_seconds,
+    check_text,
     convert_mapping,
     headers_validator,
     is_async_callable,
@@ -185,6 +186,7 @@ class _Record:
 def _check_service(field: str, value: object) -> str:
     if not isinstance(value, str) or not value or "@" in value or len(value) > 100:
         raise ValidationError(field, value, "expected a non-empty name without '@', <= 100 chars")
+    check_text(field, value)
     return value
 
 

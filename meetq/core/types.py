@@ -103,6 +103,8 @@ class DeadLetter:
     """A message that exhausted its attempts, kept beside the reason it failed.
 
     ``message`` is None when the stored bytes could not be decoded; ``raw`` then holds them.
+    ``type`` is "" (and ``attempts``/``failed_at`` 0) when the backend's record of the
+    dead letter was unreadable and its body did not decode either; ``error`` says why.
     """
 
     id: str

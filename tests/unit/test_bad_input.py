@@ -422,3 +422,14 @@ def test_component_names_with_a_lone_surrogate_are_refused() -> None:
     with pytest.raises(ValidationError) as info:
         PubSub(backend, source="s\ud800")
     assert info.value.field == "source"
+
+
+async def test_a_route_to_a_service_name_with_a_lone_surrogate_is_refused() -> None:
+    qm = await initialize_queue_system({"event_bus": {"type": "memory"}})
+    async with qm:
+        dispatcher = qm.get_task_dispatcher()
+        assert dispatcher is not None
+        with pytest.raises(ValidationError) as info:
+            dispatcher.register_route("t", "svc\ud800")
+        assert "surrogate" in str(info.value)
+        assert dispatcher.routes == {}
