@@ -126,12 +126,10 @@ class SyncThreads:
             job()
 
     def _returned(self, abandoned: bool) -> None:
-        was_full = self.busy >= self.threads
         self.busy -= 1
         if abandoned:
             self.abandoned -= 1
-        if was_full:
-            self._on_free()  # claiming was held back for want of a thread: resume it
+        self._on_free()
 
     def shutdown(self) -> None:
         """Let idle threads end; a stuck one is a daemon and is not waited for."""

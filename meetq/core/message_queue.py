@@ -165,6 +165,7 @@ class MessageQueue(AsyncService):
         self._sync_threads: SyncThreads | None = None
         self._sync_types: frozenset[str] = frozenset()
         self._claim_types: list[str] = []
+        self._held_for_threads = False
         self._tickets: dict[str, Ticket] = {}  # lease token -> the thread it will run on
         self._sync_released = 0
         self._last_sync_log = 0.0
@@ -393,7 +394,7 @@ class MessageQueue(AsyncService):
         self._claim_types = self.handled_types
         if self._sync_types:
             size = self.config.sync_handler_threads or self.config.workers
-            self._sync_threads = SyncThreads(size, f"{self.name}-sync", self._kick.set)
+            self._sync_threads = SyncThreads(size, f"{self.name}-sync", self._thread_freed)
         self._tasks = [
             asyncio.create_task(self._exchange_loop(), name=f"meetq:{self.name}:exchange"),
             asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),
@@ -472,6 +473,7 @@ class MessageQueue(AsyncService):
         types = self._claim_types
         if threads is None or free <= 0 or threads.free >= free:
             return types, free
+        self._held_for_threads = True  # a returning thread kicks the loop (_thread_freed)
         if threads.free <= 0:
             self._log_threads_taken(threads)
         async_types = [t for t in types if t not in self._sync_types]
@@ -480,6 +482,13 @@ class MessageQueue(AsyncService):
         # Mixed: claim freely; a plain-handler message beyond the free threads is
         # released uncharged when it arrives (_start_delivery).
         return (types if threads.free > 0 else async_types), free
+
+    def _thread_freed(self) -> None:
+        # Only when a claim was cut short for want of a thread: otherwise the handler's
+        # own settlement kicks the loop a moment later anyway.
+        if self._held_for_threads:
+            self._held_for_threads = False
+            self._kick.set()
 
     def _log_threads_taken(self, threads: SyncThreads) -> None:
         now = time.monotonic()
