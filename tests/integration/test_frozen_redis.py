@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from meetq import (
     BackendUnavailableError,
@@ -269,6 +270,54 @@ async def test_cancelling_queue_manager_stop_raises_cancelled_error(
         server.thaw()
         await mq.stop(grace=0)
         await qm.stop()
+
+
+async def test_cancelling_pubsub_stop_raises_and_a_second_stop_finishes(
+    server: RedisServer, meetq_namespace: str
+) -> None:
+    config = _config(server, meetq_namespace)
+    config["message_queue"]["enabled"] = False
+    qm = await initialize_queue_system(config)
+    ps = qm.get_pubsub()
+    assert ps is not None
+    entered = asyncio.Event()
+
+    async def stuck(message: PubSubMessage) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    await ps.subscribe("events", stuck)
+    await qm.start()
+    await ps.publish("events", PubSubMessage(type="hold"))
+    await asyncio.wait_for(entered.wait(), 10)
+    server.freeze()
+    try:
+        stopping = asyncio.create_task(ps.stop(grace=30))
+        await asyncio.sleep(0.5)
+        assert not stopping.done()
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+        # The cancelled call closed nothing; the next one finishes within the bound.
+        error, took = await _timed(ps.stop(grace=0))
+        assert error is None
+        assert took < DEFAULTS.socket_connect_timeout + SLACK
+        server.thaw()
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            # Its subscriber connection is closed: Redis counts no subscriber any more.
+            channel = f"{meetq_namespace}:events"
+            await eventually(lambda: _subscribers(admin, channel, 0))
+        finally:
+            await admin.aclose()
+    finally:
+        server.thaw()
+        await qm.stop()
+
+
+async def _subscribers(admin: aioredis.Redis, channel: str, count: int) -> bool:
+    [(_, found)] = await admin.pubsub_numsub(channel)
+    return int(found) == count
 
 
 async def test_pubsub_subscriber_notices_a_silent_server_and_recovers(
