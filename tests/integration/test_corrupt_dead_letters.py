@@ -39,9 +39,16 @@ async def test_corrupt_dead_letter_records_are_reported_and_kept(
     async def job(msg: Message) -> None:
         raise RuntimeError("fails on purpose")
 
-    ids = ["good", "notjson", "deepinfo", "wrongtype", "deepbody"]
+    # The records to be damaged die first, so they are the oldest dead letters: a
+    # requeue must look past them to the good ones ("z..." also wins a same-ms tie).
+    corrupt = ["deepinfo", "notjson", "wrongtype"]
+    good = ["zdeepbody", "zgood"]
+    ids = corrupt + good
     async with qm:
-        for message_id in ids:
+        for message_id in corrupt:
+            await mq.publish(Message(type="job", id=message_id))
+        await eventually(lambda: _count(mq, len(corrupt)))
+        for message_id in good:
             await mq.publish(Message(type="job", id=message_id))
         await eventually(lambda: _count(mq, len(ids)))
         await mq.stop(0)
@@ -52,24 +59,27 @@ async def test_corrupt_dead_letter_records_are_reported_and_kept(
             await client.hset(f"{prefix}dinfo", "notjson", b"\xff not json")
             await client.hset(f"{prefix}dinfo", "deepinfo", DEEP)
             await client.hset(f"{prefix}dinfo", "wrongtype", b'{"type": 7, "priority": "x"}')
-            await client.hset(f"{prefix}m:body", "deepbody", DEEP)
+            await client.hset(f"{prefix}m:body", "zdeepbody", DEEP)
         finally:
             await client.aclose()
 
         dead = {d.id: d for d in await mq.dead_letters()}
         assert sorted(dead) == sorted(ids)
-        assert dead["good"].message is not None and "fails on purpose" in dead["good"].error
-        for message_id in ("notjson", "deepinfo", "wrongtype"):
+        assert dead["zgood"].message is not None and "fails on purpose" in dead["zgood"].error
+        for message_id in corrupt:
             record = dead[message_id]
             assert "corrupt dead-letter record" in record.error, record.error
             assert f"{prefix}dinfo" in record.error
             # The body was fine, so the message itself still comes back.
             assert record.message is not None and record.type == "job"
-        assert dead["deepbody"].message is None and dead["deepbody"].raw == DEEP
-        assert "fails on purpose" in dead["deepbody"].error
+        assert dead["zdeepbody"].message is None and dead["zdeepbody"].raw == DEEP
+        assert "fails on purpose" in dead["zdeepbody"].error
+        assert sorted(d.id for d in await mq.dead_letters(3)) == corrupt  # the oldest three
 
-        # Only records that still say where they belong go back; none is lost.
-        assert await mq.requeue_dead_letters() == 2
+        # Only records that still say where they belong go back, even from behind the
+        # unreadable oldest ones; none is lost.
+        assert await mq.requeue_dead_letters(1) == 1
+        assert await mq.requeue_dead_letters(5) == 1
         assert await mq.queue_length() == 2
         left = sorted(d.id for d in await mq.dead_letters())
         assert left == ["deepinfo", "notjson", "wrongtype"]

@@ -162,6 +162,10 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+# How many unreadable dead-letter records one requeue call looks past.
+_MAX_SKIPPED_DEAD: Final = 10_000
+
+
 def _lossy_text(value: bytes | str) -> str:
     # An id written by hand may not be UTF-8; showing it beats failing the whole listing.
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -693,21 +697,31 @@ class RedisWorkQueue:
         Two steps: read the oldest ids with their types, then one script that takes
         those types' keys and skips any id that left the dead-letter queue meanwhile.
         """
-        reply = await self._dead_list(max_count, bodies=False)
-        if len(reply) <= 1:
-            return 0
         index: dict[str, int] = {}
         items: list[Any] = []
-        for i in range(1, len(reply), 2):
-            info = _dead_info(reply[i + 1])
-            if isinstance(info, str):
-                # Without its type and priority it has no ready set to go back to; it
-                # stays a dead letter (listed with the reason) rather than being lost.
-                continue
-            t = index.get(info["type"])
-            if t is None:
-                t = index[info["type"]] = len(index) + 1
-            items += (reply[i], t, int(info["priority"]))
+        window = max_count
+        while True:
+            # Unreadable records are skipped, so the window widens past them: a run of
+            # corrupt oldest entries must not hide the good ones behind it.
+            reply = await self._dead_list(window, bodies=False)
+            index, items, skipped = {}, [], 0
+            for i in range(1, len(reply), 2):
+                info = _dead_info(reply[i + 1])
+                if isinstance(info, str):
+                    # No type or priority: no ready set to go back to. It stays a dead
+                    # letter (listed with the reason) rather than being lost.
+                    skipped += 1
+                    continue
+                if len(items) == 3 * max_count:
+                    break
+                t = index.get(info["type"])
+                if t is None:
+                    t = index[info["type"]] = len(index) + 1
+                items += (reply[i], t, info["priority"])
+            wider = max_count + min(skipped, _MAX_SKIPPED_DEAD)
+            if len(items) == 3 * max_count or wider <= window or window >= int(reply[0]):
+                break
+            window = wider
         if not items:
             return 0
         names = list(index)
