@@ -16,7 +16,7 @@ async def main(url: str, prefix: str, queue_name: str) -> None:
     qm = await meetq.initialize_queue_system({
         "redis": {"url": url, "key_prefix": prefix},
         "message_queue": {"type": "redis", "queue_name": queue_name, "workers": 2,
-                          "max_retries": 0, "poll_interval": "50ms"},
+                          "poll_interval": "50ms"},
         "event_bus": {"enabled": False},
     })
     mq = qm.get_message_queue()

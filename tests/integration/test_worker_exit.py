@@ -29,7 +29,9 @@ async def test_system_exit_in_a_handler_neither_ends_the_worker_nor_reads_as_cle
     })
     mq = qm.get_message_queue()
     assert mq is not None
-    await mq.publish_batch([Message(type="exit"), Message(type="exit_async")])
+    await mq.publish_batch(
+        [Message(type="exit", max_retries=0), Message(type="exit_async", max_retries=0)]
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(WORKER), meetq_redis_url, meetq_namespace, "jobs",
         stdout=asyncio.subprocess.PIPE,
