@@ -623,6 +623,42 @@ class WorkQueueContract(BackendContract):
             release.set()
         assert started == stuck_n
 
+    async def test_stop_does_not_wait_for_a_stuck_plain_handler(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # Python cannot stop the thread: stop() releases the message uncharged after its
+        # grace and returns; the thread is a daemon, left to finish on its own.
+        mq = make_queue(workers=1)
+        release = threading.Event()
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        @mq.handler("stuck")
+        def stuck(msg: Message) -> None:
+            loop.call_soon_threadsafe(started.set)
+            release.wait(30)
+
+        try:
+            await mq.publish(Message(type="stuck"))
+            await mq.start()
+            await asyncio.wait_for(started.wait(), 10)
+            await asyncio.wait_for(mq.stop(grace=0.05), 10)
+            assert await mq.queue_length() == 1  # handed back
+            assert await mq.processing_count() == 0
+            pool = [t for t in threading.enumerate() if t.name.startswith("meetq-q-sync")]
+            assert pool and all(t.daemon for t in pool)
+        finally:
+            release.set()
+        after = make_queue()
+        attempts: list[int] = []
+
+        @after.handler("stuck")
+        async def again(msg: Message) -> None:
+            attempts.append(msg.attempt)
+
+        async with after:
+            await eventually(lambda: attempts == [1])  # the stuck run was not charged
+
     async def test_after_the_manager_stopped_every_call_raises_closed_error(
         self, meetq_config: MeetqConfig, backend: Backend
     ) -> None:
