@@ -3,7 +3,7 @@
 Pick a backend with ``type:`` in config; everything else behaves the same on each.
 """
 
-from meetq._system import build_registry, initialize_queue_system, make_plugin_manager
+from meetq.broadcast._pubsub import PubSub
 from meetq.core.config import (
     EventBusConfig,
     MeetqConfig,
@@ -12,13 +12,6 @@ from meetq.core.config import (
     TaskDispatcherConfig,
     TaskSchedulerConfig,
     load_config,
-)
-from meetq.core.dispatcher import (
-    DispatchStatus,
-    ReceivedTask,
-    TaskDispatcher,
-    TaskRequest,
-    TaskResponse,
 )
 from meetq.core.errors import (
     BackendError,
@@ -34,15 +27,22 @@ from meetq.core.errors import (
     SerializationError,
     ValidationError,
 )
-from meetq.core.event_bus import LocalEventBus
-from meetq.core.manager import QueueManager
-from meetq.core.message_queue import MessageQueue
-from meetq.core.pubsub import PubSub
 from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
-from meetq.core.scheduler import Task, TaskScheduler, TaskSnapshot, TaskStatus
 from meetq.core.serialization import JsonSerializer, Serializer
 from meetq.core.task_types import TaskType
 from meetq.core.types import DeadLetter, LocalEvent, Message, Priority, PubSubMessage
+from meetq.dispatch._dispatcher import (
+    DispatchStatus,
+    ReceivedTask,
+    TaskDispatcher,
+    TaskRequest,
+    TaskResponse,
+)
+from meetq.inprocess._event_bus import LocalEventBus
+from meetq.inprocess._scheduler import Task, TaskScheduler, TaskSnapshot, TaskStatus
+from meetq.manager._manager import QueueManager
+from meetq.manager._system import build_registry, initialize_queue_system, make_plugin_manager
+from meetq.queue._message_queue import MessageQueue
 
 __all__ = [
     "BackendContext",

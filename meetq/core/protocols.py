@@ -9,15 +9,12 @@ retry policy, statistics) once, on top. The docstrings below *are* the contract 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from meetq.core.tasks import Task, TaskRequest, TaskResponse, TaskSnapshot, TaskStatus
 from meetq.core.types import LocalEvent, Message, PubSubMessage
-
-if TYPE_CHECKING:  # the scheduler module imports config and the event bus; no cycle at runtime
-    from meetq.core.dispatcher import TaskRequest, TaskResponse
-    from meetq.core.scheduler import Task, TaskSnapshot, TaskStatus
 
 __all__ = [
     "CAP_CROSS_PROCESS",

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from meetq._system import build_registry, make_plugin_manager
 from meetq.core.config import MeetqConfig, load_config
 from meetq.core.protocols import Backend
 from meetq.core.registry import BackendContext
+from meetq.manager import build_registry, make_plugin_manager
 
 __all__ = ["BackendContract"]
 

@@ -15,18 +15,18 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from meetq.core.config import MeetqConfig
-from meetq.core.dispatcher import (
+from meetq import (
     DispatchStatus,
+    MessageQueue,
+    PubSub,
     ReceivedTask,
     TaskDispatcher,
     TaskRequest,
     TaskResponse,
 )
+from meetq.core.config import MeetqConfig
 from meetq.core.errors import ClosedError, SerializationError, ValidationError
-from meetq.core.message_queue import MessageQueue
 from meetq.core.protocols import Backend
-from meetq.core.pubsub import PubSub
 from meetq.core.types import Message, PubSubMessage
 from meetq.testing._base import BackendContract
 from meetq.testing.work_queue_suite import QUICK, eventually

@@ -17,9 +17,9 @@ import attrs
 import pytest
 import pytest_asyncio
 
+from meetq import LocalEventBus
 from meetq.core.config import MeetqConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
-from meetq.core.event_bus import LocalEventBus
 from meetq.core.types import LocalEvent
 from meetq.testing._base import BackendContract
 from meetq.testing.pubsub_suite import wait_until

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from meetq import PubSub
 from meetq.core.config import MeetqConfig
 from meetq.core.errors import (
     BackendUnavailableError,
@@ -29,7 +30,6 @@ from meetq.core.errors import (
     ValidationError,
 )
 from meetq.core.protocols import Backend, TransportMessage
-from meetq.core.pubsub import PubSub
 from meetq.core.types import PubSubMessage
 from meetq.testing._base import BackendContract
 from meetq.testing.work_queue_suite import eventually

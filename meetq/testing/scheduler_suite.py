@@ -21,9 +21,9 @@ import attrs
 import pytest
 import pytest_asyncio
 
+from meetq import Task, TaskScheduler, TaskStatus
 from meetq.core.config import MeetqConfig, TaskSchedulerConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
-from meetq.core.scheduler import Task, TaskScheduler, TaskStatus
 from meetq.core.types import Priority
 from meetq.testing._base import BackendContract
 from meetq.testing.work_queue_suite import eventually

@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from meetq import MessageQueue, QueueManager
 from meetq.core._durations import MAX_DURATION
 from meetq.core._validation import MAX_DEAD_LETTER_BATCH, MAX_PAYLOAD_DEPTH
 from meetq.core.config import MeetqConfig
 from meetq.core.errors import ClosedError, ConfigError, SerializationError, ValidationError
-from meetq.core.manager import QueueManager
-from meetq.core.message_queue import MessageQueue
 from meetq.core.protocols import Backend, LeaseRef, Settlement, StoredMessage, WorkQueueOptions
 from meetq.core.types import Message, Priority, PubSubMessage
 from meetq.testing._base import BackendContract

@@ -24,6 +24,7 @@ from meetq import (
     PubSub,
     PubSubMessage,
     SerializationError,
+    Task,
     TaskRequest,
     TaskScheduler,
     ValidationError,
@@ -35,7 +36,6 @@ from meetq.backends.memory._pubsub import glob_to_regex
 from meetq.core._durations import MAX_DURATION
 from meetq.core._validation import MAX_PAYLOAD_DEPTH
 from meetq.core.config import MessageQueueConfig, RedisConfig
-from meetq.core.scheduler import Task
 from meetq.core.serialization import JsonSerializer, decode_message
 
 HUGE = [10**400, 1e300, math.inf, -math.inf, math.nan]

@@ -84,13 +84,13 @@ def test_error_names_do_not_shadow_builtins() -> None:
 @pytest.mark.parametrize(
     "module_name",
     [
-        "meetq._system",
+        "meetq.manager._system",
         "meetq.core.config",
-        "meetq.core.dispatcher",
+        "meetq.dispatch._dispatcher",
         "meetq.core.errors",
         "meetq.core.protocols",
         "meetq.core.registry",
-        "meetq.core.scheduler",
+        "meetq.inprocess._scheduler",
         "meetq.core.serialization",
         "meetq.core.task_types",
         "meetq.core.types",

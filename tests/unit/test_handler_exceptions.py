@@ -10,10 +10,18 @@ import asyncio
 
 import pytest
 
-from meetq import LocalEventBus, MessageQueue, Task, TaskDispatcher, TaskRequest, TaskScheduler
+from meetq import (
+    DispatchStatus,
+    LocalEventBus,
+    MessageQueue,
+    ReceivedTask,
+    Task,
+    TaskDispatcher,
+    TaskRequest,
+    TaskScheduler,
+    TaskStatus,
+)
 from meetq.backends.memory._backend import MemoryBackend
-from meetq.core.dispatcher import DispatchStatus, ReceivedTask
-from meetq.core.scheduler import TaskStatus
 from meetq.core.types import LocalEvent
 
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 import meetq
 from meetq import ConfigError, load_config
-from meetq.backends.redis._backend import bounds_of, client_options, untimed_pool
+from meetq.backends.redis._connection import bounds_of, client_options, untimed_pool
 from meetq.backends.redis._deadline import SharedDeadline
 
 

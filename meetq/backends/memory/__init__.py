@@ -10,9 +10,7 @@ Config keys: ``type: memory`` in ``message_queue`` or ``event_bus``; no others.
 
 from __future__ import annotations
 
-from meetq.core.protocols import Backend
-from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec
-from meetq.plugins import hookimpl
+from meetq.backend import Backend, BackendContext, BackendRegistry, BackendSpec, hookimpl
 
 __all__ = ["plugin"]
 

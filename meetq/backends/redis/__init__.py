@@ -14,9 +14,16 @@ installed raises ``MissingDependencyError`` with the install command.
 
 from __future__ import annotations
 
-from meetq.core.protocols import CAP_CROSS_PROCESS, CAP_DURABLE, Backend
-from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
-from meetq.plugins import hookimpl
+from meetq.backend import (
+    CAP_CROSS_PROCESS,
+    CAP_DURABLE,
+    Backend,
+    BackendContext,
+    BackendRegistry,
+    BackendSpec,
+    Requirement,
+    hookimpl,
+)
 
 __all__ = ["plugin"]
 

@@ -34,7 +34,7 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio.client import PubSub as PubSubConnection
 
-from meetq.backends.redis._backend import Bounds, bounds_of, translate_errors, untimed_pool
+from meetq.backends.redis._connection import Bounds, bounds_of, translate_errors, untimed_pool
 from meetq.backends.redis._deadline import SharedDeadline
 from meetq.core.errors import BackendUnavailableError, ClosedError, MeetqError
 from meetq.core.protocols import TransportMessage

@@ -50,7 +50,7 @@ import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 from redis.client import NEVER_DECODE
 
-from meetq.backends.redis._backend import bounds_of, translate_errors, untimed_pool
+from meetq.backends.redis._connection import bounds_of, translate_errors, untimed_pool
 from meetq.backends.redis._deadline import SharedDeadline
 from meetq.core._wakeup import WakeSignal
 from meetq.core.errors import ClosedError

@@ -9,9 +9,9 @@ from typing import Any
 import pluggy
 
 from meetq.core.config import MeetqConfig, load_config
-from meetq.core.manager import QueueManager
 from meetq.core.protocols import Backend
 from meetq.core.registry import BackendContext, BackendRegistry
+from meetq.manager._manager import QueueManager
 from meetq.plugins import ENTRY_POINT_GROUP, MeetqHookSpecs
 
 __all__ = ["build_registry", "initialize_queue_system", "make_plugin_manager"]

@@ -23,12 +23,12 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from enum import StrEnum
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
+from meetq.broadcast._pubsub import PubSub
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import run_in_thread
 from meetq.core._validation import (
@@ -36,25 +36,20 @@ from meetq.core._validation import (
     check_key,
     check_seconds,
     check_text,
-    convert_mapping,
-    headers_validator,
     is_async_callable,
-    max_retries_validator,
     name_validator,
-    payload_validator,
     plain_str,
 )
 from meetq.core.config import TaskDispatcherConfig
 from meetq.core.errors import ClosedError, HandlerTimeout, MeetqError, ValidationError
-from meetq.core.message_queue import MessageQueue
-from meetq.core.pubsub import PubSub
+from meetq.core.tasks import DispatchStatus, ReceivedTask, TaskRequest, TaskResponse
 from meetq.core.types import (
     Message,
     Priority,
     PubSubMessage,
-    convert_priority,
     new_id,
 )
+from meetq.queue._message_queue import MessageQueue
 
 __all__ = ["DispatchStatus", "ReceivedTask", "TaskDispatcher", "TaskRequest", "TaskResponse"]
 
@@ -73,102 +68,6 @@ RESULT_TYPE = "meetq.task_result"
 # serving wrapper enforces the task timeout itself so that it can report it.
 _BACKSTOP = 10.0
 _CALLBACK_GRACE = 5.0
-
-
-class DispatchStatus(StrEnum):
-    """Where a dispatched task stands, as its dispatcher knows it."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        """True for completed, failed, timed_out and cancelled."""
-        return self in (self.COMPLETED, self.FAILED, self.TIMED_OUT, self.CANCELLED)
-
-
-def _timeout_converter(value: object) -> float:
-    seconds = check_seconds("timeout", value)
-    if seconds <= 0:
-        raise ValidationError("timeout", value, "must be positive")
-    return seconds
-
-
-def _retries_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        raise ValidationError("max_retries", value, "expected an int from 0 to 1000")
-    max_retries_validator(instance, attribute, value)
-
-
-def _callback_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not callable(value):
-        raise ValidationError("callback", value, "expected a callable taking a TaskResponse")
-
-
-def _metadata_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    try:
-        headers_validator(instance, attribute, value)
-    except ValidationError as exc:
-        field = exc.field.replace("headers", "metadata")
-        raise ValidationError(field, exc.value, exc.problem) from None
-
-
-@attrs.frozen(kw_only=True)
-class TaskRequest:
-    """A task to run in the service that owns ``type``.
-
-    ``timeout`` (seconds) limits each attempt; a failed attempt is retried up to
-    ``max_retries`` times. ``callback`` (async or plain) receives the final
-    ``TaskResponse`` once. ``metadata`` (str to str) travels with the task.
-    """
-
-    type: str = attrs.field(converter=plain_str, validator=name_validator)
-    payload: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=convert_mapping, validator=payload_validator
-    )
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=convert_priority)
-    timeout: float = attrs.field(default=30.0, converter=_timeout_converter)
-    max_retries: int = attrs.field(default=3, validator=_retries_validator)
-    callback: Callable[[TaskResponse], Any] | None = attrs.field(
-        default=None, validator=_callback_validator, eq=False
-    )
-    metadata: Mapping[str, str] = attrs.field(
-        factory=dict, converter=convert_mapping, validator=_metadata_validator
-    )
-    id: str = attrs.field(factory=new_id, validator=name_validator)
-
-
-@attrs.frozen(kw_only=True)
-class TaskResponse:
-    """A snapshot of a task's status; ``result`` is the handler's return value."""
-
-    task_id: str
-    type: str
-    status: DispatchStatus
-    result: Any = None
-    error: str | None = None
-    attempts: int = 0
-    service: str | None = None
-    created_at: float
-    updated_at: float
-
-
-@attrs.frozen(kw_only=True)
-class ReceivedTask:
-    """What a serving handler receives: the task and which attempt this is (1-based)."""
-
-    id: str
-    type: str
-    payload: Mapping[str, Any]
-    metadata: Mapping[str, str]
-    priority: Priority
-    attempt: int
-    max_attempts: int
 
 
 class _Record:

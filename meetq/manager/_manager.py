@@ -10,15 +10,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from meetq.broadcast._pubsub import PubSub
 from meetq.core._lifecycle import AsyncService
 from meetq.core.config import MeetqConfig
-from meetq.core.dispatcher import TaskDispatcher
 from meetq.core.errors import ConfigError
-from meetq.core.event_bus import LocalEventBus
-from meetq.core.message_queue import MessageQueue
 from meetq.core.protocols import Backend
-from meetq.core.pubsub import PubSub
-from meetq.core.scheduler import TaskScheduler
+from meetq.dispatch._dispatcher import TaskDispatcher
+from meetq.inprocess._event_bus import LocalEventBus
+from meetq.inprocess._scheduler import TaskScheduler
+from meetq.queue._message_queue import MessageQueue
 
 __all__ = ["QueueManager"]
 

@@ -1,0 +1,64 @@
+"""The one import face for backend authors.
+
+A backend plugin imports from here and from nothing else of meetq's: the interface it
+implements (``Backend``, ``WorkQueueBackend``, ``PubSubTransport`` and the values they
+exchange), the registry it fills in, the capability names it may declare, the hook
+marker, and the errors a backend raises. Everything here is re-exported from the kernel
+(``meetq.core``), which imports nothing above it, so a backend never sits in an import
+cycle with the components that use it.
+"""
+
+from meetq.core.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ClosedError,
+    MeetqError,
+    MissingDependencyError,
+    SerializationError,
+    ValidationError,
+)
+from meetq.core.protocols import (
+    CAP_CROSS_PROCESS,
+    CAP_DURABLE,
+    Backend,
+    Claimed,
+    DeadRecord,
+    ExchangeResult,
+    LeaseRef,
+    PubSubTransport,
+    Settlement,
+    StoredMessage,
+    TransportMessage,
+    WorkQueueBackend,
+    WorkQueueOptions,
+)
+from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
+from meetq.plugins import hookimpl
+
+__all__ = [
+    "CAP_CROSS_PROCESS",
+    "CAP_DURABLE",
+    "Backend",
+    "BackendContext",
+    "BackendError",
+    "BackendRegistry",
+    "BackendSpec",
+    "BackendUnavailableError",
+    "Claimed",
+    "ClosedError",
+    "DeadRecord",
+    "ExchangeResult",
+    "LeaseRef",
+    "MeetqError",
+    "MissingDependencyError",
+    "PubSubTransport",
+    "Requirement",
+    "SerializationError",
+    "Settlement",
+    "StoredMessage",
+    "TransportMessage",
+    "ValidationError",
+    "WorkQueueBackend",
+    "WorkQueueOptions",
+    "hookimpl",
+]

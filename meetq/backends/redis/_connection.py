@@ -1,0 +1,107 @@
+"""Connections to Redis: client options, bounded time, error translation.
+
+Bounded time (docs/reliability.md): the client meetq builds from ``redis.*`` has a
+socket timeout, a connect timeout, TCP keepalive and health checks on pooled
+connections, so every generic command ends within a bound. The hand-packed hot paths
+(the work queue's EVALSHA, Pub/Sub's PUBLISH) use connections of their own without
+redis-py's per-command timers (``untimed_pool``) and enforce the same ``socket_timeout``
+with one shared timer (``SharedDeadline``); the listeners find a silent peer by PING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import redis.exceptions
+
+from meetq.core.config import RedisConfig
+from meetq.core.errors import BackendUnavailableError
+
+__all__ = ["Bounds", "bounds_of", "client_options", "translate_errors", "untimed_pool"]
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn any redis-py error raised inside into ``BackendUnavailableError``."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        raise BackendUnavailableError(f"redis: {what} failed: {exc}", backend="redis") from exc
+    except OSError as exc:
+        raise BackendUnavailableError(f"redis: {what} failed: {exc}", backend="redis") from exc
+
+
+def client_options(cfg: RedisConfig) -> dict[str, Any]:
+    """redis-py keyword arguments for a client built from ``cfg`` (``Redis.from_url``)."""
+    options: dict[str, Any] = {
+        "socket_timeout": cfg.socket_timeout or None,
+        # redis-py falls back to socket_timeout for None; 0 means no limit here.
+        "socket_connect_timeout": cfg.socket_connect_timeout or None,
+        # redis-py PINGs a pooled connection before a command only when it sat idle this
+        # long; a connection in steady use pays nothing (each reply moves the next check).
+        "health_check_interval": cfg.health_check_interval,
+        "max_connections": cfg.max_connections,
+    }
+    # Keepalive is a TCP option: a unix socket connection refuses the argument.
+    if cfg.tcp_keepalive and not cfg.url.startswith("unix:"):
+        options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = _keepalive_options(cfg)
+    return options
+
+
+def _keepalive_options(cfg: RedisConfig) -> dict[int, int]:
+    # macOS names the idle time TCP_KEEPALIVE; a platform without an option keeps its
+    # default rather than failing every connect.
+    idle = "TCP_KEEPIDLE" if hasattr(socket, "TCP_KEEPIDLE") else "TCP_KEEPALIVE"
+    wanted = {
+        idle: cfg.tcp_keepalive_idle,
+        "TCP_KEEPINTVL": cfg.tcp_keepalive_interval,
+        "TCP_KEEPCNT": cfg.tcp_keepalive_count,
+    }
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
+@attrs.frozen(kw_only=True)
+class Bounds:
+    """The limits a client's pool was configured with; None where it sets none."""
+
+    socket_timeout: float | None
+    connect_timeout: float | None
+    health_check_interval: float | None
+
+
+def bounds_of(client: Any) -> Bounds:
+    """What ``client`` (redis-py, or anything with its ``connection_pool``) bounds."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+
+    def seconds(key: str) -> float | None:
+        value = kwargs.get(key)
+        return float(value) if value else None
+
+    return Bounds(
+        socket_timeout=seconds("socket_timeout"),
+        connect_timeout=seconds("socket_connect_timeout"),
+        health_check_interval=seconds("health_check_interval"),
+    )
+
+
+def untimed_pool(client: Any) -> Any:
+    """A new pool like ``client``'s, for a hand-packed path that bounds calls itself.
+
+    Without ``socket_timeout``: redis-py would run every send under ``asyncio.wait_for``
+    (a task per command) and arm a timer around every read, which together cost about
+    as much as the rest of a publish; the caller bounds each call with a
+    ``SharedDeadline`` of the client's socket_timeout instead, connecting included (the
+    greeting a new connection waits for is read without a timer here). Without health
+    checks: they would PING on a connection another task may be reading (a subscriber),
+    and the hot paths probe an idle connection through the pool's checkout anyway.
+    """
+    shared = client.connection_pool
+    kwargs = dict(shared.connection_kwargs)
+    kwargs["socket_timeout"] = None
+    kwargs["health_check_interval"] = 0
+    return type(shared)(connection_class=shared.connection_class, **kwargs)

@@ -1,0 +1,5 @@
+"""Task routing between services, over the work queue."""
+
+from meetq.dispatch._dispatcher import TaskDispatcher
+
+__all__ = ["TaskDispatcher"]
