@@ -25,30 +25,29 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from meetq.testing._helpers import QUICK, TIMEOUT, eventually, wait_until
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, free_port
-from meetq.testing._waiting import eventually
 
 if TYPE_CHECKING:
     from meetq.testing._base import BackendContract
     from meetq.testing._suite import ContractSuite
     from meetq.testing.dispatcher_suite import TaskDispatcherContract
-    from meetq.testing.event_bus_suite import EventBusContract
     from meetq.testing.pubsub_suite import PubSubContract
-    from meetq.testing.scheduler_suite import TaskSchedulerContract
     from meetq.testing.work_queue_suite import WorkQueueContract
 
 __all__ = [
+    "QUICK",
+    "TIMEOUT",
     "BackendContract",
     "ContractSuite",
-    "EventBusContract",
     "PubSubContract",
     "RedisServer",
     "RedisServerUnavailable",
     "TaskDispatcherContract",
-    "TaskSchedulerContract",
     "WorkQueueContract",
     "eventually",
     "free_port",
+    "wait_until",
 ]
 
 # The pytest-based names and the module each lives in. Importing them eagerly would make
@@ -56,10 +55,8 @@ __all__ = [
 _PYTEST_CLASSES = {
     "BackendContract": "meetq.testing._base",
     "ContractSuite": "meetq.testing._suite",
-    "EventBusContract": "meetq.testing.event_bus_suite",
     "PubSubContract": "meetq.testing.pubsub_suite",
     "TaskDispatcherContract": "meetq.testing.dispatcher_suite",
-    "TaskSchedulerContract": "meetq.testing.scheduler_suite",
     "WorkQueueContract": "meetq.testing.work_queue_suite",
 }
 _PYTEST_PACKAGES = ("pytest", "pytest_asyncio")

@@ -29,7 +29,7 @@ from meetq.core.errors import ClosedError, SerializationError, ValidationError
 from meetq.core.protocols import Backend
 from meetq.core.types import Message, PubSubMessage
 from meetq.testing._base import BackendContract
-from meetq.testing.work_queue_suite import QUICK, eventually
+from meetq.testing._helpers import QUICK, eventually
 
 __all__ = ["TaskDispatcherContract"]
 

@@ -32,26 +32,11 @@ from meetq.core.errors import (
 from meetq.core.protocols import Backend, TransportMessage
 from meetq.core.types import PubSubMessage
 from meetq.testing._base import BackendContract
-from meetq.testing.work_queue_suite import eventually
+from meetq.testing._helpers import TIMEOUT, eventually, wait_until
 
-__all__ = ["PubSubContract", "wait_until"]
+__all__ = ["PubSubContract"]
 
-TIMEOUT = 5.0
 PubSubFactory = Callable[..., Awaitable[PubSub]]
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Wait until ``predicate()`` is true; fail after ``TIMEOUT`` seconds.
-
-    For state that has no event to wait on (counters); the test still waits on a
-    condition with a deadline, it never sleeps a fixed time and hopes.
-    """
-
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - counters offer no event to wait on
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), TIMEOUT)
 
 
 class Collector:

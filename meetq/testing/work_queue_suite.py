@@ -24,20 +24,11 @@ from meetq.core.errors import ClosedError, ConfigError, SerializationError, Vali
 from meetq.core.protocols import Backend, LeaseRef, Settlement, StoredMessage, WorkQueueOptions
 from meetq.core.types import Message, Priority, PubSubMessage
 from meetq.testing._base import BackendContract
-from meetq.testing._waiting import eventually
+from meetq.testing._helpers import QUICK, eventually
 
-__all__ = ["WorkQueueContract", "eventually"]
+__all__ = ["WorkQueueContract"]
 
 MakeQueue = Callable[..., MessageQueue]
-
-QUICK = {
-    "visibility_timeout": "2s",
-    "poll_interval": "50ms",
-    "retry_backoff_base": "10ms",
-    "retry_backoff_max": "40ms",
-    "retry_jitter": 0.0,
-    "shutdown_grace": "2s",
-}
 
 
 class WorkQueueContract(BackendContract):

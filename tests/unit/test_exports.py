@@ -109,21 +109,13 @@ def test_module_all_names_exist_once_and_are_documented(module_name: str) -> Non
 
 def test_contract_mixins_do_not_shadow_each_other() -> None:
     # ContractSuite inherits every mixin: a shared name would silently drop a test.
-    from meetq.testing import (
-        EventBusContract,
-        PubSubContract,
-        TaskDispatcherContract,
-        TaskSchedulerContract,
-        WorkQueueContract,
-    )
+    from meetq.testing import PubSubContract, TaskDispatcherContract, WorkQueueContract
 
     seen: dict[str, str] = {}
     for mixin in (
         WorkQueueContract,
         PubSubContract,
-        EventBusContract,
         TaskDispatcherContract,
-        TaskSchedulerContract,
     ):
         for name in vars(mixin):
             if name.startswith("test_"):

@@ -1,8 +1,8 @@
-"""Contract tests for ``LocalEventBus``.
+"""``LocalEventBus`` semantics: order, non-blocking emit, counted overflow, drain.
 
-The event bus is in-process on every backend; binding it next to each backend checks it
-is built the same way from every config (``event_bus.buffer_size``/``workers``/...).
-Bind with a class that mixes ``EventBusContract`` in and overrides ``backend_config``.
+The event bus is in-process and touches no backend, so nothing here can differ between
+backends: these tests run once, here, not per backend in the shipped contract suite
+(they were ``meetq.testing.EventBusContract`` until the suite was re-scoped).
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ import pytest
 import pytest_asyncio
 
 from meetq import LocalEventBus
-from meetq.core.config import MeetqConfig
+from meetq.core.config import MeetqConfig, load_config
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.types import LocalEvent
-from meetq.testing._base import BackendContract
-from meetq.testing.pubsub_suite import wait_until
-
-__all__ = ["EventBusContract"]
+from meetq.testing import wait_until
 
 TIMEOUT = 5.0
 BusFactory = Callable[..., LocalEventBus]
@@ -51,12 +48,17 @@ class Recorder:
         return self.events
 
 
-class EventBusContract(BackendContract):
+class TestLocalEventBus:
     """In-process event semantics: order, non-blocking emit, counted overflow, drain."""
+
+    @pytest.fixture
+    def meetq_config(self) -> MeetqConfig:
+        """The default config: the bus reads only its own ``event_bus`` section."""
+        return load_config({})
 
     @pytest_asyncio.fixture
     async def make_bus(self, meetq_config: MeetqConfig) -> AsyncIterator[BusFactory]:
-        """Build buses from the binding's ``event_bus`` config plus overrides."""
+        """Build buses from the default ``event_bus`` config plus overrides."""
         made: list[LocalEventBus] = []
 
         def make(**overrides: Any) -> LocalEventBus:

@@ -1,9 +1,8 @@
-"""Contract tests for ``TaskScheduler``.
+"""``TaskScheduler`` semantics: priority, time, timeout, retry, cancel, stop.
 
-The scheduler is in-process on every backend; binding it next to each backend checks it
-is built the same way from every config (``task_scheduler.buffer_size``/``workers``/
-``enable_delayed_tasks``). Bind with a class that mixes ``TaskSchedulerContract`` in and
-overrides ``backend_config``.
+The scheduler is in-process and touches no backend, so nothing here can differ between
+backends: these tests run once, here, not per backend in the shipped contract suite
+(they were ``meetq.testing.TaskSchedulerContract`` until the suite was re-scoped).
 
 Tests wait on events and on ``scheduler.wait``; time is asserted only as a lower bound.
 """
@@ -22,13 +21,10 @@ import pytest
 import pytest_asyncio
 
 from meetq import Task, TaskScheduler, TaskStatus
-from meetq.core.config import MeetqConfig, TaskSchedulerConfig
+from meetq.core.config import MeetqConfig, TaskSchedulerConfig, load_config
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.types import Priority
-from meetq.testing._base import BackendContract
-from meetq.testing.work_queue_suite import eventually
-
-__all__ = ["TaskSchedulerContract"]
+from meetq.testing import eventually
 
 TIMEOUT = 5.0
 BACKOFF = 0.01
@@ -73,12 +69,17 @@ async def never_called(task: Task) -> None:
     raise AssertionError(f"task {task.id} should not have run")
 
 
-class TaskSchedulerContract(BackendContract):
+class TestTaskScheduler:
     """In-process task semantics: priority, time, timeout, retry, cancel, stop."""
+
+    @pytest.fixture
+    def meetq_config(self) -> MeetqConfig:
+        """The default config: the scheduler reads only its own section."""
+        return load_config({})
 
     @pytest_asyncio.fixture
     async def make_scheduler(self, meetq_config: MeetqConfig) -> AsyncIterator[SchedulerFactory]:
-        """Build schedulers from the binding's ``task_scheduler`` config plus overrides.
+        """Build schedulers from the default ``task_scheduler`` config plus overrides.
 
         Config keys (``workers=1``) override the section; other keywords go to
         ``from_config``. Retries back off 10 ms without jitter unless overridden.
