@@ -11,6 +11,11 @@ Design (why it looks like this):
 - The buffer bound (``buffer_size``) counts every accepted, unfinished event across
   workers; what happens when it is full is the configured ``overflow`` policy and is
   always counted and logged, never silent.
+- Other threads (a plain handler's, a WSGI view's) never touch the deques: ``emit``
+  there builds the event, reserves room under a lock and hands it to the loop bound by
+  ``start()`` with ``call_soon_threadsafe``, which wakes the loop at once and runs the
+  callbacks in call order, so one thread's events keep their order. The loop's own
+  ``emit`` stays lock-free; only the reservation count is shared.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import zlib
 from collections import deque
@@ -124,6 +130,12 @@ class LocalEventBus(AsyncService):
         self._started = False
         self._closed = False
         self._stopped = False
+        # Bound by start(): emits from any other thread go through the loop (see emit).
+        # The lock orders those emitters, the pre-start buffer and the close in stop().
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._thread_lock = threading.Lock()
+        self._reserved = 0  # accepted from other threads, not yet pushed on the loop
 
     @classmethod
     def from_config(cls, config: EventBusConfig) -> LocalEventBus:
@@ -178,15 +190,23 @@ class LocalEventBus(AsyncService):
     def emit(
         self, event_type: str, payload: Mapping[str, Any] | None = None, source: str | None = None
     ) -> None:
-        """Queue an event without blocking.
+        """Queue an event without blocking; callable from any thread.
 
         Raises ``ClosedError`` after ``stop()``, ``ValidationError`` for a bad type or
         payload, and ``QueueFull`` when the buffer is full and ``overflow`` is ``raise``
         or ``wait``; with ``drop`` the event is discarded and counted.
+
+        From a thread other than the loop's, the event is handed to the bus's loop
+        (``call_soon_threadsafe``): the emits of one thread keep their order, an accepted
+        event counts against ``buffer_size`` at once, and ``stop()`` handles it like any
+        other. Before ``start()`` every emit, from any thread, waits in the buffer.
         """
+        if threading.get_ident() != self._loop_thread:
+            self._emit_elsewhere(event_type, payload, source)
+            return
         if self._closed:
             raise ClosedError("the event bus is stopped; emit to a new LocalEventBus")
-        if self._pending >= self._buffer_size:
+        if self._pending + self._reserved >= self._buffer_size:
             if self._overflow == "drop":
                 self._count_drop(event_type)
                 return
@@ -196,6 +216,93 @@ class LocalEventBus(AsyncService):
                 capacity=self._buffer_size,
             )
         self._push(self._make_event(event_type, payload, source))
+
+    def _emit_elsewhere(
+        self, event_type: str, payload: Mapping[str, Any] | None, source: str | None
+    ) -> None:
+        # Another thread, or no loop bound yet. The attrs constructor, not _make_event:
+        # its id counter and type cache belong to the loop thread.
+        event = LocalEvent(type=event_type, payload=payload or {}, source=source)
+        with self._thread_lock:
+            if self._closed:
+                raise ClosedError("the event bus is stopped; emit to a new LocalEventBus")
+            loop = self._loop
+            if self._pending + self._reserved >= self._buffer_size:
+                if self._overflow != "drop":
+                    raise QueueFull(
+                        f"event bus buffer is full ({self._buffer_size} pending); event "
+                        f"{event_type!r} not accepted",
+                        capacity=self._buffer_size,
+                    )
+                if loop is None:
+                    self._count_drop(event_type)
+                else:  # the counters belong to the loop thread
+                    _call_soon_threadsafe(loop, self._count_drop, event_type)
+                return
+            if loop is None:
+                self._push(event)  # not started: no worker runs, the lock orders emitters
+                return
+            # Scheduled under the lock, so once stop() has closed the bus under it, every
+            # reserved event's callback is already queued on the loop (see stop()).
+            _call_soon_threadsafe(loop, self._accept_from_thread, event)
+            self._reserved += 1
+
+    def _accept_from_thread(self, event: LocalEvent) -> None:
+        with self._thread_lock:
+            self._reserved -= 1
+        if self._workers[0].task is None and self._stopped:
+            # Only reachable when stop() finished first on a loop we were not bound to.
+            self._dropped += 1
+            log.warning("meetq event bus stopped: dropped %r event %s", event.type, event.id)
+            return
+        self._push(event)
+
+    def emit_blocking(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any] | None = None,
+        source: str | None = None,
+        *,
+        wait_handled: bool = False,
+        timeout: float | None = None,
+    ) -> bool:
+        """``emit_sync`` for a plain thread: block until the event is accepted (or handled,
+        with ``wait_handled``), with the same return value and errors.
+
+        Needs the bus started (its loop running in another thread). ``timeout`` bounds
+        the wait in seconds (None: no bound); when it passes, ``TimeoutError`` is raised
+        and the emit is cancelled if it was still waiting for room. Called on the bus's
+        own loop thread it raises ``ValidationError`` (it would block that loop forever):
+        ``await emit_sync(...)`` there.
+        """
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
+        loop = self._loop
+        if loop is None:
+            raise ValidationError(
+                "emit_blocking",
+                event_type,
+                "the event bus is not started; start it first, or emit() to buffer the event",
+            )
+        if threading.get_ident() == self._loop_thread:
+            raise ValidationError(
+                "emit_blocking",
+                event_type,
+                "called on the event bus's own loop, which it would block; await emit_sync()",
+            )
+        coro = self.emit_sync(event_type, payload, source, wait_handled=wait_handled)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # the loop is closed
+            coro.close()
+            raise ClosedError(
+                "the event bus's loop is closed; emit to a new LocalEventBus"
+            ) from None
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     async def emit_sync(
         self,
@@ -207,6 +314,8 @@ class LocalEventBus(AsyncService):
     ) -> bool:
         """Queue an event and wait until it is accepted (or handled, if ``wait_handled``).
 
+        A coroutine for the bus's own loop; from another thread use ``emit_blocking``.
+
         Returns True when the event was accepted, False when ``overflow=drop`` discarded
         it. With ``overflow=wait`` a full buffer makes this wait for room; with ``raise``
         it raises ``QueueFull``. Handler failures are not raised here (they are counted).
@@ -214,7 +323,7 @@ class LocalEventBus(AsyncService):
         if self._closed:
             raise ClosedError("the event bus is stopped; emit to a new LocalEventBus")
         event = self._make_event(event_type, payload, source)
-        while self._pending >= self._buffer_size:
+        while self._pending + self._reserved >= self._buffer_size:
             if self._overflow == "drop":
                 self._count_drop(event_type)
                 return False
@@ -307,6 +416,9 @@ class LocalEventBus(AsyncService):
     async def _start(self) -> None:
         """Start the worker tasks (``start()``; the rules are ``AsyncService``'s)."""
         self._started = True
+        with self._thread_lock:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
         for index, worker in enumerate(self._workers):
             worker.task = asyncio.create_task(
                 self._run(worker), name=f"meetq-event-bus-worker-{index}"
@@ -388,7 +500,12 @@ class LocalEventBus(AsyncService):
         if self._stopped:
             return
         self._stopped = True
-        self._closed = True
+        with self._thread_lock:
+            self._closed = True  # no other thread reserves room after this
+        if self._reserved:
+            # Their callbacks are queued on this loop (see _emit_elsewhere): one turn of the
+            # loop pushes them, so they are pending below and handled within the grace.
+            await asyncio.sleep(0)
         grace = self._shutdown_grace if grace is None else grace
         for room in self._space_waiters:
             if not room.done():
@@ -445,6 +562,15 @@ class LocalEventBus(AsyncService):
         if event_type == WILDCARD:
             return len(self._wildcard)
         return len(self._handlers.get(event_type, ()))
+
+
+def _call_soon_threadsafe(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object
+) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed: nothing will ever run the bus again
+        raise ClosedError("the event bus's loop is closed; emit to a new LocalEventBus") from None
 
 
 def _shard(event_type: str, workers: int) -> int:
