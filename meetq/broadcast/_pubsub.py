@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -35,7 +34,9 @@ from typing import Any
 
 import attrs
 
+from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService
+from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import PROPAGATES, run_in_thread
 from meetq.core._validation import check_seconds, check_text, is_async_callable
 from meetq.core.config import EventBusConfig, load_config
@@ -59,11 +60,9 @@ PubSubHandler = Callable[[PubSubMessage], Any]
 ReconnectCallback = Callable[[], Any]
 
 MAX_CHANNEL_LENGTH = 1000
-# Overflow and decode warnings are logged at most this often per subscriber / PubSub.
-_LOG_INTERVAL = 5.0
-# After an unexpected reader failure the reader restarts at once; if it keeps failing
-# without routing anything, it waits twice as long each time, up to this many seconds.
-_READER_RESTART_MAX = 1.0
+# After an unexpected reader failure the reader restarts after 10 ms; if it keeps failing
+# without routing anything, it waits twice as long each time, up to one second.
+_READER_RESTART = Backoff(0.01, 1.0)
 # Characters special in a Redis PSUBSCRIBE glob; escaped in the namespace prefix so a
 # namespace like "tenant[1]" matches only itself.
 _GLOB_SPECIAL = frozenset("*?[]\\")
@@ -80,11 +79,10 @@ class _Subscriber:
     __slots__ = (
         "buffer",
         "busy",
-        "dropped_unlogged",
+        "drop_log",
         "handler",
         "is_async",
         "key",
-        "last_log",
         "room",
         "task",
         "waiter",
@@ -99,8 +97,7 @@ class _Subscriber:
         self.room: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.busy = False
-        self.dropped_unlogged = 0
-        self.last_log = 0.0
+        self.drop_log = LogEvery()  # overflow warnings, per subscriber
 
 
 class _NameLock:
@@ -194,7 +191,7 @@ class PubSub(AsyncService):
         self._failed = 0
         self._dropped = 0
         self._decode_errors = 0
-        self._last_decode_log = 0.0
+        self._decode_log = LogEvery()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -533,7 +530,7 @@ class PubSub(AsyncService):
                 if self._closed:
                     return
                 failures = 1 if self._received != received else failures + 1
-                delay = min(_READER_RESTART_MAX, 0.01 * 2 ** (failures - 1))
+                delay = _READER_RESTART.delay(failures)
                 log.exception(
                     "meetq pubsub reader failed unexpectedly; restarting it in %.2fs "
                     "(messages arriving meanwhile wait on the connection)",
@@ -597,9 +594,7 @@ class PubSub(AsyncService):
 
     def _decode_error(self, item: TransportMessage, exc: Exception) -> None:
         self._decode_errors += 1
-        now = time.monotonic()
-        if now - self._last_decode_log >= _LOG_INTERVAL:
-            self._last_decode_log = now
+        if self._decode_log.tick():
             log.warning(
                 "meetq pubsub: cannot decode a message on %r (%d undecodable so far): %r; skipped",
                 item.channel,
@@ -633,9 +628,8 @@ class PubSub(AsyncService):
 
     def _count_drop(self, sub: _Subscriber) -> None:
         self._dropped += 1
-        sub.dropped_unlogged += 1
-        now = time.monotonic()
-        if now - sub.last_log >= _LOG_INTERVAL:
+        dropped = sub.drop_log.tick()
+        if dropped:
             log.warning(
                 "meetq pubsub: handler %r on %s %r is behind (buffer of %d full): "
                 "%d message(s) dropped (%s)",
@@ -643,11 +637,9 @@ class PubSub(AsyncService):
                 sub.key[0],
                 sub.key[1],
                 self.config.subscriber_buffer,
-                sub.dropped_unlogged,
+                dropped,
                 self.config.subscriber_overflow,
             )
-            sub.dropped_unlogged = 0
-            sub.last_log = now
 
     @staticmethod
     def _wake(sub: _Subscriber) -> None:

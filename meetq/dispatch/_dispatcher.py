@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import attrs
 
 from meetq.broadcast._pubsub import PubSub
+from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import run_in_thread
 from meetq.core._validation import (
@@ -389,9 +390,9 @@ class TaskDispatcher(AsyncService):
         record = _Record(response, request.callback)
         self._records[request.id] = record
         cfg = self.message_queue.config
-        backoff = sum(
-            min(cfg.retry_backoff_max, cfg.retry_backoff_base * 2**i)
-            for i in range(request.max_retries)
+        # The longest the queue's retry waits can take (jitter only shortens them).
+        backoff = Backoff(cfg.retry_backoff_base, cfg.retry_backoff_max).total_ceiling(
+            request.max_retries
         )
         deadline = request.timeout * (request.max_retries + 1) + backoff + self.deadline_margin
         record.timer = asyncio.get_running_loop().call_later(

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from meetq.core._lifecycle import AsyncService
+from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import PROPAGATES, run_in_thread
 from meetq.core._validation import check_key, check_seconds, is_async_callable
 from meetq.core.config import EventBusConfig
@@ -47,8 +48,6 @@ EventHandler = Callable[[LocalEvent], Any]
 Overflow = Literal["raise", "drop", "wait"]
 WILDCARD = "*"
 _OVERFLOWS = ("raise", "drop", "wait")
-# Drop warnings are logged at most this often so a flood cannot flood the log too.
-_DROP_LOG_INTERVAL = 5.0
 _new_event = object.__new__
 _set = object.__setattr__  # LocalEvent is frozen; this is how attrs itself fills it in
 
@@ -118,8 +117,7 @@ class LocalEventBus(AsyncService):
         self._processed = 0
         self._failed = 0
         self._dropped = 0
-        self._drops_unlogged = 0
-        self._last_drop_log = 0.0
+        self._drop_log = LogEvery()  # a flood of drops must not flood the log too
         # Set by stop(): resolved when the last pending event has been handled.
         self._idle: asyncio.Future[None] | None = None
         self._known_types: set[str] = set()
@@ -399,17 +397,14 @@ class LocalEventBus(AsyncService):
 
     def _count_drop(self, event_type: str) -> None:
         self._dropped += 1
-        self._drops_unlogged += 1
-        now = time.monotonic()
-        if now - self._last_drop_log >= _DROP_LOG_INTERVAL:
+        dropped = self._drop_log.tick()
+        if dropped:
             log.warning(
                 "meetq event bus full (%d pending): dropped %d event(s), latest type %r",
                 self._buffer_size,
-                self._drops_unlogged,
+                dropped,
                 event_type,
             )
-            self._drops_unlogged = 0
-            self._last_drop_log = now
 
     # -- running ------------------------------------------------------------------------
 

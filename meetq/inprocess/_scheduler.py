@@ -28,11 +28,11 @@ import asyncio
 import functools
 import heapq
 import logging
-import random
 import time
 from collections import OrderedDict
 from typing import Any
 
+from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import PROPAGATES, run_in_thread
 from meetq.core._validation import (
@@ -177,9 +177,9 @@ class TaskScheduler(AsyncService):
         self._buffer_size = buffer_size
         self._workers = workers
         self._enable_delayed = enable_delayed_tasks
-        self._backoff_base = float(retry_backoff_base)
-        self._backoff_max = float(retry_backoff_max)
-        self._jitter = float(retry_jitter)
+        self._retry_backoff = Backoff(
+            float(retry_backoff_base), float(retry_backoff_max), float(retry_jitter)
+        )
         self._shutdown_grace = float(shutdown_grace)
         self._keep_finished = keep_finished
 
@@ -404,7 +404,7 @@ class TaskScheduler(AsyncService):
             self._finish(entry, TaskStatus.CANCELLED, "total_cancelled")
         elif entry.attempts <= task.max_retries:
             self._counts["total_retried"] += 1
-            delay = self._retry_delay(entry.attempts)
+            delay = self._retry_backoff.delay(entry.attempts)
             log.warning(
                 "meetq scheduler: task %s (%s) attempt %d failed, retrying in %.3gs: %s",
                 task.id,
@@ -427,10 +427,6 @@ class TaskScheduler(AsyncService):
                 error,
             )
             self._finish(entry, TaskStatus.FAILED, "total_failed")
-
-    def _retry_delay(self, attempts: int) -> float:
-        delay = min(self._backoff_max, self._backoff_base * 2.0 ** (attempts - 1))
-        return delay * (1.0 - self._jitter * random.random())
 
     def _finish(self, entry: _Entry, status: TaskStatus, counter: str, result: Any = None) -> None:
         entry.status = status

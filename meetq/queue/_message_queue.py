@@ -23,7 +23,6 @@ import contextlib
 import inspect
 import logging
 import os
-import random
 import socket
 import time
 import traceback
@@ -32,7 +31,9 @@ from typing import Any, TypeVar
 
 import attrs
 
+from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService, Lifecycle
+from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import PROPAGATES, SyncThreads, SyncTimedOut, Ticket
 from meetq.core._validation import (
     MAX_DEAD_LETTER_BATCH,
@@ -70,8 +71,6 @@ Handler = Callable[[Message], Any]
 H = TypeVar("H", bound=Handler)
 
 _MAX_BATCH = 100_000
-# "Every sync handler thread is taken" is logged at most this often.
-_LOG_INTERVAL = 5.0
 
 
 def _config_from(
@@ -145,6 +144,11 @@ class MessageQueue(AsyncService):
         )
         self._handlers: dict[str, Handler] = {}
         self._capacity = cfg.prefetch or cfg.workers
+        self._retry_backoff = Backoff(
+            cfg.retry_backoff_base, cfg.retry_backoff_max, cfg.retry_jitter
+        )
+        # After a backend error the exchange loop pauses, doubling up to 2 s while it lasts.
+        self._error_backoff = Backoff(max(cfg.poll_interval, 0.05), 2.0)
         self._lease_ms = max(1, int(cfg.visibility_timeout * 1000))
         # Running deliveries by message id, and settlements not yet sent.
         # Running deliveries by lease token (one message may be re-delivered to this very
@@ -168,7 +172,7 @@ class MessageQueue(AsyncService):
         self._held_for_threads = False
         self._tickets: dict[str, Ticket] = {}  # lease token -> the thread it will run on
         self._sync_released = 0
-        self._last_sync_log = 0.0
+        self._threads_taken_log = LogEvery()
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -491,10 +495,8 @@ class MessageQueue(AsyncService):
             self._kick.set()
 
     def _log_threads_taken(self, threads: SyncThreads) -> None:
-        now = time.monotonic()
-        if now - self._last_sync_log < _LOG_INTERVAL:
+        if not self._threads_taken_log.tick():
             return
-        self._last_sync_log = now
         log.warning(
             "meetq: %s: all %d sync handler threads are taken (%d by handlers that ran "
             "past their timeout and still run); plain-handler messages wait, uncharged, "
@@ -505,7 +507,7 @@ class MessageQueue(AsyncService):
         )
 
     async def _exchange_rounds(self) -> None:
-        backoff = 0.0
+        failures = 0  # backend errors in a row
         while True:
             draining = self._state == "draining"
             slots = self._capacity - len(self._running) if self._claiming else 0
@@ -534,13 +536,14 @@ class MessageQueue(AsyncService):
                         exc,
                     )
                     return
-                backoff = min(max(backoff * 2, self.config.poll_interval, 0.05), 2.0)
+                failures += 1
+                backoff = self._error_backoff.delay(failures)
                 log.warning(
                     "meetq: %s: backend error, retrying in %.2fs: %s", self.name, backoff, exc
                 )
                 await self._back_off(backoff)
                 continue
-            backoff = 0.0
+            failures = 0
             for settlement, ok in zip(settlements, result.settled, strict=True):
                 if ok:
                     self._lost.discard(settlement.lease.token)
@@ -621,10 +624,7 @@ class MessageQueue(AsyncService):
         return retries + 1
 
     def _retry_delay_ms(self, attempt: int) -> int:
-        cfg = self.config
-        delay = min(cfg.retry_backoff_max, cfg.retry_backoff_base * (2 ** (attempt - 1)))
-        delay *= 1.0 - cfg.retry_jitter * random.random()
-        return int(delay * 1000)
+        return int(self._retry_backoff.delay(attempt) * 1000)
 
     def _failure(
         self,

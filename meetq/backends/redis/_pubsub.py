@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from redis.asyncio.client import PubSub as PubSubConnection
 
 from meetq.backends.redis._connection import Bounds, bounds_of, translate_errors, untimed_pool
 from meetq.backends.redis._deadline import SharedDeadline
+from meetq.core._backoff import Backoff
 from meetq.core.errors import BackendUnavailableError, ClosedError, MeetqError
 from meetq.core.protocols import TransportMessage
 
@@ -80,18 +80,23 @@ def _data(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+# Each reconnect waits between half and all of its backoff ceiling.
+_RECONNECT_JITTER = 0.5
+
+
 class RedisPubSubTransport:
     """Pub/Sub over one dedicated connection of ``client`` (``redis.asyncio.Redis``).
 
-    ``backoff`` is (base, max) seconds: attempt n waits a random time between half and
-    all of ``min(max, base * 2**n)`` (jitter spreads the reconnects of many processes).
+    ``backoff`` is (base, max) seconds of the kernel's ``Backoff``, with jitter 0.5:
+    reconnect attempt n waits a random time between half and all of its ceiling
+    (jitter spreads the reconnects of many processes).
     """
 
     name = "redis"
 
     def __init__(self, client: Any, *, backoff: tuple[float, float] = (0.1, 5.0)) -> None:
         self._client = client
-        self._backoff_base, self._backoff_max = backoff
+        self._backoff = Backoff(backoff[0], backoff[1], _RECONNECT_JITTER)
         self._ps: Any = None  # redis.asyncio.client.PubSub of the current connection
         self._channels: set[str] = set()
         self._patterns: set[str] = set()
@@ -472,9 +477,8 @@ class RedisPubSubTransport:
                 del self._waiting[(kind, _name)]
         attempt = 0
         while not self._closed:
-            cap = min(self._backoff_max, self._backoff_base * (2**attempt))
             attempt += 1
-            await asyncio.sleep(random.uniform(cap / 2, cap))
+            await asyncio.sleep(self._backoff.delay(attempt))
             channels, patterns = sorted(self._channels), sorted(self._patterns)
             if not channels and not patterns:
                 # Nothing to restore: connect again on the next subscribe.

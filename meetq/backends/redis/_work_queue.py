@@ -52,6 +52,7 @@ from redis.client import NEVER_DECODE
 
 from meetq.backends.redis._connection import bounds_of, translate_errors, untimed_pool
 from meetq.backends.redis._deadline import SharedDeadline
+from meetq.core._backoff import Backoff
 from meetq.core._wakeup import WakeSignal
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
@@ -102,8 +103,7 @@ _RAW: Final = {NEVER_DECODE: True}
 # client has no health_check_interval (or socket_timeout) to say; the reconnect backoff.
 _SUBSCRIBE_WAIT = 5.0
 _LISTEN_IDLE = 15.0
-_BACKOFF_BASE = 0.1
-_BACKOFF_MAX = 5.0
+_LISTEN_BACKOFF = Backoff(0.1, 5.0)
 # Connections kept between calls (at most _MAX_IDLE), and how long one may sit idle
 # before it is checked again through the pool.
 _MAX_IDLE = 4
@@ -527,7 +527,7 @@ class RedisWorkQueue:
         FIN, so silence is checked: after ``health_check_interval`` without traffic a PING
         goes out, and no reply within ``socket_timeout`` counts as a lost connection.
         """
-        backoff = _BACKOFF_BASE
+        failures = 0  # connection failures in a row
         subscribed_before = False
         lost_since: float | None = None  # when the current outage began (logged once)
         probe_after = self._bounds.health_check_interval or _LISTEN_IDLE
@@ -560,7 +560,7 @@ class RedisWorkQueue:
                         if subscribed_before:
                             self._wake.set()
                         subscribed_before = True
-                        backoff = _BACKOFF_BASE
+                        failures = 0
                         self._first_attempt.set()
                         if lost_since is not None:
                             log.warning(
@@ -579,8 +579,8 @@ class RedisWorkQueue:
                         self.name,
                         exc,
                     )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                failures += 1
+                await asyncio.sleep(_LISTEN_BACKOFF.delay(failures))
             finally:
                 with contextlib.suppress(redis.exceptions.RedisError, OSError):
                     await pubsub.aclose()
