@@ -2,6 +2,9 @@
 
     python bench/bench_latency.py [--runs 5] [--samples 500] [--pause 5]
 
+    # optional, for the taskiq row (not a meetq dependency; redis-py stays on 5.x):
+    .venv/bin/pip install taskiq taskiq-redis 'redis>=5,<6'
+
 Starts its own redis-server on a free loopback port. Each measurement is a pair of
 fresh processes, a producer and a worker, on that server:
 
@@ -11,6 +14,14 @@ fresh processes, a producer and a worker, on that server:
 - ``BRPOP``: the consumer is a bare redis.asyncio loop blocked in ``BRPOP``; the producer
   ``LPUSH``es an item naming the sample. That is how a peer built on BRPOP (taskiq's list
   broker) receives a job, minus anything it does after the pop.
+- ``BRPOP+task``: the same loop, plus the least a real peer does after the pop: the
+  producer ``LPUSH``es ``json.dumps({"seq": n})``, the consumer ``json.loads`` it and
+  runs the handler as a new asyncio task.
+- ``taskiq``: the peer itself: taskiq-redis's ``ListQueueBroker`` (LPUSH/BRPOP), the
+  worker run by ``taskiq.api.run_receiver_task`` with its defaults (what ``taskiq
+  worker`` uses) and one async task; the producer calls ``kiq()``, which builds and
+  encodes the message inside the measured span (meetq's ``Message`` is built before).
+  Shown as "not installed" without the two packages.
 - ``meetq, 1 process`` (for comparison): publisher and worker in one process.
 
 Idle means: a sample is sent only after the worker reported the previous one and
@@ -27,8 +38,8 @@ producer reads. The pipe keeps the feedback off Redis and off the measured path.
 Latency = arrived - sent, sent as the producer recorded it for that seq.
 
 Figures: p50/p90/p99 of each run's samples, then the median over ``--runs`` runs; the
-kinds are interleaved within a run so machine noise hits all alike. The last row is the
-range of the per-run p50 ratios, a hint of how noisy the machine was.
+kinds are interleaved within a run so machine noise hits all alike. The last column is
+the range of the per-run p50 ratios to bare BRPOP, a hint of how noisy the machine was.
 """
 
 from __future__ import annotations
@@ -36,7 +47,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
+import logging
 import math
 import os
 import platform
@@ -72,9 +85,22 @@ BRPOP_BLOCK: Final = 1  # seconds; the consumer re-checks for shutdown this ofte
 KINDS: Final = {
     "meetq": ("meetq-worker", "meetq-producer"),
     "brpop": ("brpop-worker", "brpop-producer"),
+    "brpop-task": ("brpop-task-worker", "brpop-task-producer"),
+    "taskiq": ("taskiq-worker", "taskiq-producer"),
     "local": ("meetq-local", ""),
 }
-LABELS: Final = {"meetq": "meetq", "brpop": "bare BRPOP", "local": "meetq, 1 process"}
+LABELS: Final = {
+    "meetq": "meetq",
+    "brpop": "bare BRPOP",
+    "brpop-task": "BRPOP+json+task",
+    "taskiq": "taskiq ListQueue",
+    "local": "meetq, 1 process",
+}
+TASKIQ_TASK: Final = "bench_latency_ping"
+
+
+def _taskiq_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("taskiq", "taskiq_redis"))
 
 
 def _config(url: str, namespace: str) -> dict[str, Any]:
@@ -173,6 +199,60 @@ async def brpop_worker(url: str, namespace: str, fd: int) -> None:
     await client.aclose()
 
 
+async def brpop_task_worker(url: str, namespace: str, fd: int) -> None:
+    client = aioredis.Redis.from_url(url)
+    key = f"{namespace}:list"
+    running: set[asyncio.Task[None]] = set()
+
+    async def handle(body: dict[str, Any]) -> None:
+        _report(fd, body["seq"], time.monotonic_ns())
+
+    async def consume() -> None:
+        while True:
+            item = await client.brpop([key], timeout=BRPOP_BLOCK)
+            if item is not None:
+                task = asyncio.create_task(handle(json.loads(item[1])))
+                running.add(task)
+                task.add_done_callback(running.discard)
+
+    await client.ping()
+    consumer = asyncio.create_task(consume())
+    _report(fd, READY_SEQ, 0)
+    await _until_terminated()
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+    await client.aclose()
+
+
+def _taskiq_broker(url: str, namespace: str) -> Any:
+    from taskiq_redis import ListQueueBroker
+
+    return ListQueueBroker(url, queue_name=f"{namespace}:taskiq")
+
+
+async def taskiq_worker(url: str, namespace: str, fd: int) -> None:
+    from taskiq.api import run_receiver_task
+
+    # Its receiver warns "The listenig task was cancelled." on every clean stop.
+    logging.getLogger("taskiq").setLevel(logging.ERROR)
+    broker = _taskiq_broker(url, namespace)
+
+    @broker.task(task_name=TASKIQ_TASK)
+    async def ping(seq: int) -> None:
+        _report(fd, seq, time.monotonic_ns())
+
+    await broker.startup()
+    receiver = asyncio.create_task(run_receiver_task(broker))
+    # Its first BRPOP may go out a moment after this; the warm-up samples absorb that.
+    _report(fd, READY_SEQ, 0)
+    await _until_terminated()
+    receiver.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await receiver
+    await broker.shutdown()
+
+
 # -- producers (read records, print the latencies) ------------------------------------
 
 
@@ -233,6 +313,40 @@ async def brpop_producer(
         await client.aclose()
 
 
+async def brpop_task_producer(
+    url: str, namespace: str, fd: int, samples: int, pause: float
+) -> list[int]:
+    client = aioredis.Redis.from_url(url)
+    key = f"{namespace}:list"
+
+    def build(seq: int) -> dict[str, int]:
+        return {"seq": seq}
+
+    async def send(body: dict[str, int]) -> None:
+        await client.lpush(key, json.dumps(body))
+
+    try:
+        return await _produce(fd, samples, pause, build, send)
+    finally:
+        await client.aclose()
+
+
+async def taskiq_producer(
+    url: str, namespace: str, fd: int, samples: int, pause: float
+) -> list[int]:
+    broker = _taskiq_broker(url, namespace)
+
+    @broker.task(task_name=TASKIQ_TASK)
+    async def ping(seq: int) -> None:  # runs in the worker; declared here to kiq it
+        pass
+
+    await broker.startup()
+    try:
+        return await _produce(fd, samples, pause, int, ping.kiq)
+    finally:
+        await broker.shutdown()
+
+
 async def meetq_local(url: str, namespace: str, samples: int, pause: float) -> list[int]:
     qm = await meetq.initialize_queue_system(_config(url, namespace))
     mq = qm.get_message_queue()
@@ -272,10 +386,20 @@ def _child(args: argparse.Namespace) -> None:
     if role == "brpop-worker":
         asyncio.run(brpop_worker(url, ns, fd))
         return
+    if role == "brpop-task-worker":
+        asyncio.run(brpop_task_worker(url, ns, fd))
+        return
+    if role == "taskiq-worker":
+        asyncio.run(taskiq_worker(url, ns, fd))
+        return
     if role == "meetq-producer":
         latencies = asyncio.run(meetq_producer(url, ns, fd, total, pause))
     elif role == "brpop-producer":
         latencies = asyncio.run(brpop_producer(url, ns, fd, total, pause))
+    elif role == "brpop-task-producer":
+        latencies = asyncio.run(brpop_task_producer(url, ns, fd, total, pause))
+    elif role == "taskiq-producer":
+        latencies = asyncio.run(taskiq_producer(url, ns, fd, total, pause))
     elif role == "meetq-local":
         latencies = asyncio.run(meetq_local(url, ns, total, pause))
     else:
@@ -368,7 +492,10 @@ def main() -> None:
     if args.runs < 1 or args.samples < 1 or args.warmup < 0 or args.pause < 0:
         parser.error("--runs and --samples must be >= 1, --warmup and --pause >= 0")
 
-    kinds = ["meetq", "brpop"] if args.no_local else ["meetq", "brpop", "local"]
+    kinds = ["meetq", "brpop", "brpop-task"]
+    missing = [] if _taskiq_installed() else ["taskiq"]
+    kinds += [] if missing else ["taskiq"]
+    kinds += [] if args.no_local else ["local"]
     load_before = os.getloadavg()[0]
     with RedisServer() as server:
         version = (
@@ -397,22 +524,37 @@ def main() -> None:
         f"load avg {load_before:.2f} -> {load_after:.2f}; clock time.monotonic_ns ({clock}); "
         f"median of {args.runs} runs x {args.samples} samples (+{args.warmup} warm-up), "
         f"{args.pause:g} ms pause; producer and worker in separate processes"
+        + (
+            ""
+            if missing
+            else f"; taskiq {_version('taskiq')}, taskiq-redis {_version('taskiq-redis')}"
+        )
     )
-    header = f"| {'idle publish -> handler (ms)':<30} |" + "".join(
-        f" {LABELS[k]:>16} |" for k in kinds
+    # One row per kind; the ratios compare p50s, per run first (a hint of the noise).
+    header = (
+        f"| {'idle publish -> handler (ms)':<30} | {'p50':>7} | {'p90':>7} | {'p99':>7} |"
+        f" {'p50 / BRPOP':>11} | {'p50 / BRPOP, per run':>20} |"
     )
-    header += f" {'meetq/BRPOP':>14} |"
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
-    for q, name in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
-        cells = "".join(f" {med(k, q):>16.3f} |" for k in kinds)
-        print(f"| {name:<30} |{cells} {med('meetq', q) / med('brpop', q):>13.2f}x |")
-    ratios = [
-        m["0.5"] / b["0.5"] for m, b in zip(percentiles["meetq"], percentiles["brpop"], strict=True)
-    ]
-    spread = f"{min(ratios):.2f}x .. {max(ratios):.2f}x"
-    blanks = "".join(f" {'':>16} |" for _ in kinds)
-    print(f"| {'p50 ratio, per run':<30} |{blanks} {spread:>14} |")
+    for kind in [*kinds, *missing]:
+        if kind in missing:
+            print(f"| {LABELS[kind]:<30} | {'not installed':>27} | {'':>11} | {'':>20} |")
+            continue
+        ratios = [
+            mine["0.5"] / bare["0.5"]
+            for mine, bare in zip(percentiles[kind], percentiles["brpop"], strict=True)
+        ]
+        spread = f"{min(ratios):.2f}x .. {max(ratios):.2f}x"
+        cells = "".join(f" {med(kind, q):>7.3f} |" for q in ("0.5", "0.9", "0.99"))
+        ratio = f"{med(kind, '0.5') / med('brpop', '0.5'):.2f}x"
+        print(f"| {LABELS[kind]:<30} |{cells} {ratio:>11} | {spread:>20} |")
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import version
+
+    return version(distribution)
 
 
 if __name__ == "__main__":
