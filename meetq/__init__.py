@@ -40,7 +40,19 @@ from meetq.dispatch._dispatcher import (
 )
 from meetq.inprocess._event_bus import LocalEventBus
 from meetq.inprocess._scheduler import Task, TaskScheduler, TaskSnapshot, TaskStatus
-from meetq.manager._manager import QueueManager
+from meetq.manager._guide import (
+    SYSTEM_EVENTS,
+    emit_local_event,
+    get_queue_stats,
+    message_queue_from,
+    publish_system_event,
+    publish_task,
+    pubsub_from,
+    register_common_handlers,
+    schedule_delayed_task,
+    shutdown_queue_system,
+)
+from meetq.manager._manager import SERVICE_STARTED, SERVICE_STOPPING, QueueManager
 from meetq.manager._system import build_registry, initialize_queue_system, make_plugin_manager
 from meetq.queue._message_queue import MessageQueue
 
@@ -75,6 +87,9 @@ __all__ = [
     "ReceivedTask",
     "RedisConfig",
     "Requirement",
+    "SERVICE_STARTED",
+    "SERVICE_STOPPING",
+    "SYSTEM_EVENTS",
     "SerializationError",
     "Serializer",
     "Task",
@@ -89,9 +104,18 @@ __all__ = [
     "TaskType",
     "ValidationError",
     "build_registry",
+    "emit_local_event",
+    "get_queue_stats",
     "initialize_queue_system",
     "load_config",
     "make_plugin_manager",
+    "message_queue_from",
+    "publish_system_event",
+    "publish_task",
+    "pubsub_from",
+    "register_common_handlers",
+    "schedule_delayed_task",
+    "shutdown_queue_system",
 ]
 
 __version__ = "0.1.0"

@@ -11,18 +11,26 @@ from collections.abc import Callable
 from typing import Any
 
 from meetq.broadcast._pubsub import PubSub
-from meetq.core._lifecycle import AsyncService
+from meetq.core._lifecycle import AsyncService, Lifecycle
 from meetq.core.config import MeetqConfig
-from meetq.core.errors import ConfigError
+from meetq.core.errors import ConfigError, MeetqError
 from meetq.core.protocols import Backend
 from meetq.dispatch._dispatcher import TaskDispatcher
 from meetq.inprocess._event_bus import LocalEventBus
 from meetq.inprocess._scheduler import TaskScheduler
 from meetq.queue._message_queue import MessageQueue
 
-__all__ = ["QueueManager"]
+__all__ = ["SERVICE_STARTED", "SERVICE_STOPPING", "QueueManager"]
 
 log = logging.getLogger("meetq.manager")
+
+#: Local events the manager emits on its event bus (source ``"meetq.manager"``, empty
+#: payload): once ``start()`` has started every component (not waited for), and when
+#: ``stop()`` begins: that one is waited for, within ``event_bus.shutdown_grace``, before
+#: any component stops, so its handlers still find everything running.
+SERVICE_STARTED = "service_started"
+SERVICE_STOPPING = "service_stopping"
+_SOURCE = "meetq.manager"
 
 
 class QueueManager(AsyncService):
@@ -44,6 +52,7 @@ class QueueManager(AsyncService):
         # carries on (a concurrent one waits for the first instead of returning early).
         self._stop_lock = asyncio.Lock()
         self._stop_done = False
+        self._stopping_announced = False
         mq = config.message_queue
         if mq.enabled:
             self._message_queue = MessageQueue(self._backend(mq.type), mq)
@@ -120,6 +129,22 @@ class QueueManager(AsyncService):
             await self._message_queue.start()
         if self._task_dispatcher is not None:
             await self._task_dispatcher.start()
+        if self._event_bus is not None:
+            try:
+                self._event_bus.emit(SERVICE_STARTED, {}, _SOURCE)
+            except MeetqError as exc:  # a full event buffer must not fail start()
+                log.warning("meetq: could not emit %r: %s", SERVICE_STARTED, exc)
+
+    async def _announce_stopping(self, bus: LocalEventBus) -> None:
+        grace = self.config.event_bus.shutdown_grace
+        try:
+            await asyncio.wait_for(
+                bus.emit_sync(SERVICE_STOPPING, {}, _SOURCE, wait_handled=True), grace
+            )
+        except TimeoutError:
+            log.warning("meetq: %r not handled within %.1fs; stopping", SERVICE_STOPPING, grace)
+        except MeetqError as exc:  # a full event buffer must not fail stop()
+            log.warning("meetq: could not emit %r: %s", SERVICE_STOPPING, exc)
 
     async def stop(self) -> None:
         """Stop every component, then close the backends (idempotent).
@@ -135,6 +160,10 @@ class QueueManager(AsyncService):
             self._stop_done = True
 
     async def _stop_all(self) -> None:
+        bus = self._event_bus
+        if bus is not None and bus.lifecycle is Lifecycle.RUNNING and not self._stopping_announced:
+            self._stopping_announced = True  # once, even if a cancelled stop() is re-run
+            await self._announce_stopping(bus)
         # The dispatcher first: it settles its records while the queue still runs.
         for component in (
             self._task_dispatcher,

@@ -22,7 +22,8 @@ async def test_manager_builds_pubsub_and_bus_from_event_bus_config() -> None:
         assert isinstance(bus, LocalEventBus) and isinstance(ps, PubSub)
         assert bus.stats()["buffer_size"] == 12 and bus.stats()["workers"] == 2
         await bus.emit_sync("x", {}, wait_handled=True)
-        assert bus.stats()["processed_events"] == 1
+        # ... and the manager's own service_started, emitted by start() on the same bus.
+        assert bus.stats()["processed_events"] == 2
         stats = await qm.stats()
         assert set(stats) == {"pubsub", "event_bus"}
 
