@@ -100,13 +100,17 @@ def plain_str(value: Any) -> Any:
 
 
 def name_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # Hot path (every message built): the common ASCII name is accepted inline; anything
+    # else gets the full check and its message.
+    if type(value) is str and 0 < len(value) <= MAX_TYPE_LENGTH and value.isascii():
+        return
     check_name(attribute.name, value)
 
 
 def optional_str_validator(
     instance: object, attribute: attrs.Attribute[Any], value: object
 ) -> None:
-    if value is None:
+    if value is None or (type(value) is str and value.isascii()):
         return
     if not isinstance(value, str):
         raise ValidationError(attribute.name, value, "expected a string or None")
@@ -114,6 +118,12 @@ def optional_str_validator(
 
 
 def payload_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is dict:
+        for key in value:
+            if type(key) is not str:
+                break
+        else:
+            return
     if not isinstance(value, Mapping):
         raise ValidationError(attribute.name, value, "expected a mapping with string keys")
     for key in value:
@@ -122,6 +132,8 @@ def payload_validator(instance: object, attribute: attrs.Attribute[Any], value: 
 
 
 def headers_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is dict and not value:
+        return
     if not isinstance(value, Mapping):
         raise ValidationError(attribute.name, value, "expected a mapping of str to str")
     for key, item in value.items():
@@ -132,13 +144,15 @@ def headers_validator(instance: object, attribute: attrs.Attribute[Any], value: 
 
 
 def max_retries_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
+    if value is None or (type(value) is int and 0 <= value <= 1000):
         return
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
         raise ValidationError(attribute.name, value, "expected an int from 0 to 1000, or None")
 
 
 def retry_count_validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is int and value >= 0:
+        return
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValidationError(attribute.name, value, "expected a non-negative int")
 
@@ -169,6 +183,8 @@ def convert_timeout(value: object) -> float | None:
 
 def convert_mapping(value: object) -> object:
     # Copy so later changes to the caller's dict cannot alter a published message.
+    if type(value) is dict:
+        return value.copy()
     return dict(value) if isinstance(value, Mapping) else value
 
 

@@ -12,9 +12,12 @@ import contextlib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
-from meetq.core._validation import MAX_PAYLOAD_DEPTH, MAX_TYPE_LENGTH
+import attrs
+
+from meetq.core._durations import MAX_DURATION
+from meetq.core._validation import MAX_PAYLOAD_DEPTH, MAX_TYPE_LENGTH, not_utf8
 from meetq.core.errors import SerializationError
 from meetq.core.types import Message, Priority, PubSubMessage
 
@@ -223,6 +226,10 @@ def encode_message(
 
     ``max_retries`` fills in the message's when that is None.
     """
+    if type(serializer) is JsonSerializer:
+        data = _encode_plain_message(message, max_retries)
+        if data is not None:
+            return data
     body = {
         "id": message.id,
         "type": message.type,
@@ -241,6 +248,10 @@ def encode_message(
 
 def decode_message(data: bytes, serializer: Serializer, *, retry_count: int) -> Message:
     """Rebuild a stored message; raises ``ValueError`` (or a meetq error) if it is damaged."""
+    if type(serializer) is JsonSerializer and type(data) is bytes:
+        message = _decode_plain_message(data, retry_count)
+        if message is not None:
+            return message
     body = _load(data, serializer)
     if not isinstance(body, dict):
         raise ValueError("stored message is not an object")
@@ -350,6 +361,160 @@ _ENCODE_TREE: Callable[[Any, int], Iterable[str]] = (
 )
 
 
+def _json_number(value: object) -> str | None:
+    """The C encoder's text for an exact int or a finite float, else None."""
+    kind = type(value)
+    if kind is float:
+        return _float_repr(value) if value - value == 0.0 else None  # type: ignore[operator]
+    if kind is int:
+        return _int_repr(value)
+    return None
+
+
+def _json_text_or_null(value: object) -> str | None:
+    """``null`` or the quoted text of an exact str; None for anything else."""
+    if value is None:
+        return "null"
+    return _quote(value) if type(value) is str else None
+
+
+def _encode_plain_message(message: Message, max_retries: int | None) -> bytes | None:
+    """The exact bytes ``JsonSerializer.dumps`` makes of ``encode_message``'s body, or
+    None when a field is anything but plain JSON (the caller then takes the general
+    path, which names the problem). Every field is type-checked here again because a
+    caller may have changed the payload or headers since ``Message`` validated them."""
+    if message.max_retries is not None:
+        max_retries = message.max_retries
+    priority = message.priority
+    stamp = _json_number(message.timestamp)
+    timeout = "null" if message.timeout is None else _json_number(message.timeout)
+    if (
+        stamp is None
+        or timeout is None
+        or type(priority) is not Priority
+        or not (max_retries is None or type(max_retries) is int)
+    ):
+        return None
+    message_id = _json_text_or_null(message.id)
+    message_type = _json_text_or_null(message.type)
+    source = _json_text_or_null(message.source)
+    destination = _json_text_or_null(message.destination)
+    dedup_key = _json_text_or_null(message.dedup_key)
+    payload, headers = message.payload, message.headers
+    if (
+        message_id is None
+        or message_type is None
+        or source is None
+        or destination is None
+        or dedup_key is None
+        or type(headers) is not dict
+    ):
+        return None
+    try:
+        if not _plain(payload, MAX_PAYLOAD_DEPTH):
+            return None
+        if headers:
+            if not _plain(headers):
+                return None
+            header_text = _encode_tree(headers)
+        else:
+            header_text = "{}"
+        text = (
+            f'{{"id":{message_id},"type":{message_type},"priority":{_int_repr(priority)},'
+            f'"payload":{_encode_tree(payload)},"timestamp":{stamp},'
+            f'"max_retries":{"null" if max_retries is None else _int_repr(max_retries)},'
+            f'"timeout":{timeout},"source":{source},"destination":{destination},'
+            f'"headers":{header_text},"dedup_key":{dedup_key}}}'
+        )
+        return text.encode()
+    except (TypeError, ValueError, RecursionError):  # a lone surrogate
+        return None
+
+
+_PRIORITY_OF: Final = {int(p): p for p in Priority}
+
+
+def _plain_name(value: object) -> bool:
+    """What ``check_name`` accepts, for a value fresh from the JSON decoder."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_TYPE_LENGTH
+        and (value.isascii() or not not_utf8(value))
+    )
+
+
+def _plain_optional_text(value: object) -> bool:
+    """What ``optional_str_validator`` accepts."""
+    return value is None or (type(value) is str and (value.isascii() or not not_utf8(value)))
+
+
+def _decode_plain_message(data: bytes, retry_count: int) -> Message | None:
+    """The message in ``data`` if it is compact UTF-8 JSON whose fields plainly pass
+    ``Message``'s converters and validators, built without running them (they cost
+    more than the JSON decode). None for anything else: the caller then takes the
+    general path, which raises or converts exactly as ``Message(...)`` does."""
+    try:
+        text = data.decode()
+        body, end = _DECODER.raw_decode(text)
+    except (ValueError, RecursionError):  # also UnicodeDecodeError; the general path
+        return None  # names the problem
+    if end != len(text) or type(body) is not dict:
+        return None
+    get = body.get
+    payload = get("payload")
+    raw_priority = get("priority")
+    priority = _PRIORITY_OF.get(raw_priority) if type(raw_priority) is int else None
+    timestamp = get("timestamp")
+    max_retries = get("max_retries")
+    timeout = get("timeout")
+    headers = get("headers") or {}
+    # JSON objects always have str keys, so a dict payload is valid as it is; headers
+    # need str values too. Comparisons are written so that NaN fails them; a timeout
+    # given as an int or past the limits goes the general way (its converter).
+    if not (
+        _plain_name(get("id"))
+        and _plain_name(get("type"))
+        and type(payload) is dict
+        and priority is not None
+        and type(timestamp) is float
+        and 0.0 <= timestamp < math.inf
+        and type(retry_count) is int
+        and retry_count >= 0
+        and (max_retries is None or (type(max_retries) is int and 0 <= max_retries <= 1000))
+        and (timeout is None or (type(timeout) is float and 0.0 < timeout <= MAX_DURATION))
+        and _plain_optional_text(get("source"))
+        and _plain_optional_text(get("destination"))
+        and _plain_optional_text(get("dedup_key"))
+        and type(headers) is dict
+        and all(type(value) is str for value in headers.values())
+    ):
+        return None
+    message: Message = _new_instance(Message)
+    _set(message, "type", body["type"])
+    _set(message, "payload", payload)  # fresh from the decoder: nobody else holds it
+    _set(message, "priority", priority)
+    _set(message, "id", body["id"])
+    _set(message, "timestamp", timestamp)
+    _set(message, "retry_count", retry_count)
+    _set(message, "max_retries", max_retries)
+    _set(message, "timeout", timeout)
+    _set(message, "source", get("source"))
+    _set(message, "destination", get("destination"))
+    _set(message, "headers", headers)
+    _set(message, "dedup_key", get("dedup_key"))
+    return message
+
+
+# The two fast paths above fill in every field by name; a field added to Message
+# without them would be left unset, so the set is checked once, here.
+_MESSAGE_FIELDS: Final = (
+    "type", "payload", "priority", "id", "timestamp", "retry_count", "max_retries",
+    "timeout", "source", "destination", "headers", "dedup_key",
+)  # fmt: skip
+if tuple(field.name for field in attrs.fields(Message)) != _MESSAGE_FIELDS:
+    raise ImportError("meetq.core.serialization: Message's fields changed; update its fast paths")
+
+
 def decode_pubsub_message(data: bytes, serializer: Serializer, *, channel: str) -> PubSubMessage:
     """Rebuild a broadcast event received on ``channel``.
 
@@ -395,14 +560,12 @@ def _decode_plain_pubsub(data: bytes, channel: str) -> PubSubMessage | None:
     # JSON objects always have str keys, so a dict payload is valid as it is; headers
     # need str values too. Comparisons are written so that NaN fails them.
     if not (
-        type(event_id) is str
-        and 0 < len(event_id) <= MAX_TYPE_LENGTH
-        and type(event_type) is str
-        and 0 < len(event_type) <= MAX_TYPE_LENGTH
+        _plain_name(event_id)
+        and _plain_name(event_type)
         and type(payload) is dict
         and (type(timestamp) is float or type(timestamp) is int)
         and timestamp >= 0
-        and (source is None or type(source) is str)
+        and _plain_optional_text(source)
         and type(headers) is dict
         and all(type(value) is str for value in headers.values())
     ):

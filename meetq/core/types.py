@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any
@@ -28,8 +28,15 @@ __all__ = ["DeadLetter", "LocalEvent", "Message", "Priority", "PubSubMessage", "
 
 
 def new_id() -> str:
-    """A fresh random message id (32 hex digits)."""
-    return uuid.uuid4().hex
+    """A fresh random message id: a version-4 UUID as 32 hex digits."""
+    # uuid.uuid4().hex, minus the UUID object (half the cost of building a Message):
+    # 122 random bits, with the version (4) and variant (RFC 4122) bits set.
+    number = int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET
+    return f"{number:032x}"
+
+
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (4 << 76) | (0x8000 << 48)
 
 
 class Priority(IntEnum):

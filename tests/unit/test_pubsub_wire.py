@@ -164,6 +164,10 @@ def envelope(**fields: Any) -> dict[str, Any]:
         (b'{"id":"a","type":"t","payload":{},"timestamp":NaN}', ValidationError),
         (b"[" * 100_000 + b"]" * 100_000, ValueError),
         (json.dumps(envelope(source=5)).encode(), ValidationError),
+        # Lone surrogates arrive as \u escapes; the names are refused as at publish.
+        (json.dumps(envelope(id="\ud800")).encode(), ValidationError),
+        (json.dumps(envelope(type="\udfff")).encode(), ValidationError),
+        (json.dumps(envelope(source="\udc80")).encode(), ValidationError),
         (json.dumps(envelope(headers={"h": 1})).encode(), ValidationError),
         (json.dumps(envelope(headers=["h"])).encode(), ValidationError),
     ],

@@ -4,6 +4,7 @@ A bad value is refused where it enters, with the field's name and the value."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import attrs
@@ -172,3 +173,19 @@ def test_new_id_is_unique_hex() -> None:
     ids = {new_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_new_id_is_a_version_4_uuid_in_hex() -> None:
+    # As uuid.uuid4().hex made it, so ids parse as UUIDs wherever users keep them.
+    for _ in range(200):
+        parsed = uuid.UUID(hex=new_id())
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    bits = [int(new_id(), 16) for _ in range(256)]
+    # Every one of the 122 random bits is seen both set and clear.
+    random_mask = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+    seen_set = seen_clear = 0
+    for number in bits:
+        seen_set |= number
+        seen_clear |= ~number
+    assert seen_set & random_mask == random_mask
+    assert seen_clear & random_mask == random_mask
