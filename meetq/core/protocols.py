@@ -19,20 +19,26 @@ from meetq.core.types import LocalEvent, Message, PubSubMessage
 __all__ = [
     "CAP_CROSS_PROCESS",
     "CAP_DURABLE",
+    "COUNTER_NAMES",
+    "OUTCOME_COUNTERS",
     "Backend",
     "Claimed",
     "DeadRecord",
     "ExchangeResult",
     "LeaseRef",
     "LocalEventBusProtocol",
+    "Maintenance",
+    "MaintenanceAction",
     "MessageQueueProtocol",
     "PubSubProtocol",
     "PubSubTransport",
+    "QueueSnapshot",
     "Settlement",
     "StoredMessage",
     "TaskDispatcherProtocol",
     "TaskSchedulerProtocol",
     "TransportMessage",
+    "WakeCallback",
     "WorkQueueBackend",
     "WorkQueueOptions",
 ]
@@ -44,13 +50,59 @@ CAP_CROSS_PROCESS = "cross_process"
 
 Outcome = Literal["ack", "retry", "dead", "drop", "release"]
 
+#: The counters each settlement outcome adds one to: one policy, applied by every
+#: backend in the same atomic step as the state change (handed over in
+#: ``WorkQueueOptions.outcome_counters``). ``dead_letter`` is counted by the move into
+#: the dead-letter queue itself (a sweep or a corrupt message moves one there too).
+OUTCOME_COUNTERS: Mapping[str, tuple[str, ...]] = {
+    "ack": ("processed",),
+    "retry": ("failed", "retried"),
+    "dead": ("failed",),
+    "drop": ("failed", "dropped"),
+    "release": (),
+}
+
+#: The totals a backend keeps: ``published`` per stored message, ``dead_letter`` per move
+#: into the dead-letter queue, and the names ``OUTCOME_COUNTERS`` uses.
+COUNTER_NAMES: tuple[str, ...] = (
+    "published",
+    "processed",
+    "failed",
+    "retried",
+    "dead_letter",
+    "dropped",
+)
+
+CounterPolicy = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _counter_policy(value: Mapping[str, Sequence[str]] | CounterPolicy) -> CounterPolicy:
+    # Stored as nested tuples so the options stay hashable and compare by value.
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((str(outcome), tuple(names)) for outcome, names in items)
+
 
 @attrs.frozen(kw_only=True)
 class WorkQueueOptions:
-    """Per-queue limits a backend enforces itself."""
+    """Per-queue rules a backend applies itself, handed over as data (they live in core).
+
+    - ``dead_letter_max_size`` / ``dead_letter_max_age_ms``: the dead-letter caps;
+    - ``outcome_counters``: (outcome, counter names) pairs, ``OUTCOME_COUNTERS`` by
+      default: the counters a settlement of that outcome adds one to.
+    """
 
     dead_letter_max_size: int = 100_000
     dead_letter_max_age_ms: int = 7 * 86_400_000
+    outcome_counters: CounterPolicy = attrs.field(
+        default=_counter_policy(OUTCOME_COUNTERS), converter=_counter_policy
+    )
+
+    def counters_for(self, outcome: str) -> tuple[str, ...]:
+        """The counter names a settlement with ``outcome`` adds one to."""
+        for name, counters in self.outcome_counters:
+            if name == outcome:
+                return counters
+        return ()
 
 
 @attrs.frozen(kw_only=True)
@@ -72,7 +124,10 @@ class StoredMessage:
 
 @attrs.frozen(kw_only=True)
 class Claimed:
-    """One delivery: the message, its 1-based attempt number and the lease token."""
+    """One delivery: the message, its 1-based attempt number and the lease token.
+
+    The backend makes the token and returns it here as it recorded it; core only ever
+    hands it back (``LeaseRef.token``) and never builds one."""
 
     id: str
     type: str
@@ -96,10 +151,13 @@ class Settlement:
     """What became of one delivery.
 
     - ``ack``: done; every trace of the message is removed.
-    - ``retry``: back to waiting after ``delay_ms``; counts as a failed attempt.
+    - ``retry``: back to waiting after ``delay_ms`` (computed by core: the backoff is
+      core's); counts as a failed attempt.
     - ``dead``: moved to the dead-letter queue with ``error`` and ``traceback``.
     - ``drop``: removed without a dead letter (dead-letter queue disabled); counted.
     - ``release``: back to waiting at once, at its old position, the attempt not charged.
+
+    The counters each outcome adds to are ``WorkQueueOptions.outcome_counters``.
     """
 
     lease: LeaseRef
@@ -131,9 +189,56 @@ class DeadRecord:
     priority: int = 1
 
 
+@attrs.frozen(kw_only=True)
+class QueueSnapshot:
+    """One look at a queue, taken in one round trip (``WorkQueueBackend.inspect``).
+
+    - ``waiting``: messages waiting (ready or scheduled) by priority value, keys 0..3;
+    - ``processing``: messages leased to a worker now;
+    - ``dead``: dead letters kept, after the size and age caps are applied;
+    - ``unhandled``: ready messages whose type no live worker handles now;
+    - ``counters``: the totals, one entry per name in ``COUNTER_NAMES``.
+    """
+
+    waiting: dict[int, int]
+    processing: int
+    dead: int
+    unhandled: int
+    counters: dict[str, int]
+
+
+MaintenanceAction = Literal["requeue_dead", "purge_waiting", "purge_dead", "sweep_unhandled"]
+
+
+@attrs.frozen(kw_only=True)
+class Maintenance:
+    """One maintenance job for ``WorkQueueBackend.maintain``; its result is a count.
+
+    - ``requeue_dead``: move up to ``limit`` oldest dead letters back to ready, attempts
+      reset, at the back of their priority; a record without a readable type or
+      priority stays a dead letter (and does not count against ``limit``). Returns how
+      many moved.
+    - ``purge_waiting``: remove every waiting message (not leased ones); how many.
+    - ``purge_dead``: remove every dead letter and its body; how many.
+    - ``sweep_unhandled``: dead-letter up to ``limit`` ready messages of types no live
+      worker handled (``heartbeat``) for ``unhandled_timeout_ms``, counted from the later
+      of the message becoming ready and the type's last handler going away. Each one's
+      error is ``reason.format(type=<its type>)``. Returns how many.
+    """
+
+    action: MaintenanceAction
+    limit: int = 0
+    unhandled_timeout_ms: int = 0
+    reason: str = ""
+
+
+#: A wake-up callback: cheap, never raises, called on the event loop's thread.
+WakeCallback = Callable[[], None]
+
+
 @runtime_checkable
 class WorkQueueBackend(Protocol):
-    """Storage and delivery for one named work queue.
+    """Storage and delivery for one named work queue: a name and nine calls.
 
     Guarantees every implementation gives:
 
@@ -147,13 +252,19 @@ class WorkQueueBackend(Protocol):
     - **Bounded growth**: after ``ack``/``drop`` nothing of the message remains; the
       dead-letter queue keeps at most ``dead_letter_max_size`` entries, none older than
       ``dead_letter_max_age_ms``.
-    - Counters (``counters()``) are updated in the same atomic step as the state.
+    - **Counters** (``inspect().counters``) change in the same atomic step as the state:
+      ``published`` per stored message, ``dead_letter`` per move into the dead-letter
+      queue, and for each applied settlement the names ``options.counters_for(outcome)``.
+    - After the backend is closed every call raises ``ClosedError``.
     """
 
     name: str
 
     async def enqueue(self, messages: Sequence[StoredMessage]) -> list[str]:
-        """Store all ``messages`` atomically; return their ids (a dedup hit: the holder's)."""
+        """Store all ``messages`` atomically; return their ids (a dedup hit: the holder's).
+
+        An id already stored (waiting, running or dead-lettered) stores nothing and
+        returns that id. A message ready at once wakes the listeners (``listen``)."""
         ...
 
     async def exchange(
@@ -166,8 +277,11 @@ class WorkQueueBackend(Protocol):
     ) -> ExchangeResult:
         """Apply ``settlements``, then lease up to ``claim`` ready messages of ``types``.
 
-        Due delayed messages and expired leases of ``types`` become ready first. Done in
-        one round trip so a busy worker pays one network hop per batch.
+        Due delayed messages and expired leases of ``types`` become ready first; each
+        claimed message carries the token the backend recorded for its lease. One round
+        trip, so a busy worker pays one network hop per batch. A message made ready at
+        once (a release, a retry without delay, more promoted than claimed) wakes the
+        listeners.
         """
         ...
 
@@ -175,11 +289,16 @@ class WorkQueueBackend(Protocol):
         """Push the deadline of each held lease ``lease_ms`` ahead; False where lost."""
         ...
 
-    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109  (a bounded wait is the contract)
-        """Return when a message may have become ready, or after ``timeout`` seconds.
+    async def listen(self, callback: WakeCallback) -> Callable[[], None]:
+        """Call ``callback()`` whenever a message may have become ready; return a
+        function that ends the calls (idempotent).
 
-        May return early; callers re-check with ``exchange``. Must really wait (never
-        spin) when nothing happens.
+        Returns once the wake-up path is primed, so a message stored after ``listen``
+        returns leads to a call — or, when the path is down, within a bounded time
+        anyway (core's ``poll_interval`` timer covers the gap). Calls may be spurious:
+        callers re-check with ``exchange``. After the path was interrupted (a reconnect)
+        ``callback`` is called once, since wake-ups sent meanwhile are lost. Every
+        listener gets every wake-up.
         """
         ...
 
@@ -187,43 +306,21 @@ class WorkQueueBackend(Protocol):
         """Declare that a live worker handles ``types`` for the next ``ttl_ms``."""
         ...
 
-    async def sweep_unhandled(self, unhandled_timeout_ms: int, limit: int) -> int:
-        """Dead-letter ready messages whose type no live worker handled for the timeout."""
+    async def inspect(self) -> QueueSnapshot:
+        """Lengths, dead and unhandled counts and the totals, in one round trip."""
         ...
-
-    async def unhandled_count(self) -> int:
-        """Ready messages whose type no live worker currently handles."""
-        ...
-
-    async def queue_lengths(self) -> dict[int, int]:
-        """Waiting messages (ready or scheduled) by priority value 0..3."""
-        ...
-
-    async def processing_count(self) -> int:
-        """Messages currently leased to a worker."""
-        ...
-
-    async def dead_letter_count(self) -> int: ...
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:
         """Up to ``limit`` dead letters, oldest first."""
         ...
 
-    async def requeue_dead_letters(self, max_count: int) -> int:
-        """Move up to ``max_count`` oldest dead letters back to ready, attempts reset."""
+    async def maintain(self, request: Maintenance) -> int:
+        """Run one maintenance job (see ``Maintenance``); return its count."""
         ...
 
-    async def clear(self) -> int:
-        """Remove every waiting message (not leased ones); return how many."""
+    async def aclose(self) -> None:
+        """Stop the wake-up path; later calls raise ``ClosedError``. Idempotent."""
         ...
-
-    async def clear_dead_letters(self) -> int: ...
-
-    async def counters(self) -> dict[str, int]:
-        """Totals: published, processed, failed, retried, dead_letter, dropped."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -279,15 +376,17 @@ class Backend(Protocol):
     capabilities: frozenset[str]
 
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
-        """The queue named ``queue_name``; every call with one name reaches the same queue."""
+        """A handle on the queue named ``queue_name``: every call with one name reaches the
+        same stored queue. Core calls it once per backend and name (it caches the handle
+        and checks that every opener asks for the same ``options``)."""
         ...
 
     def pubsub_transport(self) -> PubSubTransport: ...
 
     async def aclose(self) -> None:
         """Release everything (idempotent). Afterwards every call on the queues and
-        transports it made raises ``ClosedError`` (a queue's ``wait_for_work`` just
-        waits): the same on every backend, checked by the contract suite."""
+        transports it made raises ``ClosedError``: the same on every backend, checked by
+        the contract suite."""
         ...
 
 

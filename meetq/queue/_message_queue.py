@@ -14,6 +14,10 @@ The consuming side of one ``MessageQueue`` is a small pool:
   handler may run far longer than the visibility timeout without being re-delivered;
 - one *janitor* that heartbeats the handled types and dead-letters messages no live
   worker handles after ``unhandled_timeout``.
+
+Wake-ups are a callback the backend calls (``WorkQueueBackend.listen``): it sets the
+exchange loop's kick event directly, with no task in between. The loop also wakes every
+``poll_interval`` on its own, which covers a wake-up path that is down.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import attrs
 
 from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService, Lifecycle
+from meetq.core._queues import open_work_queue
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import PROPAGATES, SyncThreads, SyncTimedOut, Ticket
 from meetq.core._validation import (
@@ -55,6 +60,7 @@ from meetq.core.protocols import (
     Backend,
     Claimed,
     LeaseRef,
+    Maintenance,
     Settlement,
     StoredMessage,
     WorkQueueBackend,
@@ -135,7 +141,8 @@ class MessageQueue(AsyncService):
         if worker_name:  # "" or None: the default below
             check_name("worker_name", worker_name)
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
-        self._queue: WorkQueueBackend = backend.work_queue(
+        self._queue: WorkQueueBackend = open_work_queue(
+            backend,
             cfg.queue_name,
             WorkQueueOptions(
                 dead_letter_max_size=cfg.dead_letter_max_size,
@@ -161,6 +168,7 @@ class MessageQueue(AsyncService):
         self._lost: set[str] = set()
         self._pending: list[Settlement] = []
         self._kick = asyncio.Event()
+        self._stop_listening: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._state = "new"  # new -> running -> stopping -> stopped
         self._claiming = False
@@ -276,17 +284,20 @@ class MessageQueue(AsyncService):
 
     async def queue_length(self, priority: Priority | int | str | None = None) -> int:
         """Messages waiting (ready or scheduled), of one priority or in all."""
-        lengths = await self._queue.queue_lengths()
+        if priority is not None:
+            priority = Priority.parse(priority)  # bad input fails before the round trip
+        lengths = (await self._queue.inspect()).waiting
         if priority is None:
             return sum(lengths.values())
         return lengths.get(int(Priority.parse(priority)), 0)
 
     async def processing_count(self) -> int:
         """Messages currently leased to a worker (of any process)."""
-        return await self._queue.processing_count()
+        return (await self._queue.inspect()).processing
 
     async def dead_letter_count(self) -> int:
-        return await self._queue.dead_letter_count()
+        """Dead letters kept (after the size and age caps)."""
+        return (await self._queue.inspect()).dead
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` dead letters (at most ``MAX_DEAD_LETTER_BATCH``), oldest first,
@@ -327,20 +338,22 @@ class MessageQueue(AsyncService):
         A dead letter whose record is unreadable (no type or priority to go back to)
         is left where it is, not lost; ``dead_letters()`` lists it with the reason."""
         _check_count("max_count", max_count)
-        return await self._queue.requeue_dead_letters(max_count)
+        return await self._queue.maintain(Maintenance(action="requeue_dead", limit=max_count))
 
     async def clear(self) -> int:
         """Remove every waiting message (running ones finish); return how many."""
-        return await self._queue.clear()
+        return await self._queue.maintain(Maintenance(action="purge_waiting"))
 
     async def clear_dead_letters(self) -> int:
-        return await self._queue.clear_dead_letters()
+        """Remove every dead letter; return how many."""
+        return await self._queue.maintain(Maintenance(action="purge_dead"))
 
     async def stats(self) -> dict[str, Any]:
         """Queue-wide totals (shared by every process on a shared backend) and this
-        worker's own figures (``workers``, ``in_flight``, ``lease_lost``, ...)."""
-        counts = await self._queue.counters()
-        lengths = await self._queue.queue_lengths()
+        worker's own figures (``workers``, ``in_flight``, ``lease_lost``, ...). One
+        backend round trip."""
+        snapshot = await self._queue.inspect()
+        counts, lengths = snapshot.counters, snapshot.waiting
         by_name = {p.name.lower(): lengths.get(int(p), 0) for p in Priority}
         return {
             "queue_name": self.name,
@@ -352,9 +365,9 @@ class MessageQueue(AsyncService):
             "total_dead_letter": counts.get("dead_letter", 0),
             "total_dropped": counts.get("dropped", 0),
             "queue_length": {**by_name, "total": sum(lengths.values())},
-            "processing_count": await self._queue.processing_count(),
-            "dead_letter_count": await self._queue.dead_letter_count(),
-            "unhandled_count": await self._queue.unhandled_count(),
+            "processing_count": snapshot.processing,
+            "dead_letter_count": snapshot.dead,
+            "unhandled_count": snapshot.unhandled,
             "workers": self.config.workers,
             "in_flight": len(self._running),
             "handled_types": self.handled_types,
@@ -383,13 +396,18 @@ class MessageQueue(AsyncService):
             self._state = "running"
             log.warning("meetq: queue %r started with no handlers; it only publishes", self.name)
             return
-        # Prime the wake-up channel so a publish right after start() is not missed. If the
+        # Prime the wake-up path so a publish right after start() is not missed. If the
         # backend is unreachable this raises and the queue stays startable.
-        await self._queue.wait_for_work(0)
-        await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
-        if self._lifecycle is Lifecycle.STOPPED:
-            # stop() ran while this start() waited on the backend: start nothing.
-            raise ClosedError(f"{self._describe()} was stopped while starting")
+        stop_listening = await self._queue.listen(self._kick.set)
+        try:
+            await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
+            if self._lifecycle is Lifecycle.STOPPED:
+                # stop() ran while this start() waited on the backend: start nothing.
+                raise ClosedError(f"{self._describe()} was stopped while starting")
+        except BaseException:
+            stop_listening()
+            raise
+        self._stop_listening = stop_listening
         self._state = "running"
         self._claiming = True
         self._sync_types = frozenset(
@@ -403,7 +421,6 @@ class MessageQueue(AsyncService):
             asyncio.create_task(self._exchange_loop(), name=f"meetq:{self.name}:exchange"),
             asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),
             asyncio.create_task(self._janitor(), name=f"meetq:{self.name}:janitor"),
-            asyncio.create_task(self._watch_for_work(), name=f"meetq:{self.name}:watcher"),
         ]
 
     async def stop(self, grace: float | None = None) -> None:
@@ -449,6 +466,9 @@ class MessageQueue(AsyncService):
             raise
         finally:
             self._state = "stopped"
+            if self._stop_listening is not None:
+                self._stop_listening()
+                self._stop_listening = None
 
     # -- the worker pool ---------------------------------------------------------------
 
@@ -601,23 +621,13 @@ class MessageQueue(AsyncService):
                     await self._kick.wait()
 
     async def _wait_for_work_or_kick(self) -> None:
-        # The watcher kicks on every wake-up and at least every poll_interval; a handler
-        # finishing kicks too.
-        await self._kick.wait()
-
-    async def _watch_for_work(self) -> None:
-        """Turn the backend's wake-ups into kicks of the exchange loop.
-
-        One long-lived task per queue waits on the backend, so its wake-up is its own:
-        another MessageQueue of this process on the same queue cannot consume it.
-        """
-        while True:
-            try:
-                await self._queue.wait_for_work(self.config.poll_interval)
-            except MeetqError as exc:
-                log.warning("meetq: %s: waiting for work failed: %s", self.name, exc)
-                await asyncio.sleep(self.config.poll_interval)
-            self._kick.set()
+        # The backend's wake-up callback kicks, so does a handler finishing; the timer is
+        # the fallback for a wake-up path that is down (or a delayed message coming due).
+        if self._kick.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.poll_interval):
+                await self._kick.wait()
 
     def _max_attempts(self, message: Message) -> int:
         retries = self.config.max_retries if message.max_retries is None else message.max_retries
@@ -812,11 +822,17 @@ class MessageQueue(AsyncService):
     async def _janitor(self) -> None:
         interval = self._janitor_interval
         timeout_ms = int(self.config.unhandled_timeout * 1000)
+        sweep = Maintenance(
+            action="sweep_unhandled",
+            limit=1000,
+            unhandled_timeout_ms=timeout_ms,
+            reason=unhandled_reason(timeout_ms),
+        )
         while True:
             await asyncio.sleep(interval)
             try:
                 await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
-                swept = await self._queue.sweep_unhandled(timeout_ms, 1000)
+                swept = await self._queue.maintain(sweep)
             except MeetqError as exc:
                 log.warning("meetq: %s: heartbeat failed: %s", self.name, exc)
                 continue
@@ -824,6 +840,12 @@ class MessageQueue(AsyncService):
                 log.error(
                     "meetq: %s: dead-lettered %d messages no live worker handles", self.name, swept
                 )
+
+
+def unhandled_reason(timeout_ms: int) -> str:
+    """The error of a message dead-lettered for want of a handler, as a template whose
+    ``{type}`` the backend fills in (``Maintenance.reason``)."""
+    return f"no live worker handles type {{type!r}} (waited {timeout_ms / 1000:g}s)"
 
 
 class _Expired(Exception):

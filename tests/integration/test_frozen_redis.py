@@ -398,7 +398,7 @@ async def test_worker_carries_on_after_the_server_resumes(
         after = await _publish_until_it_works(mq)
         await eventually(lambda: running in done and after in done, timeout=20)
         # The janitor and the others are still alive (a task that died would be done).
-        names = {f"meetq:{mq.name}:{part}" for part in ("exchange", "leases", "janitor", "watcher")}
+        names = {f"meetq:{mq.name}:{part}" for part in ("exchange", "leases", "janitor", "wakeups")}
         alive = {t.get_name() for t in asyncio.all_tasks() if not t.done()}
         assert names <= alive
         stats = await mq.stats()

@@ -23,11 +23,13 @@ from meetq.core.errors import BackendUnavailableError
 from meetq.core.protocols import (
     Claimed,
     LeaseRef,
+    Maintenance,
     Settlement,
     StoredMessage,
     WorkQueueBackend,
     WorkQueueOptions,
 )
+from meetq.queue._message_queue import unhandled_reason
 from meetq.testing._redis_server import free_port
 from meetq.testing.work_queue_suite import eventually
 
@@ -98,6 +100,15 @@ def msg(i: int | str, *, type: str = "job", priority: int = 1, **kw: Any) -> Sto
     return StoredMessage(id=f"m{i}", type=type, priority=priority, body=f"body-{i}".encode(), **kw)
 
 
+def sweep(timeout_ms: int, limit: int) -> Maintenance:
+    return Maintenance(
+        action="sweep_unhandled",
+        limit=limit,
+        unhandled_timeout_ms=timeout_ms,
+        reason=unhandled_reason(timeout_ms),
+    )
+
+
 def lease(c: Claimed) -> LeaseRef:
     return LeaseRef(id=c.id, type=c.type, token=c.token)
 
@@ -151,7 +162,7 @@ async def test_claim_takes_global_best_across_types(make: MakeQueue) -> None:
     assert [(c.id, c.type) for c in got] == [("m2", "b"), ("m3", "a")]
     rest = await claim(q, 5, types=("b", "a"))
     assert [c.id for c in rest] == ["m1"]
-    assert await q.queue_lengths() == {0: 0, 1: 0, 2: 0, 3: 1}  # m4, type c
+    assert (await q.inspect()).waiting == {0: 0, 1: 0, 2: 0, 3: 1}  # m4, type c
 
 
 async def test_claim_is_bounded_and_tokens_are_distinct(make: MakeQueue) -> None:
@@ -161,8 +172,8 @@ async def test_claim_is_bounded_and_tokens_are_distinct(make: MakeQueue) -> None
     second = await claim(q, 4)
     assert [c.id for c in first + second] == [f"m{i}" for i in range(8)]
     assert len({c.token for c in first + second}) == 8
-    assert await q.processing_count() == 8
-    assert await q.queue_lengths() == {0: 0, 1: 2, 2: 0, 3: 0}
+    assert (await q.inspect()).processing == 8
+    assert (await q.inspect()).waiting == {0: 0, 1: 2, 2: 0, 3: 0}
 
 
 # -- enqueue ----------------------------------------------------------------------------
@@ -173,11 +184,11 @@ async def test_batch_is_all_or_nothing(make: MakeQueue) -> None:
     bad = StoredMessage(id="bad", type="job", priority=7, body=b"x")
     with pytest.raises(BackendUnavailableError):
         await q.enqueue([msg(1), msg(2), bad])
-    assert await q.queue_lengths() == {0: 0, 1: 0, 2: 0, 3: 0}
-    assert (await q.counters())["published"] == 0
+    assert (await q.inspect()).waiting == {0: 0, 1: 0, 2: 0, 3: 0}
+    assert (await q.inspect()).counters["published"] == 0
     assert not {k for k in await keys_of(q) if k.startswith(("m:", "ready:"))}
     assert await q.enqueue([msg(1), msg(2)]) == ["m1", "m2"]
-    assert (await q.counters())["published"] == 2
+    assert (await q.inspect()).counters["published"] == 2
 
 
 async def test_dedup_within_batch_and_while_waiting_or_running(make: MakeQueue) -> None:
@@ -185,12 +196,12 @@ async def test_dedup_within_batch_and_while_waiting_or_running(make: MakeQueue) 
     ids = await q.enqueue([msg(1, dedup_key="k"), msg(2, dedup_key="k"), msg(3, dedup_key="")])
     assert ids == ["m1", "m1", "m3"]
     assert await q.enqueue([msg(4, dedup_key="k")]) == ["m1"]
-    assert await q.queue_lengths() == {0: 0, 1: 2, 2: 0, 3: 0}
+    assert (await q.inspect()).waiting == {0: 0, 1: 2, 2: 0, 3: 0}
     running = await claim(q, 1)
     assert await q.enqueue([msg(5, dedup_key="k")]) == ["m1"]  # still running
     await q.exchange([settle(running[0], "ack")], types=[], claim=0, lease_ms=1)
     assert await q.enqueue([msg(6, dedup_key="k")]) == ["m6"]
-    assert (await q.counters())["published"] == 3
+    assert (await q.inspect()).counters["published"] == 3
 
 
 async def test_dead_letter_frees_the_dedup_key(make: MakeQueue) -> None:
@@ -206,7 +217,7 @@ async def test_same_id_twice_is_stored_once(make: MakeQueue) -> None:
     assert await q.enqueue([msg(1), msg(1)]) == ["m1", "m1"]
     assert await q.enqueue([msg(1)]) == ["m1"]
     assert len(await claim(q)) == 1
-    assert (await q.counters())["published"] == 1
+    assert (await q.inspect()).counters["published"] == 1
 
 
 # -- leases -----------------------------------------------------------------------------
@@ -224,12 +235,12 @@ async def test_expired_lease_is_reclaimed_with_the_attempt_charged(make: MakeQue
     late = await q.exchange([settle(old, "ack")], types=[], claim=0, lease_ms=1)
     assert late.settled == [False]
     assert await q.extend([lease(old)], 10_000) == [False]
-    assert await q.processing_count() == 1
+    assert (await q.inspect()).processing == 1
     # ...while the current holder settles normally.
     done = await q.exchange([settle(new, "ack")], types=[], claim=0, lease_ms=1)
     assert done.settled == [True]
-    assert (await q.counters())["processed"] == 1
-    assert await q.processing_count() == 0
+    assert (await q.inspect()).counters["processed"] == 1
+    assert (await q.inspect()).processing == 0
 
 
 async def test_extend_keeps_the_lease(make: MakeQueue) -> None:
@@ -264,12 +275,12 @@ async def test_retry_waits_its_delay_and_charges_the_attempt(make: MakeQueue) ->
     result = await q.exchange([settle(c, "retry", delay_ms=200)], types=["job"], claim=5,
                               lease_ms=1000)
     assert result.settled == [True] and result.claimed == []
-    assert await q.queue_lengths() == {0: 0, 1: 1, 2: 0, 3: 0}
-    assert await q.processing_count() == 0
+    assert (await q.inspect()).waiting == {0: 0, 1: 1, 2: 0, 3: 0}
+    assert (await q.inspect()).processing == 0
     await wait_past(250)
     [again] = await claim(q)
     assert again.id == "m1" and again.attempt == 2
-    counts = await q.counters()
+    counts = (await q.inspect()).counters
     assert (counts["failed"], counts["retried"]) == (1, 1)
 
 
@@ -288,8 +299,8 @@ async def test_release_keeps_position_and_does_not_charge(make: MakeQueue) -> No
     back = await q.exchange([settle(first, "release")], types=["job"], claim=2, lease_ms=1000)
     assert back.settled == [True]
     assert [(c.id, c.attempt) for c in back.claimed] == [("m0", 1), ("m1", 1)]
-    assert await q.processing_count() == 2
-    assert await q.queue_lengths() == {0: 0, 1: 1, 2: 0, 3: 0}
+    assert (await q.inspect()).processing == 2
+    assert (await q.inspect()).waiting == {0: 0, 1: 1, 2: 0, 3: 0}
 
 
 async def test_dead_letter_keeps_body_and_reason_beside_it(make: MakeQueue) -> None:
@@ -304,10 +315,10 @@ async def test_dead_letter_keeps_body_and_reason_beside_it(make: MakeQueue) -> N
     assert (dead.error, dead.traceback, dead.attempts) == ("ValueError: x", "Traceback ...", 1)
     assert dead.priority == 2
     assert dead.failed_at == pytest.approx(before, abs=30)
-    counts = await q.counters()
+    counts = (await q.inspect()).counters
     assert (counts["failed"], counts["dead_letter"]) == (1, 1)
-    assert await q.dead_letter_count() == 1
-    assert await q.processing_count() == 0
+    assert (await q.inspect()).dead == 1
+    assert (await q.inspect()).processing == 0
 
 
 async def test_drop_removes_and_counts(make: MakeQueue) -> None:
@@ -315,9 +326,9 @@ async def test_drop_removes_and_counts(make: MakeQueue) -> None:
     await q.enqueue([msg(1)])
     [c] = await claim(q)
     await q.exchange([settle(c, "drop")], types=[], claim=0, lease_ms=1)
-    counts = await q.counters()
+    counts = (await q.inspect()).counters
     assert (counts["failed"], counts["dropped"], counts["dead_letter"]) == (1, 1, 0)
-    assert await q.dead_letter_count() == 0
+    assert (await q.inspect()).dead == 0
 
 
 async def test_one_exchange_settles_and_claims(make: MakeQueue) -> None:
@@ -330,8 +341,9 @@ async def test_one_exchange_settles_and_claims(make: MakeQueue) -> None:
     )
     assert result.settled == [True, True, False]  # the second ack of m0 finds no lease
     assert [c.id for c in result.claimed] == ["m2", "m3"]
-    assert await q.counters() == {"published": 4, "processed": 1, "failed": 1, "retried": 1,
-                                  "dead_letter": 0, "dropped": 0}
+    assert (await q.inspect()).counters == {
+        "published": 4, "processed": 1, "failed": 1, "retried": 1, "dead_letter": 0, "dropped": 0
+    }
 
 
 # -- dead-letter queue ------------------------------------------------------------------
@@ -350,7 +362,7 @@ async def test_dead_letter_queue_is_capped_by_size_oldest_first(make: MakeQueue)
     dead = await q.dead_letters(10)
     assert [d.id for d in dead] == ["m2", "m3", "m4"]
     assert [d.error for d in dead] == ["Em2", "Em3", "Em4"]
-    assert (await q.counters())["dead_letter"] == 5
+    assert (await q.inspect()).counters["dead_letter"] == 5
     bodies = await q._client.hkeys(q._key("m:body"))
     assert sorted(bodies) == [b"m2", b"m3", b"m4"]  # trimmed bodies went too
 
@@ -358,9 +370,9 @@ async def test_dead_letter_queue_is_capped_by_size_oldest_first(make: MakeQueue)
 async def test_dead_letter_queue_drops_entries_past_max_age(make: MakeQueue) -> None:
     q = make(dead_letter_max_age_ms=100)
     await _kill(q, 2)
-    assert await q.dead_letter_count() == 2
+    assert (await q.inspect()).dead == 2
     await wait_past(200)
-    assert await q.dead_letter_count() == 0
+    assert (await q.inspect()).dead == 0
     assert await q.dead_letters(10) == []
     assert not {k for k in await keys_of(q) if k not in _LASTING}
 
@@ -369,21 +381,21 @@ async def test_requeue_resets_attempts_and_goes_to_the_back(make: MakeQueue) -> 
     q = make()
     await _kill(q, 3)
     await q.enqueue([msg("fresh")])
-    assert await q.requeue_dead_letters(2) == 2
+    assert await q.maintain(Maintenance(action="requeue_dead", limit=2)) == 2
     assert [d.id for d in await q.dead_letters(10)] == ["m2"]
     got = await claim(q)
     assert [(c.id, c.attempt) for c in got] == [("mfresh", 1), ("m0", 1), ("m1", 1)]
     assert got[1].body == b"body-0"
-    assert await q.requeue_dead_letters(10) == 1
-    assert await q.requeue_dead_letters(10) == 0
-    assert await q.dead_letter_count() == 0
+    assert await q.maintain(Maintenance(action="requeue_dead", limit=10)) == 1
+    assert await q.maintain(Maintenance(action="requeue_dead", limit=10)) == 0
+    assert (await q.inspect()).dead == 0
 
 
 async def test_clear_dead_letters(make: MakeQueue) -> None:
     q = make()
     await _kill(q, 3)
-    assert await q.clear_dead_letters() == 3
-    assert await q.dead_letter_count() == 0
+    assert await q.maintain(Maintenance(action="purge_dead")) == 3
+    assert (await q.inspect()).dead == 0
     assert not {k for k in await keys_of(q) if k not in _LASTING}
 
 
@@ -396,10 +408,10 @@ async def test_counts_and_clear(make: MakeQueue) -> None:
                      msg(4, type="other", priority=2, delay_ms=60_000)])
     [running] = await claim(q, 1)
     assert running.id == "m2"
-    assert await q.queue_lengths() == {0: 1, 1: 0, 2: 1, 3: 1}
-    assert await q.processing_count() == 1
-    assert await q.clear() == 3
-    assert await q.queue_lengths() == {0: 0, 1: 0, 2: 0, 3: 0}
+    assert (await q.inspect()).waiting == {0: 1, 1: 0, 2: 1, 3: 1}
+    assert (await q.inspect()).processing == 1
+    assert await q.maintain(Maintenance(action="purge_waiting")) == 3
+    assert (await q.inspect()).waiting == {0: 0, 1: 0, 2: 0, 3: 0}
     assert await claim(q, 10, types=("job", "other")) == []
     # The leased message stays with its worker and can still be settled.
     done = await q.exchange([settle(running, "ack")], types=[], claim=0, lease_ms=1)
@@ -427,26 +439,26 @@ async def test_nothing_is_left_after_ack_and_drop(make: MakeQueue) -> None:
     assert len(first) == 12
     left = await keys_of(q)
     assert set(left) <= _LASTING, left
-    counts = await q.counters()
+    counts = (await q.inspect()).counters
     assert counts["processed"] + counts["dropped"] == 31
-    assert await q.processing_count() == 0
-    assert await q.queue_lengths() == {0: 0, 1: 0, 2: 0, 3: 0}
+    assert (await q.inspect()).processing == 0
+    assert (await q.inspect()).waiting == {0: 0, 1: 0, 2: 0, 3: 0}
 
 
 async def test_heartbeat_sweep_and_unhandled_count(make: MakeQueue) -> None:
     q = make()
     await q.heartbeat(["job"], 60_000)
     await q.enqueue([msg(1), msg(2, type="orphan"), msg(3, type="orphan", delay_ms=60_000)])
-    assert await q.unhandled_count() == 1
-    assert await q.sweep_unhandled(60_000, 100) == 0
+    assert (await q.inspect()).unhandled == 1
+    assert await q.maintain(sweep(60_000, 100)) == 0
     await wait_past(150)
-    assert await q.sweep_unhandled(100, 100) == 1
+    assert await q.maintain(sweep(100, 100)) == 1
     [dead] = await q.dead_letters(10)
     assert dead.id == "m2" and dead.type == "orphan"
     assert dead.error == "no live worker handles type 'orphan' (waited 0.1s)"
-    assert await q.unhandled_count() == 0
-    assert await q.queue_lengths() == {0: 0, 1: 2, 2: 0, 3: 0}  # m1 and the delayed m3
-    counts = await q.counters()
+    assert (await q.inspect()).unhandled == 0
+    assert (await q.inspect()).waiting == {0: 0, 1: 2, 2: 0, 3: 0}  # m1 and the delayed m3
+    counts = (await q.inspect()).counters
     assert (counts["dead_letter"], counts["failed"]) == (1, 0)
     # A handled type is never swept.
     assert [c.id for c in await claim(q)] == ["m1"]
@@ -459,12 +471,12 @@ async def test_heartbeat_expires_and_never_shortens(make: MakeQueue) -> None:
     await q.heartbeat(["job"], 60_000)
     await q.heartbeat(["job"], 50)  # GT: the longer claim stands
     await wait_past(150)
-    assert await q.unhandled_count() == 0
+    assert (await q.inspect()).unhandled == 0
     other = make(name="other")
     await other.enqueue([msg(2)])
     await other.heartbeat(["job"], 50)
     await wait_past(100)
-    assert await other.unhandled_count() == 1
+    assert (await other.inspect()).unhandled == 1
 
 
 # -- robustness -------------------------------------------------------------------------
@@ -478,7 +490,7 @@ async def test_scripts_reload_after_script_flush(make: MakeQueue) -> None:
     await q._client.script_flush()
     assert [c.id for c in await claim(q)] == ["m1", "m2"]
     await q._client.script_flush()
-    assert await q.dead_letter_count() == 0
+    assert (await q.inspect()).dead == 0
 
 
 async def test_driver_errors_become_backend_unavailable(server_kind: str) -> None:
@@ -494,11 +506,10 @@ async def test_driver_errors_become_backend_unavailable(server_kind: str) -> Non
             await q.enqueue([msg(1)])
         assert info.value.backend == "redis"
         with pytest.raises(BackendUnavailableError):
-            await q.counters()
-        # No server: wait_for_work degrades to a plain timeout instead of failing.
-        started = time.monotonic()
-        await q.wait_for_work(0.1)
-        assert time.monotonic() - started >= 0.09
+            await q.inspect()
+        # No server: listen returns (bounded) instead of failing; core's timer polls.
+        stop = await asyncio.wait_for(q.listen(lambda: None), 10)
+        stop()
     finally:
         await q.aclose()
         await client.aclose()
@@ -507,38 +518,50 @@ async def test_driver_errors_become_backend_unavailable(server_kind: str) -> Non
 # -- wake-ups ---------------------------------------------------------------------------
 
 
-async def test_wait_for_work_wakes_on_enqueue_from_another_client(
+class _Wakes:
+    """A listen() callback that counts its calls and lets a test wait for the next."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.event.set()
+
+    async def next(self, timeout: float = 10) -> None:  # noqa: ASYNC109  (a test bound)
+        await asyncio.wait_for(self.event.wait(), timeout)
+        self.event.clear()
+
+
+async def test_listen_wakes_on_enqueue_from_another_client(
     make: MakeQueue, server: _Server
 ) -> None:
     worker = make()
     publisher = make(server.client())
-    await worker.wait_for_work(0)  # subscribe; returns once confirmed
-    waiting = asyncio.create_task(worker.wait_for_work(30))
-    await asyncio.sleep(0)
-    assert not waiting.done()
-    started = time.monotonic()
+    wakes = _Wakes()
+    await worker.listen(wakes)  # subscribe; returns once confirmed
+    assert wakes.calls == 0
     await publisher.enqueue([msg(1)])
-    await asyncio.wait_for(waiting, 10)
-    assert time.monotonic() - started < 5
+    await wakes.next()
     assert [c.id for c in await claim(worker)] == ["m1"]
 
 
-async def test_wait_for_work_times_out_without_work(make: MakeQueue) -> None:
-    q = make()
-    await q.wait_for_work(0)
-    started = time.monotonic()
-    await q.wait_for_work(0.2)
-    assert time.monotonic() - started >= 0.19
-
-
-async def test_wake_up_set_before_waiting_is_not_lost(make: MakeQueue, server: _Server) -> None:
+async def test_every_listener_hears_and_a_stopped_one_does_not(
+    make: MakeQueue, server: _Server
+) -> None:
     worker = make()
-    await worker.wait_for_work(0)
+    first, second = _Wakes(), _Wakes()
+    stop_first = await worker.listen(first)
+    await worker.listen(second)
     await make(server.client()).enqueue([msg(1)])
-    await eventually(lambda: worker._wake.is_set())
-    started = time.monotonic()
-    await worker.wait_for_work(30)
-    assert time.monotonic() - started < 5
+    await first.next()
+    await second.next()
+    stop_first()
+    stop_first()  # idempotent
+    await make(server.client()).enqueue([msg(2)])
+    await second.next()
+    assert first.calls == 1
 
 
 async def test_delayed_message_does_not_wake_but_release_does(
@@ -546,17 +569,16 @@ async def test_delayed_message_does_not_wake_but_release_does(
 ) -> None:
     worker = make()
     other = make(server.client())
-    await worker.wait_for_work(0)
-    await other.enqueue([msg(1, delay_ms=60_000), msg(2)])
-    await worker.wait_for_work(10)  # the ready one woke us
+    wakes = _Wakes()
+    await worker.listen(wakes)
+    await other.enqueue([msg(1, delay_ms=60_000)])
+    await other.enqueue([msg(2)])
+    await wakes.next()  # the ready one (both enqueues were published before it)
     [c] = await claim(other)
-    started = time.monotonic()
-    await worker.wait_for_work(0.15)  # nothing new became ready
-    assert time.monotonic() - started >= 0.14
+    assert wakes.calls == 1  # the delayed one and the claim published nothing
     await other.exchange([settle(c, "release")], types=[], claim=0, lease_ms=1)
-    started = time.monotonic()
-    await worker.wait_for_work(30)
-    assert time.monotonic() - started < 5
+    await wakes.next()
+    assert wakes.calls == 2
 
 
 # Real server only: fakeredis has no CLIENT KILL to cut the listener's connection.
@@ -566,29 +588,27 @@ async def test_listener_resubscribes_after_its_connection_is_killed(
 ) -> None:
     worker = make()
     admin = server.client()
-    await worker.wait_for_work(0)
+    wakes = _Wakes()
+    await worker.listen(wakes)
     listener = worker._listener
     await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
 
     async def resubscribed() -> bool:
         channels = await admin.pubsub_numsub(worker._channel)
-        return bool(channels[0][1]) and worker._wake.is_set()
+        return bool(channels[0][1]) and wakes.calls >= 1
 
     await eventually(resubscribed)  # a fresh subscription, and a wake-up to re-check
-    await worker.wait_for_work(0)
+    wakes.event.clear()
     await make(server.client()).enqueue([msg(1)])
-    started = time.monotonic()
-    await worker.wait_for_work(30)
-    assert time.monotonic() - started < 5
+    await wakes.next()
     assert worker._listener is listener and not listener.done()
 
 
 async def test_aclose_is_idempotent_and_stops_the_listener(make: MakeQueue) -> None:
     q = make()
-    await q.wait_for_work(0)
+    await q.listen(lambda: None)
     listener = q._listener
     assert listener is not None
     await q.aclose()
     await q.aclose()
     assert listener.done()
-

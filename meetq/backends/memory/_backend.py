@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from meetq.core._validation import check_queue_options
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import PubSubTransport, WorkQueueBackend, WorkQueueOptions
 
@@ -19,7 +18,6 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._queues: dict[str, WorkQueueBackend] = {}
-        self._options: dict[str, WorkQueueOptions] = {}
         self._broker: Any = None
         self._closed = False
 
@@ -27,11 +25,11 @@ class MemoryBackend:
         from meetq.backends.memory._work_queue import MemoryWorkQueue
 
         self._check_open()
-        check_queue_options(queue_name, self._options.get(queue_name), options)
+        # The queue's state lives in its object, so one name must give one object. The
+        # options were checked by core (every opener asks for the same ones).
         queue = self._queues.get(queue_name)
         if queue is None:
             queue = self._queues[queue_name] = MemoryWorkQueue(queue_name, options)
-            self._options[queue_name] = options
         return queue
 
     def pubsub_transport(self) -> PubSubTransport:

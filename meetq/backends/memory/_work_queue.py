@@ -3,30 +3,37 @@
 Same semantics as the Redis backend, state held in dicts and heaps. Heaps use lazy
 deletion: an entry in a heap counts only while the message is still in that state with
 that version, so every transition is O(log n) and nothing needs scanning.
+
+The rules it applies but does not own come in as data: the dead-letter caps and which
+counters each settlement outcome bumps (``WorkQueueOptions``), retry delays
+(``Settlement.delay_ms``), the unhandled sweep's timeout and reason (``Maintenance``).
+Wake-ups are plain callbacks, called synchronously when a message becomes ready.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 
 import attrs
 
-from meetq.core._wakeup import WakeSignal
-from meetq.core.errors import ClosedError
+from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import (
+    COUNTER_NAMES,
     Claimed,
     DeadRecord,
     ExchangeResult,
     LeaseRef,
+    Maintenance,
+    QueueSnapshot,
     Settlement,
     StoredMessage,
+    WakeCallback,
     WorkQueueOptions,
 )
 
@@ -68,6 +75,7 @@ class MemoryWorkQueue:
     def __init__(self, name: str, options: WorkQueueOptions) -> None:
         self.name = name
         self._options = options
+        self._outcome_counters = dict(options.outcome_counters)
         self._seq = itertools.count(1)
         self._entries: dict[str, _Entry] = {}
         self._ready: dict[str, list[tuple[int, str, int]]] = {}
@@ -80,7 +88,7 @@ class MemoryWorkQueue:
         self._counts: Counter[str] = Counter()
         self._waiting: Counter[int] = Counter()
         self._processing = 0
-        self._wake = WakeSignal()
+        self._listeners: list[WakeCallback] = []
         self._token_seq = itertools.count(1)
         self._token_prefix = uuid.uuid4().hex[:12]
         self._closed = False
@@ -110,7 +118,8 @@ class MemoryWorkQueue:
         entry.version += 1
 
     def _signal(self) -> None:
-        self._wake.set()
+        for callback in list(self._listeners):
+            callback()
 
     def _score(self, priority: int) -> int:
         return (3 - priority) * _SEQ_SPAN + next(self._seq)
@@ -171,15 +180,16 @@ class MemoryWorkQueue:
             return False
         self._processing -= 1
         outcome = settlement.outcome
+        for counter in self._outcome_counters.get(outcome, ()):
+            self._counts[counter] += 1
         if outcome == "ack":
-            self._counts["processed"] += 1
             self._forget(entry)
         elif outcome == "retry":
-            self._counts["failed"] += 1
-            self._counts["retried"] += 1
             self._waiting[entry.priority] += 1
             self._deadline.pop(entry.id, None)
             self._make_delayed(entry, now + max(0, settlement.delay_ms))
+            if settlement.delay_ms <= 0:
+                self._signal()  # due at once: another idle worker may take it
         elif outcome == "release":
             entry.attempts -= 1
             self._waiting[entry.priority] += 1
@@ -187,11 +197,8 @@ class MemoryWorkQueue:
             self._make_ready(entry, now)
             self._signal()
         elif outcome == "dead":
-            self._counts["failed"] += 1
             self._bury(entry, settlement.error, settlement.traceback)
         else:  # drop
-            self._counts["failed"] += 1
-            self._counts["dropped"] += 1
             self._forget(entry)
         return True
 
@@ -313,11 +320,15 @@ class MemoryWorkQueue:
             result.append(entry is not None)
         return result
 
-    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109  (protocol)
-        if self._closed:
-            await asyncio.sleep(max(0.0, timeout))  # nothing will wake it, as on Redis
-            return
-        await self._wake.wait(timeout)
+    async def listen(self, callback: WakeCallback) -> Callable[[], None]:
+        self._check_open()
+        self._listeners.append(callback)
+
+        def stop() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return stop
 
     async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
         self._check_open()
@@ -329,8 +340,7 @@ class MemoryWorkQueue:
         known = self._ready.keys() | self._delayed.keys()
         return [t for t in known if self._handlers.get(t, 0.0) <= now]
 
-    async def sweep_unhandled(self, unhandled_timeout_ms: int, limit: int) -> int:
-        self._check_open()
+    def _sweep_unhandled(self, unhandled_timeout_ms: int, limit: int, reason: str) -> int:
         now = _now_ms()
         swept = 0
         for message_type in self._unhandled_types(now):
@@ -348,19 +358,13 @@ class MemoryWorkQueue:
                     keep.append(item)
                     continue
                 self._waiting[entry.priority] -= 1
-                self._bury(
-                    entry,
-                    f"no live worker handles type {entry.type!r} "
-                    f"(waited {unhandled_timeout_ms / 1000:g}s)",
-                    "",
-                )
+                self._bury(entry, reason.format(type=entry.type), "")
                 swept += 1
             for item in keep:
                 heapq.heappush(heap, item)
         return swept
 
-    async def unhandled_count(self) -> int:
-        self._check_open()
+    def _unhandled_count(self) -> int:
         now = _now_ms()
         count = 0
         for message_type in self._unhandled_types(now):
@@ -371,26 +375,40 @@ class MemoryWorkQueue:
             )
         return count
 
-    async def queue_lengths(self) -> dict[int, int]:
-        self._check_open()
-        return {p: self._waiting[p] for p in range(4)}
-
-    async def processing_count(self) -> int:
-        self._check_open()
-        return self._processing
-
-    async def dead_letter_count(self) -> int:
+    async def inspect(self) -> QueueSnapshot:
         self._check_open()
         self._trim_dead()
-        return len(self._dead)
+        return QueueSnapshot(
+            waiting={p: self._waiting[p] for p in range(4)},
+            processing=self._processing,
+            dead=len(self._dead),
+            unhandled=self._unhandled_count(),
+            counters={k: self._counts[k] for k in COUNTER_NAMES},
+        )
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:
         self._check_open()
         self._trim_dead()
         return list(itertools.islice(self._dead.values(), max(0, limit)))
 
-    async def requeue_dead_letters(self, max_count: int) -> int:
+    async def maintain(self, request: Maintenance) -> int:
         self._check_open()
+        action = request.action
+        if action == "requeue_dead":
+            return self._requeue_dead(request.limit)
+        if action == "purge_waiting":
+            return self._purge_waiting()
+        if action == "purge_dead":
+            count = len(self._dead)
+            self._dead.clear()
+            return count
+        if action == "sweep_unhandled":
+            return self._sweep_unhandled(
+                request.unhandled_timeout_ms, request.limit, request.reason
+            )
+        raise ValidationError("action", action, "not a maintenance action")
+
+    def _requeue_dead(self, max_count: int) -> int:
         self._trim_dead()
         now = _now_ms()
         moved = 0
@@ -414,8 +432,7 @@ class MemoryWorkQueue:
             self._signal()
         return moved
 
-    async def clear(self) -> int:
-        self._check_open()
+    def _purge_waiting(self) -> int:
         removed = 0
         for entry in list(self._entries.values()):
             if entry.state in (_State.READY, _State.DELAYED):
@@ -423,17 +440,6 @@ class MemoryWorkQueue:
                 self._forget(entry)
                 removed += 1
         return removed
-
-    async def clear_dead_letters(self) -> int:
-        self._check_open()
-        count = len(self._dead)
-        self._dead.clear()
-        return count
-
-    async def counters(self) -> dict[str, int]:
-        self._check_open()
-        keys = ("published", "processed", "failed", "retried", "dead_letter", "dropped")
-        return {k: self._counts[k] for k in keys}
 
     def _check_open(self) -> None:
         # The same rule as every backend: a closed backend refuses every call.
@@ -443,3 +449,4 @@ class MemoryWorkQueue:
     async def aclose(self) -> None:
         """Refuse every later call (``ClosedError``); the backend's ``aclose`` calls it."""
         self._closed = True
+        self._listeners.clear()

@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 from meetq.backends.redis._connection import client_options
 from meetq.backends.redis._pubsub import RedisPubSubTransport
 from meetq.backends.redis._work_queue import RedisWorkQueue
-from meetq.core._validation import check_queue_options
 from meetq.core.protocols import (
     CAP_CROSS_PROCESS,
     CAP_DURABLE,
@@ -48,8 +47,7 @@ class RedisBackend:
         self.key_prefix = key_prefix
         self._owns_client = owns_client
         self._reconnect_backoff = reconnect_backoff
-        self._queues: dict[str, WorkQueueBackend] = {}
-        self._options: dict[str, WorkQueueOptions] = {}
+        self._queues: list[RedisWorkQueue] = []  # to close their listeners
         self._closed = False
 
     @classmethod
@@ -63,13 +61,10 @@ class RedisBackend:
         return cls(client, key_prefix=cfg.key_prefix, owns_client=True, reconnect_backoff=backoff)
 
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
-        check_queue_options(queue_name, self._options.get(queue_name), options)
-        queue = self._queues.get(queue_name)
-        if queue is None:
-            queue = self._queues[queue_name] = RedisWorkQueue(
-                self.client, queue_name, options, key_prefix=self.key_prefix
-            )
-            self._options[queue_name] = options
+        # The state lives in Redis, so any number of handles may share one name; core
+        # keeps one per name and checks the options.
+        queue = RedisWorkQueue(self.client, queue_name, options, key_prefix=self.key_prefix)
+        self._queues.append(queue)
         return queue
 
     def pubsub_transport(self) -> PubSubTransport:
@@ -79,7 +74,7 @@ class RedisBackend:
         if self._closed:
             return
         self._closed = True
-        for queue in self._queues.values():
+        for queue in self._queues:
             await queue.aclose()
         if self._owns_client:
             await self.client.aclose()

@@ -4,8 +4,11 @@ Features: every state change is one Lua script (``lua/*.lua``) run with ``EVALSH
 single round trip, so a worker pays one network hop per batch of settlements and claims;
 strict priority then FIFO through one ready ZSET per type scored
 ``(3 - priority) * 2**44 + seq``; leases with tokens so a late settlement from a worker
-that lost its lease changes nothing; push wake-ups on a Pub/Sub channel; the clock is
-Redis ``TIME``, so every process agrees on it.
+that lost its lease changes nothing (the script makes each token and returns it); push
+wake-ups on a Pub/Sub channel, handed to ``listen`` callbacks; ``inspect`` is one
+script; the clock is Redis ``TIME``, so every process agrees on it. Core's rules arrive
+as data: the dead-letter caps and the outcome-to-counter policy in ``WorkQueueOptions``,
+retry delays in each ``Settlement``, the sweep's reason text in ``Maintenance``.
 Capabilities: ``durable``, ``cross_process`` (declared by ``RedisBackend``).
 Config keys: ``redis.key_prefix`` (via ``RedisBackend``); per queue
 ``WorkQueueOptions.dead_letter_max_size`` and ``dead_letter_max_age_ms``.
@@ -42,7 +45,7 @@ import itertools
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,15 +56,18 @@ from redis.client import NEVER_DECODE
 from meetq.backends.redis._connection import bounds_of, translate_errors, untimed_pool
 from meetq.backends.redis._deadline import SharedDeadline
 from meetq.core._backoff import Backoff
-from meetq.core._wakeup import WakeSignal
-from meetq.core.errors import ClosedError
+from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import (
+    COUNTER_NAMES,
     Claimed,
     DeadRecord,
     ExchangeResult,
     LeaseRef,
+    Maintenance,
+    QueueSnapshot,
     Settlement,
     StoredMessage,
+    WakeCallback,
     WorkQueueOptions,
 )
 
@@ -91,14 +97,26 @@ _FIXED_KEYS: Final = (
     "handlers",
     "notify",
 )
-_COUNTERS: Final = ("published", "processed", "failed", "retried", "dead_letter", "dropped")
-_WAITING_FIELDS: Final = ("waiting:0", "waiting:1", "waiting:2", "waiting:3")
+# The counter fields inspect.lua returns, in _lib.lua's COUNT_FIELDS order.
+_COUNT_FIELDS: Final = (
+    "published",
+    "processed",
+    "failed",
+    "retried",
+    "dead_letter",
+    "dropped",
+    "waiting:0",
+    "waiting:1",
+    "waiting:2",
+    "waiting:3",
+    "processing",
+)
 
 # Always ask redis-py for raw bytes: bodies are binary, and a client built with
 # decode_responses=True must not turn them into text.
 _RAW: Final = {NEVER_DECODE: True}
 
-# wait_for_work: how long the first call waits for the subscription to be confirmed;
+# listen: how long the first call waits for the subscription to be confirmed;
 # how long the listener waits in silence before it PINGs, and for the reply, when the
 # client has no health_check_interval (or socket_timeout) to say; the reconnect backoff.
 _SUBSCRIBE_WAIT = 5.0
@@ -131,6 +149,7 @@ def _load_scripts() -> dict[str, _Script]:
         "exchange",
         "extend",
         "heartbeat",
+        "inspect",
         "unhandled_types",
         "sweep",
         "dead_list",
@@ -203,10 +222,6 @@ def _dead_info(raw: Any) -> dict[str, Any] | str:
     return info
 
 
-def _int(value: Any) -> int:
-    return int(value) if value is not None else 0
-
-
 class RedisWorkQueue:
     """One named work queue stored in Redis; see the module docstring for its keys.
 
@@ -230,10 +245,19 @@ class RedisWorkQueue:
         self._fixed: list[bytes] = [self._key(name) for name in _FIXED_KEYS]
         self._channel = self._fixed[-1]
         self._type_keys: dict[str, tuple[bytes, bytes, bytes]] = {}
-        # Tokens: a per-instance random part, a per-call counter, and the script's index.
+        # Token prefixes: a per-instance random part and a per-call counter; the script
+        # appends its own number and returns each token whole.
         self._token_base = uuid.uuid4().hex[:12]
         self._token_calls = itertools.count(1)
-        self._wake = WakeSignal()
+        # Core's outcome-to-counter rule in the form exchange.lua reads (ARGV[8]).
+        self._policy = ";".join(
+            f"{_OUTCOME_CODES[outcome]}={','.join(names)}"
+            for outcome, names in options.outcome_counters
+            if outcome in _OUTCOME_CODES
+        ).encode()
+        self._listeners: list[WakeCallback] = []
+        # The types whose keys inspect() passes; grows when the script names a new one.
+        self._known_types: list[str] = []
         self._first_attempt = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
@@ -428,6 +452,7 @@ class RedisWorkQueue:
             opts.dead_letter_max_age_ms,
             nclaim,
             len(names),
+            self._policy,
             *names,
         ]
         for s in settlements:
@@ -458,9 +483,9 @@ class RedisWorkQueue:
                 priority=reply[i + 2],
                 body=reply[i + 3],
                 attempt=reply[i + 4],
-                token=f"{prefix}{(i + 3) // 5}",
+                token=_text(reply[i + 5]),
             )
-            for i in range(2, len(reply), 5)
+            for i in range(2, len(reply), 6)
         ]
         return ExchangeResult(settled=settled, claimed=claimed)
 
@@ -498,31 +523,39 @@ class RedisWorkQueue:
         reply = await self._eval(_SCRIPTS["extend"], self._keys_with(list(index)), args)
         return [flag == 0x31 for flag in reply]
 
-    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109  (protocol signature)
-        """Return when a wake-up arrives on the notify channel, or after ``timeout``.
+    async def listen(self, callback: WakeCallback) -> Callable[[], None]:
+        """Call ``callback`` on every wake-up on the notify channel until the returned
+        function is called.
 
-        The first call starts the listener and returns only once the subscription is
-        confirmed (or failed), so a publish after any call returns wakes the next one.
-        The wake-up stays set until a call consumes it, so none is lost in between.
+        The first call starts the listener and returns once the subscription is
+        confirmed (or failed, or ``_SUBSCRIBE_WAIT`` passed), so a publish after it
+        returns is heard.
         """
-        if self._closed:
-            await asyncio.sleep(max(0.0, timeout))
-            return
+        self._check_open()
+        self._listeners.append(callback)
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name=f"meetq:{self.name}:wakeups")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
         if not self._first_attempt.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(timeout, _SUBSCRIBE_WAIT)):
+                async with asyncio.timeout(_SUBSCRIBE_WAIT):
                     await self._first_attempt.wait()
-        await self._wake.wait(deadline - loop.time())
+
+        def stop() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return stop
+
+    def _wake(self) -> None:
+        for callback in list(self._listeners):
+            callback()
 
     async def _listen(self) -> None:
-        """Keep one subscription to the notify channel; each message sets the wake-up.
+        """Keep one subscription to the notify channel; each message calls the listeners.
 
-        On a connection error wait_for_work degrades to plain timeouts while this loop
-        resubscribes with backoff; a re-established subscription sets the wake-up once,
+        On a connection error the listeners hear nothing (core's poll timer covers the
+        gap) while this loop resubscribes with backoff; a re-established subscription
+        calls them once,
         since notifications sent meanwhile are lost. A frozen or cut-off server sends no
         FIN, so silence is checked: after ``health_check_interval`` without traffic a PING
         goes out, and no reply within ``socket_timeout`` counts as a lost connection.
@@ -555,10 +588,10 @@ class RedisWorkQueue:
                     kind = message["type"]
                     kind = kind.decode() if isinstance(kind, bytes) else kind
                     if kind == "message":
-                        self._wake.set()
+                        self._wake()
                     elif kind == "subscribe":
                         if subscribed_before:
-                            self._wake.set()
+                            self._wake()
                         subscribed_before = True
                         failures = 0
                         self._first_attempt.set()
@@ -569,7 +602,7 @@ class RedisWorkQueue:
                                 loop.time() - lost_since,
                             )
                             lost_since = None
-            except Exception as exc:  # any failure: wait_for_work falls back to timeouts; retry
+            except Exception as exc:  # any failure: workers fall back to polling; retry
                 self._first_attempt.set()
                 if lost_since is None:
                     lost_since = loop.time()
@@ -594,7 +627,7 @@ class RedisWorkQueue:
         reply = await self._eval(_SCRIPTS["unhandled_types"], self._fixed, [])
         return [_text(t) for t in reply]
 
-    async def sweep_unhandled(self, unhandled_timeout_ms: int, limit: int) -> int:
+    async def _sweep_unhandled(self, unhandled_timeout_ms: int, limit: int, reason: str) -> int:
         """Dead-letter ready messages whose type no live worker handled for the timeout.
 
         Two steps: read the candidate types, then one script that takes those types'
@@ -603,7 +636,6 @@ class RedisWorkQueue:
         types = await self._unhandled_types()
         if not types or limit <= 0:
             return 0
-        waited = f"{unhandled_timeout_ms / 1000:g}s"
         args: list[Any] = [
             unhandled_timeout_ms,
             limit,
@@ -612,31 +644,37 @@ class RedisWorkQueue:
             len(types),
         ]
         for t in types:
-            args += (t, f"no live worker handles type {t!r} (waited {waited})")
+            args += (t, reason.format(type=t))
         swept = await self._eval(_SCRIPTS["sweep"], self._keys_with(types), args)
         return int(swept)
 
-    async def unhandled_count(self) -> int:
-        """Ready messages whose type no live worker currently handles."""
-        types = await self._unhandled_types()
-        if not types:
-            return 0
-        self._check_open()
-        with translate_errors("unhandled_count"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for t in types:
-                    pipe.zcard(self._keys_of(t)[0])
-                sizes = await pipe.execute()
-        return sum(int(n) for n in sizes)
+    async def inspect(self) -> QueueSnapshot:
+        """One script: counters, lengths, dead and unhandled counts.
 
-    async def queue_lengths(self) -> dict[int, int]:
-        """Waiting messages (ready or scheduled) by priority value 0..3."""
-        counts = await self._command("queue_lengths", "HMGET", self._fixed[9], *_WAITING_FIELDS)
-        return {p: _int(n) for p, n in enumerate(counts)}
-
-    async def processing_count(self) -> int:
-        """Messages currently leased to a worker."""
-        return _int(await self._command("processing_count", "HGET", self._fixed[9], "processing"))
+        It needs the keys of every unhandled type; a type it was not given comes back
+        named, and the call is repeated once with it (a second round trip only the
+        first time a type is seen by this instance).
+        """
+        opts = self._options
+        for _ in range(2):
+            names = self._known_types
+            reply = await self._eval(
+                _SCRIPTS["inspect"],
+                self._keys_with(names),
+                [opts.dead_letter_max_size, opts.dead_letter_max_age_ms, len(names), *names],
+            )
+            missing = [_text(t) for t in reply[-1]]
+            if not missing:
+                break
+            self._known_types = sorted({*names, *missing})
+        values = dict(zip(_COUNT_FIELDS, reply, strict=False))
+        return QueueSnapshot(
+            waiting={p: int(values[f"waiting:{p}"]) for p in range(4)},
+            processing=int(values["processing"]),
+            dead=int(reply[len(_COUNT_FIELDS)]),
+            unhandled=int(reply[len(_COUNT_FIELDS) + 1]),
+            counters={name: int(values[name]) for name in COUNTER_NAMES},
+        )
 
     async def _dead_list(self, limit: int, *, bodies: bool) -> list[Any]:
         opts = self._options
@@ -651,11 +689,6 @@ class RedisWorkQueue:
             ],
         )
         return reply
-
-    async def dead_letter_count(self) -> int:
-        """Dead letters kept (after applying the size and age caps)."""
-        reply = await self._dead_list(0, bodies=False)
-        return int(reply[0])
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:
         """Up to ``limit`` dead letters, oldest first."""
@@ -691,7 +724,22 @@ class RedisWorkQueue:
             )
         return records
 
-    async def requeue_dead_letters(self, max_count: int) -> int:
+    async def maintain(self, request: Maintenance) -> int:
+        """One maintenance job; each is one script after the reads it needs."""
+        action = request.action
+        if action == "requeue_dead":
+            return await self._requeue_dead(request.limit)
+        if action == "purge_waiting":
+            return await self._purge_waiting()
+        if action == "purge_dead":
+            return int(await self._eval(_SCRIPTS["clear_dead"], self._fixed, []))
+        if action == "sweep_unhandled":
+            return await self._sweep_unhandled(
+                request.unhandled_timeout_ms, request.limit, request.reason
+            )
+        raise ValidationError("action", action, "not a maintenance action")
+
+    async def _requeue_dead(self, max_count: int) -> int:
         """Move up to ``max_count`` oldest dead letters back to ready, attempts reset.
 
         Two steps: read the oldest ids with their types, then one script that takes
@@ -730,7 +778,7 @@ class RedisWorkQueue:
         )
         return int(moved)
 
-    async def clear(self) -> int:
+    async def _purge_waiting(self) -> int:
         """Remove every waiting message (not leased ones); return how many."""
         members = await self._command("clear", "SMEMBERS", self._fixed[11])
         types = sorted(_text(t) for t in members)
@@ -738,20 +786,12 @@ class RedisWorkQueue:
             return 0
         return int(await self._eval(_SCRIPTS["clear"], self._keys_with(types), []))
 
-    async def clear_dead_letters(self) -> int:
-        """Remove every dead letter and its body; return how many."""
-        return int(await self._eval(_SCRIPTS["clear_dead"], self._fixed, []))
-
-    async def counters(self) -> dict[str, int]:
-        """Totals: published, processed, failed, retried, dead_letter, dropped."""
-        values = await self._command("counters", "HMGET", self._fixed[9], *_COUNTERS)
-        return {name: _int(v) for name, v in zip(_COUNTERS, values, strict=True)}
-
     async def aclose(self) -> None:
         """Stop the wake-up listener; the client stays open. Safe to call again."""
         if self._closed:
             return
         self._closed = True
+        self._listeners.clear()
         idle, self._idle = self._idle, []
         for conn, _ in idle:
             await self._pool.release(conn)

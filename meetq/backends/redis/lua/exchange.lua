@@ -2,12 +2,14 @@
 -- KEYS: the fixed layout of _lib.lua, then one ready/delayed/lease triplet per type.
 -- ARGV[1] lease ms, [2] claim, [3] token prefix, [4] dead-letter max size,
 --   [5] dead-letter max age ms, [6] C = how many leading types to claim from,
---   [7] T = number of types, [8 .. 7+T] type names (triplet order),
+--   [7] T = number of types, [8] the counter policy: per outcome code the counters a
+--   settlement of it adds one to, 'a=processed;r=failed,retried;...' (core's rule,
+--   passed as data), [9 .. 8+T] type names (triplet order),
 --   then 6 values per settlement: outcome (a ack, r retry, d dead, x drop, l release),
 --   type index, id, token, delay ms (retry) or error (dead), traceback (dead).
 -- Returns {settled flags as a '1'/'0' string, the faults (flat: type index, text naming
---   the corrupt key; usually empty), then per claimed message: id, type index, priority, body,
---   attempt}; the n-th claim's token is prefix .. n.
+--   the corrupt key; usually empty), then per claimed message: id, type index, priority,
+--   body, attempt, lease token}. Tokens are made here (prefix .. n) and only returned.
 --
 -- Faults, checked before the first write (Redis keeps a failed script's writes):
 -- - a corrupt fixed key or counter: nothing is written and the script returns an error
@@ -22,7 +24,17 @@ local lease_ms, claim = tonumber(ARGV[1]), tonumber(ARGV[2])
 local prefix = ARGV[3]
 local dead_max, dead_age = tonumber(ARGV[4]), tonumber(ARGV[5])
 local nclaim, ntypes = tonumber(ARGV[6]), tonumber(ARGV[7])
-local first = 8 + ntypes
+local first = 9 + ntypes
+-- The counter policy: outcome code -> list of counter names.
+local policy = {}
+for code, names in string.gmatch(ARGV[8], '(%a)=([%w_,]*)') do
+  local list = {}
+  for name in string.gmatch(names, '[%w_]+') do list[#list + 1] = name end
+  policy[code] = list
+end
+local function count_outcome(code)
+  for _, name in ipairs(policy[code] or {}) do count(name, 1) end
+end
 local nsettle = (#ARGV - first + 1) / 6
 local wake = false
 local dead_caps = {dead_max, dead_age}
@@ -63,19 +75,18 @@ if nsettle > 0 then
       count('processing', -1)
       local why = field_fault(K_SCORE, id, scores[i + 1], 'a meetq score')
       local trace = ''
-      if code ~= 'l' then count('failed', 1) end
+      -- It ends as a dead letter: counted as one, unless a release (never charged).
+      if code ~= 'l' then count_outcome('d') end
       if code == 'd' then why, trace = ARGV[o + 4] .. ' (and ' .. why .. ')', ARGV[o + 5] end
-      dead[#dead + 1] = {id, ARGV[7 + t], UNKNOWN_PRIORITY, why, trace}
+      dead[#dead + 1] = {id, ARGV[8 + t], UNKNOWN_PRIORITY, why, trace}
     elseif ok then
       flags[i + 1] = '1'
       count('processing', -1)
       local p = score and priority_of(score)
+      count_outcome(code)
       if code == 'a' then
-        count('processed', 1)
         gone[#gone + 1] = id
       elseif code == 'r' then
-        count('failed', 1)
-        count('retried', 1)
         count('waiting:' .. p, 1)
         unleased[#unleased + 1] = id
         local delay = tonumber(ARGV[o + 4])
@@ -94,11 +105,8 @@ if nsettle > 0 then
         ready_at[#ready_at + 1] = now
         wake = true
       elseif code == 'd' then
-        count('failed', 1)
-        dead[#dead + 1] = {id, ARGV[7 + t], p, ARGV[o + 4], ARGV[o + 5]}
+        dead[#dead + 1] = {id, ARGV[8 + t], p, ARGV[o + 4], ARGV[o + 5]}
       else
-        count('failed', 1)
-        count('dropped', 1)
         gone[#gone + 1] = id
       end
     else
@@ -119,7 +127,7 @@ if claim > 0 and nclaim > 0 then
   for t = 1, nclaim do
     if not bad[t] then
       sound[#sound + 1] = t
-      moved = moved + promote(12 + 3 * t, now, ARGV[7 + t], dead_caps)
+      moved = moved + promote(12 + 3 * t, now, ARGV[8 + t], dead_caps)
     end
   end
 
@@ -176,18 +184,19 @@ if claim > 0 and nclaim > 0 then
       local had = attempts[i]
       count('waiting:' .. p, -1)
       if had and not string.match(had, '^-?%d+$') then
-        corrupt[#corrupt + 1] = {id, ARGV[7 + t], p,
+        corrupt[#corrupt + 1] = {id, ARGV[8 + t], p,
           field_fault(K_ATT, id, had, 'an integer'), ''}
       elseif not bodies[i] then
-        corrupt[#corrupt + 1] = {id, ARGV[7 + t], p,
+        corrupt[#corrupt + 1] = {id, ARGV[8 + t], p,
           'meetq: corrupt key ' .. K_BODY .. ': no field ' .. id .. ' (the body is gone)', ''}
       else
         leased = leased + 1
         local attempt = (tonumber(had) or 0) + 1
         charged[#charged + 1] = id
         charged[#charged + 1] = attempt
+        local token = prefix .. leased
         tokens[#tokens + 1] = id
-        tokens[#tokens + 1] = prefix .. leased
+        tokens[#tokens + 1] = token
         local list = leases[t] or {}
         leases[t] = list
         list[#list + 1] = deadline
@@ -197,6 +206,7 @@ if claim > 0 and nclaim > 0 then
         out[#out + 1] = p
         out[#out + 1] = bodies[i]
         out[#out + 1] = attempt
+        out[#out + 1] = token
       end
     end
     bulk('HSET', K_ATT, charged)
