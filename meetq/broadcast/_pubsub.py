@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
-    Awaitable,
     Callable,
     Iterable,
     Mapping,
@@ -37,7 +36,7 @@ import attrs
 from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService
 from meetq.core._ratelog import LogEvery
-from meetq.core._usercode import PROPAGATES, run_in_thread
+from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core._validation import check_seconds, check_text, is_async_callable
 from meetq.core.config import EventBusConfig, load_config
 from meetq.core.errors import ClosedError, ValidationError
@@ -667,35 +666,17 @@ class PubSub(AsyncService):
                     if not room.done():
                         room.set_result(None)
                 try:
-                    if sub.is_async:
-                        await handler(message)
-                    else:
-                        await run_in_thread(handler, message)
-                except asyncio.CancelledError:
-                    current = asyncio.current_task()
-                    if current is not None and current.cancelling():
-                        raise  # this consumer is being cancelled (stop())
-                    # The handler awaited something that another task cancelled: a
-                    # failure of this message, not the end of the subscription.
+                    await call_user(handler, message, is_async=sub.is_async)
+                except UserCodeFailed as failure:
                     self._failed += 1
-                    log.exception(
-                        "meetq pubsub handler %r raised CancelledError on %r message %s "
-                        "(channel %r); counted as failed",
+                    log.error(
+                        "meetq pubsub handler %r failed on %r message %s (channel %r): %s",
                         handler,
                         message.type,
                         message.id,
                         message.channel,
-                    )
-                except BaseException as exc:
-                    if isinstance(exc, PROPAGATES):
-                        raise  # Ctrl-C; SystemExit is a failed call like any (_usercode)
-                    self._failed += 1
-                    log.exception(
-                        "meetq pubsub handler %r failed on %r message %s (channel %r)",
-                        handler,
-                        message.type,
-                        message.id,
-                        message.channel,
+                        failure.error,
+                        exc_info=failure.exc,
                     )
                 else:
                     self._processed += 1
@@ -713,14 +694,14 @@ class PubSub(AsyncService):
         )
         for callback in list(self._reconnect_callbacks):
             try:
-                if is_async_callable(callback):
-                    await callback()
-                else:
-                    result = await asyncio.to_thread(callback)
-                    if isinstance(result, Awaitable):
-                        await result
-            except Exception:
-                log.exception("meetq pubsub on_reconnect callback %r failed", callback)
+                await call_user(callback, is_async=is_async_callable(callback))
+            except UserCodeFailed as failure:
+                log.error(
+                    "meetq pubsub on_reconnect callback %r failed: %s",
+                    callback,
+                    failure.error,
+                    exc_info=failure.exc,
+                )
 
     async def stats(self) -> dict[str, int]:
         """Counters: the seed's ``total_published`` (messages this object sent),

@@ -1,5 +1,9 @@
 """How meetq runs user code (handlers, callbacks): one set of rules for every component.
 
+Every component (``MessageQueue``, ``PubSub``, ``LocalEventBus``, ``TaskScheduler``,
+``TaskDispatcher``) calls its handlers and callbacks through ``call_user`` and handles
+one outcome, ``UserCodeFailed``; none keeps its own copy of the rules below.
+
 Design (why it looks like this):
 
 - An ``async def`` runs on the event loop; a plain function runs in a thread, and if it
@@ -13,8 +17,10 @@ Design (why it looks like this):
   ``sys.exit()`` must not take down every worker that picks it up, nor end the process
   with status 0. Only ``KeyboardInterrupt`` (``PROPAGATES``) is the operator's and
   propagates. A
-  ``CancelledError`` the handler raised itself is a failure too; each component tells it
-  apart from its own cancellation with ``Task.cancelling()``.
+  ``CancelledError`` the handler raised itself is a failure too; ``call_user`` tells it
+  apart from the caller's own cancellation with ``Task.cancelling()``.
+- A timeout is ours only when our scope ran out (``HandlerTimeout``); a ``TimeoutError``
+  the handler raised itself (a socket, an HTTP client) is its failure, not relabelled.
 - ``SyncThreads`` is the message queue's own pool for plain handlers: sized from config,
   a thread is *reserved* before a message is taken on, so a message never waits for a
   thread, and a timeout counts from the moment the handler really starts. A thread whose
@@ -33,10 +39,21 @@ import inspect
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PROPAGATES", "SyncThreads", "SyncTimedOut", "Ticket", "run_in_thread"]
+from meetq.core.errors import HandlerTimeout
+
+__all__ = [
+    "PROPAGATES",
+    "SyncThreads",
+    "SyncTimedOut",
+    "Ticket",
+    "UserCodeFailed",
+    "call_user",
+    "run_in_thread",
+]
 
 #: What a handler may raise that is not a failed call but goes on up: the operator's
 #: Ctrl-C. Everything else a handler raises (``SystemExit`` too) fails that call only.
@@ -58,9 +75,9 @@ class _Raised:
         self.exc = exc
 
 
-def _guarded(func: Callable[[Any], Any], arg: Any) -> Any:
+def _guarded(func: Callable[..., Any], *args: Any) -> Any:
     try:
-        return func(arg)
+        return func(*args)
     except StopIteration as exc:
         raise RuntimeError("handler raised StopIteration") from exc
     except Exception:
@@ -75,9 +92,9 @@ def _unbox(result: Any) -> Any:
     return result
 
 
-async def run_in_thread(func: Callable[[Any], Any], arg: Any) -> Any:
-    """``func(arg)`` in the default executor, an awaitable result awaited here."""
-    result = _unbox(await asyncio.to_thread(_guarded, func, arg))
+async def run_in_thread(func: Callable[..., Any], *args: Any) -> Any:
+    """``func(*args)`` in the default executor, an awaitable result awaited here."""
+    result = _unbox(await asyncio.to_thread(_guarded, func, *args))
     if inspect.isawaitable(result):
         result = await result
     return result
@@ -224,3 +241,89 @@ class Ticket:
             async with asyncio.timeout(timeout):
                 result = await result
         return result
+
+
+class UserCodeFailed(Exception):
+    """A user callable did not return: what it raised (``exc``), or our timeout ran out.
+
+    The one outcome every component handles: the handler's own ``CancelledError``,
+    ``SystemExit``, ``GeneratorExit`` and ``TimeoutError`` all arrive as this, so no
+    component re-derives which exceptions are whose.
+    """
+
+    def __init__(
+        self, exc: BaseException, *, timeout: float | None = None, cancelled: bool = False
+    ) -> None:
+        super().__init__(exc)
+        #: What the call raised; a ``HandlerTimeout`` when ``timeout`` ran out.
+        self.exc = exc
+        #: The timeout that ran out (ours, counted from the call's start), else None.
+        self.timeout = timeout
+        #: True when the callable raised ``CancelledError`` itself (it awaited something
+        #: another task cancelled); never for the caller's own cancellation.
+        self.cancelled = cancelled
+
+    @property
+    def error(self) -> str:
+        """One line for a record or a log: ``"ValueError: bad"``; the timeout's text."""
+        if self.timeout is not None:
+            return str(self.exc)
+        if self.cancelled:
+            return "CancelledError raised by the handler"
+        return f"{type(self.exc).__name__}: {self.exc}"
+
+    def format_traceback(self, limit: int = 20) -> str:
+        """The call's traceback as text ("" for a timeout: there is no frame to show)."""
+        if self.timeout is not None:
+            return ""
+        return "".join(traceback.format_exception(self.exc, limit=limit))
+
+
+async def call_user(
+    func: Callable[..., Any],
+    *args: Any,
+    is_async: bool,
+    timeout: float | None = None,  # noqa: ASYNC109  (the callable's limit, enforced here)
+    ticket: Ticket | None = None,
+) -> Any:
+    """Call ``func(*args)`` by the rules in the module docstring and return its result.
+
+    ``is_async`` (``is_async_callable(func)``, computed once at registration): True runs
+    it on the loop, False in a thread — the reserved ``ticket``'s when given, else the
+    default executor — and an awaitable a plain function returns is awaited on the loop.
+    ``timeout`` bounds the call (for a thread, from the moment it starts). A ``ticket``
+    runs a call of one argument (a message queue handler).
+
+    Raises ``UserCodeFailed`` for every way the call can fail; ``CancelledError`` only
+    when the calling task itself is being cancelled; ``KeyboardInterrupt`` as it is.
+    """
+    scope: asyncio.Timeout | None = None
+    try:
+        if ticket is not None:
+            (arg,) = args
+            return await ticket.run(func, arg, timeout)
+        if timeout is None:
+            if is_async:
+                return await func(*args)
+            return await run_in_thread(func, *args)
+        async with asyncio.timeout(timeout) as scope:
+            if is_async:
+                return await func(*args)
+            return await run_in_thread(func, *args)
+    except SyncTimedOut:
+        assert timeout is not None
+        raise UserCodeFailed(HandlerTimeout(timeout), timeout=timeout) from None
+    except TimeoutError as exc:
+        if timeout is not None and scope is not None and scope.expired():
+            raise UserCodeFailed(HandlerTimeout(timeout), timeout=timeout) from None
+        # The callable's own TimeoutError (a socket, an HTTP client): its failure.
+        raise UserCodeFailed(exc) from None
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the component cancels this call (stop(), cancel_task)
+        raise UserCodeFailed(exc, cancelled=True) from None
+    except PROPAGATES:
+        raise
+    except BaseException as exc:  # SystemExit, GeneratorExit, any Exception: a failed call
+        raise UserCodeFailed(exc) from None

@@ -31,7 +31,7 @@ import attrs
 from meetq.broadcast._pubsub import PubSub
 from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService
-from meetq.core._usercode import run_in_thread
+from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core._validation import (
     MAX_TYPE_LENGTH,
     check_key,
@@ -267,23 +267,16 @@ class TaskDispatcher(AsyncService):
             "service": self.service_name,
         }
         await self._report(reply_to, {**report, "status": "running"}, must_arrive=False)
-        scope: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(timeout) as scope:
-                if is_async_callable(handler):
-                    result = await handler(task)
-                else:
-                    result = await run_in_thread(handler, task)
-        except TimeoutError as exc:
-            if timeout is None or scope is None or not scope.expired():
-                # The handler's own TimeoutError (an HTTP client, a socket): its failure.
-                await self._report_failure(reply_to, report, exc, max_attempts)
-                raise
-            await self._report_failure(reply_to, report, HandlerTimeout(timeout), max_attempts)
-            raise HandlerTimeout(timeout) from None
-        except Exception as exc:
-            await self._report_failure(reply_to, report, exc, max_attempts)
-            raise
+            result = await call_user(
+                handler, task, is_async=is_async_callable(handler), timeout=timeout
+            )
+        except UserCodeFailed as failure:
+            await self._report_failure(reply_to, report, failure.error, max_attempts)
+            # Raised on to the queue, which records the attempt (and retries it).
+            if failure.timeout is not None:
+                raise HandlerTimeout(failure.timeout) from None
+            raise failure.exc from None
         self._counts["served"] += 1
         try:
             await self._report(reply_to, {**report, "status": "completed", "result": result})
@@ -292,10 +285,9 @@ class TaskDispatcher(AsyncService):
             await self._report(reply_to, {**report, "status": "failed", "error": error})
 
     async def _report_failure(
-        self, reply_to: str | None, report: dict[str, Any], exc: Exception, max_attempts: int
+        self, reply_to: str | None, report: dict[str, Any], error: str, max_attempts: int
     ) -> None:
         final = report["attempt"] >= max_attempts
-        error = str(exc) if isinstance(exc, HandlerTimeout) else f"{type(exc).__name__}: {exc}"
         status = "failed" if final else "retrying"
         await self._report(
             reply_to, {**report, "status": status, "error": error}, must_arrive=final
@@ -538,13 +530,15 @@ class TaskDispatcher(AsyncService):
         self, callback: Callable[[TaskResponse], Any], response: TaskResponse
     ) -> None:
         try:
-            if is_async_callable(callback):
-                await callback(response)
-            else:
-                await run_in_thread(callback, response)
-        except Exception:  # a callback must never take the dispatcher down
+            await call_user(callback, response, is_async=is_async_callable(callback))
+        except UserCodeFailed as failure:  # a callback must never take the dispatcher down
             self._counts["callbacks_failed"] += 1
-            log.exception("meetq: callback of task %s failed", response.task_id)
+            log.error(
+                "meetq: callback of task %s failed: %s",
+                response.task_id,
+                failure.error,
+                exc_info=failure.exc,
+            )
 
     def stats(self) -> dict[str, Any]:
         """Counts of this dispatcher's tasks (this process only)."""

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from meetq.core._lifecycle import AsyncService
 from meetq.core._ratelog import LogEvery
-from meetq.core._usercode import PROPAGATES, run_in_thread
+from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core._validation import check_key, check_seconds, is_async_callable
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
@@ -431,32 +431,16 @@ class LocalEventBus(AsyncService):
                 failed = False
                 for handler, is_async in handlers + wildcard if wildcard else handlers:
                     try:
-                        if is_async:
-                            await handler(event)
-                        else:
-                            await run_in_thread(handler, event)
-                    except asyncio.CancelledError:
-                        task = asyncio.current_task()
-                        if task is not None and task.cancelling():
-                            raise  # stop() is cancelling this worker
-                        # The handler raised it itself (it awaited something another task
-                        # cancelled): a failure like any other; the worker carries on.
+                        await call_user(handler, event, is_async=is_async)
+                    except UserCodeFailed as failure:
                         failed = True
-                        log.warning(
-                            "meetq event bus handler %r raised CancelledError on %r event %s",
+                        log.error(
+                            "meetq event bus handler %r failed on %r event %s: %s",
                             handler,
                             event.type,
                             event.id,
-                        )
-                    except BaseException as exc:
-                        if isinstance(exc, PROPAGATES):
-                            raise  # Ctrl-C; SystemExit is a failed call like any (_usercode)
-                        failed = True
-                        log.exception(
-                            "meetq event bus handler %r failed on %r event %s",
-                            handler,
-                            event.type,
-                            event.id,
+                            failure.error,
+                            exc_info=failure.exc,
                         )
                 # Pop only after handling so stop() sees the event as pending until done.
                 queue.popleft()

@@ -34,14 +34,14 @@ from typing import Any
 
 from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService
-from meetq.core._usercode import PROPAGATES, run_in_thread
+from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core._validation import (
     check_key,
     check_seconds,
     is_async_callable,
 )
 from meetq.core.config import TaskSchedulerConfig
-from meetq.core.errors import ClosedError, HandlerTimeout, QueueFull, ValidationError
+from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.tasks import Task, TaskHandler, TaskSnapshot, TaskStatus
 
 __all__ = ["Task", "TaskHandler", "TaskScheduler", "TaskSnapshot", "TaskStatus"]
@@ -596,26 +596,20 @@ class TaskScheduler(AsyncService):
 
 
 async def _attempt(task: Task) -> tuple[str, Any]:
-    """Run one attempt; return ("completed", result), ("error"|"timeout", description)."""
-    timeout = asyncio.timeout(task.timeout)
+    """Run one attempt; return ("completed", result), ("error"|"timeout", description).
+
+    Raises ``CancelledError`` only when the attempt itself is cancelled (``cancel_task``,
+    ``stop()``); a ``CancelledError`` the handler raised on its own fails the attempt.
+    """
     try:
-        async with timeout:
-            if is_async_callable(task.handler):
-                result = await task.handler(task)
-            else:
-                result = await run_in_thread(task.handler, task)
-    except asyncio.CancelledError:
-        raise
-    except TimeoutError as exc:
-        if timeout.expired():
-            assert task.timeout is not None
-            return "timeout", str(HandlerTimeout(task.timeout))
-        return "error", f"{type(exc).__name__}: {exc}"
-    except BaseException as exc:  # a handler's failure ends its attempt, nothing else
-        if isinstance(exc, PROPAGATES):
-            raise  # Ctrl-C; SystemExit is a failed attempt like any (_usercode)
-        log.debug("meetq scheduler: task %s handler raised", task.id, exc_info=True)
-        return "error", f"{type(exc).__name__}: {exc}"
+        result = await call_user(
+            task.handler, task, is_async=is_async_callable(task.handler), timeout=task.timeout
+        )
+    except UserCodeFailed as failure:
+        if failure.timeout is not None:
+            return "timeout", failure.error
+        log.debug("meetq scheduler: task %s handler raised", task.id, exc_info=failure.exc)
+        return "error", failure.error
     return "completed", result
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import socket
@@ -39,7 +38,7 @@ from meetq.core._backoff import Backoff
 from meetq.core._lifecycle import AsyncService, Lifecycle
 from meetq.core._queues import open_work_queue
 from meetq.core._ratelog import LogEvery
-from meetq.core._usercode import PROPAGATES, SyncThreads, SyncTimedOut, Ticket
+from meetq.core._usercode import SyncThreads, Ticket, UserCodeFailed, call_user
 from meetq.core._validation import (
     MAX_DEAD_LETTER_BATCH,
     check_count,
@@ -727,47 +726,17 @@ class MessageQueue(AsyncService):
         if handler is None:  # cannot happen: we claim only handled types
             return Settlement(lease=lease, outcome="release")
         timeout = message.timeout or self.config.handler_timeout or None
-        scope: asyncio.Timeout | None = None
+        # A plain handler runs on the thread reserved for it (its timeout counts from its
+        # start there); an async one on the loop.
         ticket = self._tickets.pop(claimed.token, None)
         try:
-            if ticket is not None:
-                # A plain handler: its timeout counts from its start in its thread.
-                try:
-                    await ticket.run(handler, message, timeout)
-                except SyncTimedOut:
-                    raise _Expired() from None
-            else:
-                async with asyncio.timeout(timeout) as scope:
-                    result = handler(message)
-                    if inspect.isawaitable(result):
-                        await result
-        except _Expired:
-            return self._timed_out(claimed, message, timeout)
-        except TimeoutError as exc:
-            if timeout is None or scope is None or not scope.expired():
-                # The handler's own TimeoutError (a socket, an HTTP client): an ordinary
-                # failure, not ours to relabel.
-                return self._handler_failed(claimed, message, exc)
-            return self._timed_out(claimed, message, timeout)
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # stop() cancelled this delivery: _run releases it uncharged
-            # The handler itself raised CancelledError (it awaited something another task
-            # cancelled): a failed attempt like any other, or it would be released forever.
-            log.warning(
-                "meetq: %s: message %s (%s) attempt %d: handler raised CancelledError",
-                self.name,
-                claimed.id,
-                claimed.type,
-                claimed.attempt,
+            await call_user(
+                handler, message, is_async=ticket is None, timeout=timeout, ticket=ticket
             )
-            tb = "".join(traceback.format_exception(exc, limit=20))
-            return self._failure(claimed, message, "CancelledError raised by the handler", tb)
-        except BaseException as exc:  # a handler must never take the worker down
-            if isinstance(exc, PROPAGATES):
-                raise  # Ctrl-C is the operator's; SystemExit is a failed attempt (_usercode)
-            return self._handler_failed(claimed, message, exc)
+        except UserCodeFailed as failure:
+            if failure.timeout is not None:
+                return self._timed_out(claimed, message, failure.timeout)
+            return self._handler_failed(claimed, message, failure)
         return Settlement(lease=lease, outcome="ack")
 
     def _timed_out(self, claimed: Claimed, message: Message, timeout: float | None) -> Settlement:
@@ -783,17 +752,18 @@ class MessageQueue(AsyncService):
         )
         return self._failure(claimed, message, error, "")
 
-    def _handler_failed(self, claimed: Claimed, message: Message, exc: BaseException) -> Settlement:
-        tb = "".join(traceback.format_exception(exc, limit=20))
+    def _handler_failed(
+        self, claimed: Claimed, message: Message, failure: UserCodeFailed
+    ) -> Settlement:
         log.warning(
-            "meetq: %s: message %s (%s) attempt %d failed: %r",
+            "meetq: %s: message %s (%s) attempt %d failed: %s",
             self.name,
             claimed.id,
             claimed.type,
             claimed.attempt,
-            exc,
+            failure.error,
         )
-        return self._failure(claimed, message, f"{type(exc).__name__}: {exc}", tb)
+        return self._failure(claimed, message, failure.error, failure.format_traceback())
 
     async def _lease_keeper(self) -> None:
         interval = self._lease_ms / 3000.0
@@ -846,10 +816,6 @@ def unhandled_reason(timeout_ms: int) -> str:
     """The error of a message dead-lettered for want of a handler, as a template whose
     ``{type}`` the backend fills in (``Maintenance.reason``)."""
     return f"no live worker handles type {{type!r}} (waited {timeout_ms / 1000:g}s)"
-
-
-class _Expired(Exception):
-    """A plain handler's thread ran past the timeout."""
 
 
 def _check_count(field: str, value: object) -> None:

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
 
 import pytest
 
+from meetq import (
+    DispatchStatus,
+    LocalEventBus,
+    Message,
+    MessageQueue,
+    PubSub,
+    PubSubMessage,
+    Task,
+    TaskDispatcher,
+    TaskRequest,
+    TaskScheduler,
+    TaskStatus,
+)
+from meetq.backends.memory._backend import MemoryBackend
 from meetq.core._backoff import Backoff
 from meetq.core._ratelog import LogEvery
+from meetq.core._usercode import UserCodeFailed, call_user
+from meetq.core.errors import HandlerTimeout
+from meetq.testing import eventually
 
 # -- Backoff -----------------------------------------------------------------------------
 
@@ -69,3 +88,217 @@ def test_log_every_logs_the_first_then_counts_what_it_held_back() -> None:
 
 def test_log_every_first_tick_logs_even_right_after_boot() -> None:
     assert LogEvery(5.0, clock=lambda: 0.5).tick() == 1
+
+
+# -- call_user ---------------------------------------------------------------------------
+
+
+async def _double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+async def test_call_user_runs_async_on_the_loop_and_plain_in_a_thread() -> None:
+    threads: list[int] = []
+
+    def plain(x: int) -> int:
+        threads.append(threading.get_ident())
+        return x + 1
+
+    assert await call_user(_double, 4, is_async=True) == 8
+    assert await call_user(plain, 4, is_async=False) == 5
+    assert threads and threads[0] != threading.get_ident()
+
+
+async def test_call_user_awaits_what_a_plain_callable_returns() -> None:
+    assert await call_user(lambda x: _double(x), 5, is_async=False) == 10
+
+
+async def test_call_user_tells_the_handlers_own_cancelled_error_from_its_callers() -> None:
+    async def cancelled_by_another(_: object) -> None:
+        other = asyncio.get_running_loop().create_future()
+        other.cancel()
+        await other  # raises CancelledError in this task, which nobody cancelled
+
+    with pytest.raises(UserCodeFailed) as caught:
+        await call_user(cancelled_by_another, None, is_async=True)
+    assert caught.value.cancelled
+    assert caught.value.error == "CancelledError raised by the handler"
+
+    started = asyncio.Event()
+
+    async def forever(_: object) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    call = asyncio.create_task(call_user(forever, None, is_async=True))
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call  # the caller's cancellation goes through, unwrapped
+
+
+async def test_call_user_timeout_is_ours_only_when_our_scope_ran_out() -> None:
+    async def slow(_: object) -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(UserCodeFailed) as caught:
+        await call_user(slow, None, is_async=True, timeout=0.01)
+    assert caught.value.timeout == 0.01
+    assert isinstance(caught.value.exc, HandlerTimeout)
+    assert caught.value.format_traceback() == ""
+
+    async def own_timeout(_: object) -> None:
+        raise TimeoutError("the HTTP client gave up")
+
+    with pytest.raises(UserCodeFailed) as caught:
+        await call_user(own_timeout, None, is_async=True, timeout=30)
+    assert caught.value.timeout is None
+    assert caught.value.error == "TimeoutError: the HTTP client gave up"
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_call_user_failures_of_every_kind_are_one_outcome(is_async: bool) -> None:
+    async def araise(exc: BaseException) -> None:
+        raise exc
+
+    func = araise if is_async else _raise
+    for exc in (ValueError("bad"), SystemExit(3), GeneratorExit()):
+        with pytest.raises(UserCodeFailed) as caught:
+            await call_user(func, exc, is_async=is_async)
+        assert caught.value.exc is exc
+        assert type(exc).__name__ in caught.value.format_traceback()
+    with pytest.raises(KeyboardInterrupt):  # the operator's, never a failed call
+        await call_user(func, KeyboardInterrupt(), is_async=is_async)
+
+
+async def test_call_user_plain_stop_iteration_becomes_a_runtime_error() -> None:
+    with pytest.raises(UserCodeFailed) as caught:
+        await call_user(_raise, StopIteration(), is_async=False)
+    assert caught.value.error == "RuntimeError: handler raised StopIteration"
+
+
+async def test_call_user_with_no_argument() -> None:
+    assert await call_user(lambda: 7, is_async=False) == 7
+
+
+# -- a plain callable returning a coroutine, on every component ----------------------------
+# ``lambda m: record(m)`` is not ``async def``: it runs in a thread and hands back a
+# coroutine, which must be awaited (warnings are errors here, so "coroutine ... was never
+# awaited" fails the test too).
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+        self.event = asyncio.Event()
+
+    async def record(self, item: object) -> str:
+        await asyncio.sleep(0)
+        self.seen.append(item)
+        self.event.set()
+        return "recorded"
+
+
+async def test_message_queue_awaits_a_coroutine_a_plain_handler_returns() -> None:
+    recorder = _Recorder()
+    mq = MessageQueue(MemoryBackend(), queue_name="kit-mq", poll_interval="20ms")
+    mq.register_handler("t", lambda m: recorder.record(m))
+    async with mq:
+        await mq.publish(Message(type="t", payload={"n": 1}))
+        await asyncio.wait_for(recorder.event.wait(), 10)
+        await eventually(lambda: _processed(mq))
+    assert [m.payload for m in recorder.seen] == [{"n": 1}]  # type: ignore[attr-defined]
+
+
+async def _processed(mq: MessageQueue) -> bool:
+    stats = await mq.stats()
+    return bool(stats["total_processed"] == 1 and stats["total_failed"] == 0)
+
+
+async def test_pubsub_awaits_a_coroutine_a_plain_handler_returns() -> None:
+    recorder = _Recorder()
+    pubsub = PubSub(MemoryBackend(), namespace="kit")
+    await pubsub.subscribe("c", lambda m: recorder.record(m))
+    async with pubsub:
+        await pubsub.publish("c", PubSubMessage(type="e", payload={"n": 2}))
+        await asyncio.wait_for(recorder.event.wait(), 10)
+        await eventually(lambda: _pubsub_processed(pubsub))
+    assert [m.payload for m in recorder.seen] == [{"n": 2}]  # type: ignore[attr-defined]
+
+
+async def _pubsub_processed(pubsub: PubSub) -> bool:
+    stats = await pubsub.stats()
+    return stats["total_processed"] == 1 and stats["total_failed"] == 0
+
+
+async def test_event_bus_awaits_a_coroutine_a_plain_handler_returns() -> None:
+    recorder = _Recorder()
+    bus = LocalEventBus(workers=1)
+    bus.on("e", lambda event: recorder.record(event))
+    async with bus:
+        await asyncio.wait_for(bus.emit_sync("e", {"n": 3}, wait_handled=True), 10)
+        stats = bus.stats()
+    assert [e.payload for e in recorder.seen] == [{"n": 3}]  # type: ignore[attr-defined]
+    assert stats["processed_events"] == 1 and stats["failed_events"] == 0
+
+
+async def test_scheduler_awaits_a_coroutine_a_plain_handler_returns() -> None:
+    recorder = _Recorder()
+    async with TaskScheduler(workers=1) as scheduler:
+        task = Task(type="t", handler=lambda t: recorder.record(t))
+        scheduler.submit_task(task)
+        snapshot = await scheduler.wait(task.id, timeout=10)
+    assert snapshot.status is TaskStatus.COMPLETED
+    assert snapshot.result == "recorded"
+    assert recorder.seen == [task]
+
+
+async def test_dispatcher_awaits_coroutines_a_plain_handler_and_callback_return() -> None:
+    served, called = _Recorder(), _Recorder()
+    mq = MessageQueue(MemoryBackend(), queue_name="kit-dispatch", poll_interval="20ms")
+    dispatcher = TaskDispatcher(mq, service_name="svc")
+    dispatcher.serve("work", lambda task: served.record(task))
+    async with mq, dispatcher:
+        sent = await dispatcher.dispatch_task(
+            TaskRequest(type="work", callback=lambda response: called.record(response))
+        )
+        done = await dispatcher.wait(sent.task_id, timeout=10)
+        await asyncio.wait_for(called.event.wait(), 10)
+    assert done.status is DispatchStatus.COMPLETED and done.result == "recorded"
+    assert len(served.seen) == 1
+    assert [r.task_id for r in called.seen] == [sent.task_id]  # type: ignore[attr-defined]
+    assert dispatcher.stats()["callbacks_failed"] == 0
+
+
+# -- the handler's own CancelledError, on the components that had their own rule -----------
+
+
+async def _cancelled_by_another(_: object) -> None:
+    other = asyncio.get_running_loop().create_future()
+    other.cancel()
+    await other
+
+
+async def test_scheduler_handler_raising_cancelled_error_fails_the_attempt() -> None:
+    async with TaskScheduler(workers=1) as scheduler:
+        task = Task(type="t", handler=_cancelled_by_another, max_retries=0)
+        scheduler.submit_task(task)
+        snapshot = await scheduler.wait(task.id, timeout=10)
+    assert snapshot.status is TaskStatus.FAILED
+    assert snapshot.error == "CancelledError raised by the handler"
+
+
+async def test_dispatcher_handler_raising_cancelled_error_reports_failed() -> None:
+    mq = MessageQueue(MemoryBackend(), queue_name="kit-cancel", poll_interval="20ms", max_retries=0)
+    dispatcher = TaskDispatcher(mq, service_name="svc")
+    dispatcher.serve("work", _cancelled_by_another)
+    async with mq, dispatcher:
+        sent = await dispatcher.dispatch_task(TaskRequest(type="work", max_retries=0))
+        done = await dispatcher.wait(sent.task_id, timeout=10)
+    assert done.status is DispatchStatus.FAILED
+    assert done.error == "CancelledError raised by the handler"
