@@ -262,6 +262,7 @@ class RedisWorkQueue:
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._packed_heads: dict[tuple[str, tuple[bytes, ...]], bytes] = {}
+        self._single_keys: dict[str, tuple[bytes, ...]] = {}  # enqueue_one's, per type
         self._idle: list[tuple[Any, float]] = []
         # Types the last exchange that named them skipped as corrupt -> the fault text.
         self.corrupt_types: dict[str, str] = {}
@@ -396,10 +397,13 @@ class RedisWorkQueue:
             return []
         if len(messages) == 1 and messages[0].dedup_key is None:
             m = messages[0]
+            # The one-message publish is the latency path: its keys are built once per
+            # type, as the tuple the packed-head cache is keyed by.
+            keys = self._single_keys.get(m.type)
+            if keys is None:
+                keys = self._single_keys[m.type] = tuple(self._keys_with((m.type,)))
             await self._eval(
-                _SCRIPTS["enqueue_one"],
-                self._keys_with((m.type,)),
-                (m.id, m.type, m.priority, m.delay_ms, m.body),
+                _SCRIPTS["enqueue_one"], keys, (m.id, m.type, m.priority, m.delay_ms, m.body)
             )
             return [m.id]
         index: dict[str, int] = {}
