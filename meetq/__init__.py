@@ -3,12 +3,13 @@
 Pick a backend with ``type:`` in config; everything else behaves the same on each.
 """
 
+from meetq.backends.memory._config import MemoryConfig
+from meetq.backends.redis._config import RedisConfig
 from meetq.broadcast._pubsub import PubSub
 from meetq.core.config import (
     EventBusConfig,
     MeetqConfig,
     MessageQueueConfig,
-    RedisConfig,
     TaskDispatcherConfig,
     TaskSchedulerConfig,
     load_config,
@@ -74,6 +75,7 @@ __all__ = [
     "LocalEventBus",
     "MeetqConfig",
     "MeetqError",
+    "MemoryConfig",
     "Message",
     "MessageQueue",
     "MessageQueueConfig",

@@ -3,15 +3,27 @@
 A backend plugin imports from here and from nothing else of meetq's: the interface it
 implements (``Backend``, ``WorkQueueBackend``, ``PubSubTransport`` and the values they
 exchange), the registry it fills in, the capability names it may declare, the hook
-marker, and the errors a backend raises. Everything here is re-exported from the kernel
+marker, the errors a backend raises, and the field helpers its own config section is
+made with (``BackendSpec.config``). Everything here is re-exported from the kernel
 (``meetq.core``), which imports nothing above it, so a backend never sits in an import
 cycle with the components that use it.
 """
 
+from meetq.core._durations import parse_duration
+from meetq.core.config import (
+    MeetqConfig,
+    bool_field,
+    choice_field,
+    duration_field,
+    float_field,
+    int_field,
+    str_field,
+)
 from meetq.core.errors import (
     BackendError,
     BackendUnavailableError,
     ClosedError,
+    ConfigError,
     MeetqError,
     MissingDependencyError,
     SerializationError,
@@ -46,9 +58,11 @@ __all__ = [
     "BackendUnavailableError",
     "Claimed",
     "ClosedError",
+    "ConfigError",
     "DeadRecord",
     "ExchangeResult",
     "LeaseRef",
+    "MeetqConfig",
     "MeetqError",
     "MissingDependencyError",
     "PubSubTransport",
@@ -60,5 +74,12 @@ __all__ = [
     "ValidationError",
     "WorkQueueBackend",
     "WorkQueueOptions",
+    "bool_field",
+    "choice_field",
+    "duration_field",
+    "float_field",
     "hookimpl",
+    "int_field",
+    "parse_duration",
+    "str_field",
 ]

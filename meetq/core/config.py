@@ -1,20 +1,34 @@
 """Configuration: the seed guide's YAML schema, validated where it enters.
 
-Sections: ``redis``, ``message_queue``, ``task_scheduler``, ``event_bus``,
-``task_dispatcher``. Every key is documented in ``docs/configuration.md``. Durations take
-a number in the seed's unit for that key or a string with its own unit (``"30s"``,
-``"100ms"``); they are stored in seconds. ``MEETQ_<SECTION>__<KEY>`` environment
-variables override any key; ``MEETQ_REDIS_URL`` overrides ``redis.url``.
+The kernel owns the components' sections: ``message_queue``, ``task_scheduler``,
+``event_bus``, ``task_dispatcher``. A backend owns its own section (``redis``,
+``memory``, a plugin's): its ``BackendSpec.config`` names an attrs class built from the
+field helpers below, and ``load_config`` validates that section with the same rules and
+messages, learning the classes from a registry (``config_sections()``). Top-level
+sections nobody owns (a service's ``database:``) are kept as given and never checked.
+
+Design (why it looks like this): the kernel imports no backend, so it cannot know the
+backends' sections by itself. ``load_config(registry=...)`` takes them from the registry
+that will build the backends; without one it asks the default registry, a hook the
+manager layer installs (``use_default_registry``) and that is only called when a config
+names a section the kernel does not own. A backend reads its validated section with
+``config.section(TheClass)``, typed, and gets the defaults when the file has none.
+
+Every key is documented in ``docs/configuration.md``. Durations take a number in the
+seed's unit for that key or a string with its own unit (``"30s"``, ``"100ms"``); they are
+stored in seconds. ``MEETQ_<SECTION>__<KEY>`` environment variables override any key of
+any section; a section class may name short forms (``ENV_SHORT_FORMS``, Redis's
+``MEETQ_REDIS_URL``).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import urllib.parse
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
 
@@ -23,13 +37,22 @@ from meetq.core._validation import not_utf8
 from meetq.core.errors import ConfigError
 
 __all__ = [
+    "COMPONENT_SECTIONS",
     "EventBusConfig",
     "MeetqConfig",
     "MessageQueueConfig",
-    "RedisConfig",
+    "SectionOwners",
     "TaskDispatcherConfig",
     "TaskSchedulerConfig",
+    "bool_field",
+    "check_section_class",
+    "choice_field",
+    "duration_field",
+    "float_field",
+    "int_field",
     "load_config",
+    "str_field",
+    "use_default_registry",
 ]
 
 SECONDS = 1.0
@@ -60,6 +83,8 @@ def _check_minimum(path: str, seconds: float, meta: Mapping[str, Any]) -> None:
 
 
 def _duration(default: float, unit: float, *, minimum: float = 0.0) -> Any:
+    """A duration key: stored in seconds; a bare number in the file means ``unit``
+    seconds (1.0, or 0.001 for a key in milliseconds); at least ``minimum`` seconds."""
     return attrs.field(
         default=default,
         validator=_validate,
@@ -68,6 +93,7 @@ def _duration(default: float, unit: float, *, minimum: float = 0.0) -> Any:
 
 
 def _int(default: int, minimum: int, maximum: int = 10**9) -> Any:
+    """An integer key from ``minimum`` to ``maximum`` (a bool is refused)."""
     return attrs.field(
         default=default,
         validator=_validate,
@@ -76,30 +102,43 @@ def _int(default: int, minimum: int, maximum: int = 10**9) -> Any:
 
 
 def _bool(default: bool) -> Any:
+    """A ``true``/``false`` key."""
     return attrs.field(default=default, validator=_validate, metadata={"kind": "bool"})
 
 
 def _str(
-    default: str | None, *, optional: bool = False, forbid: str = "", max_len: int = 10_000
+    default: str | None,
+    *,
+    optional: bool = False,
+    forbid: str = "",
+    max_len: int = 10_000,
+    check: Callable[[str, str], None] | None = None,
 ) -> Any:
+    """A non-empty text key (``optional``: or null), at most ``max_len`` characters,
+    without any character of ``forbid``. ``check(path, value)`` may refuse more (raising
+    ``ConfigError``): a backend's own format, such as the Redis URL."""
     return attrs.field(
         default=default,
         validator=_validate,
-        metadata={"kind": "str", "optional": optional, "forbid": forbid, "max_len": max_len},
+        metadata={
+            "kind": "str",
+            "optional": optional,
+            "forbid": forbid,
+            "max_len": max_len,
+            "check": check,
+        },
     )
 
 
-def _redis_url(default: str) -> Any:
-    return attrs.field(default=default, validator=_validate, metadata={"kind": "redis_url"})
-
-
 def _choice(default: str, choices: tuple[str, ...]) -> Any:
+    """A key that takes one of ``choices``."""
     return attrs.field(
         default=default, validator=_validate, metadata={"kind": "choice", "choices": choices}
     )
 
 
 def _float(default: float, minimum: float, maximum: float) -> Any:
+    """A number key from ``minimum`` to ``maximum``."""
     return attrs.field(
         default=default,
         validator=_validate,
@@ -107,32 +146,14 @@ def _float(default: float, minimum: float, maximum: float) -> Any:
     )
 
 
-@attrs.frozen(kw_only=True)
-class RedisConfig:
-    """Connection to Redis, used by every component whose ``type`` is a Redis one."""
-
-    SECTION: ClassVar[str] = "redis"
-
-    url: str = _redis_url("redis://127.0.0.1:6379/0")
-    # The bound of every call against a server that stopped answering (a hung host, a
-    # partition); 0 means none. The hot paths enforce it with one shared timer instead of
-    # redis-py's per-command ones (see meetq/backends/redis/_deadline.py).
-    socket_timeout: float = _duration(5.0, SECONDS)
-    socket_connect_timeout: float = _duration(5.0, SECONDS)
-    # A pooled connection idle this long is PINGed before it carries a command, and the
-    # wake-up listener and the Pub/Sub subscriber PING a connection silent this long (a
-    # frozen peer sends no FIN; only an unanswered PING shows it). 0: no pooled checks,
-    # the listeners then PING after 15 s.
-    health_check_interval: float = _duration(10.0, SECONDS)
-    # TCP keepalive, in whole seconds as the socket options take them (Linux caps them
-    # at 32767 and 127): with the OS defaults a vanished peer is noticed after about two
-    # hours, with these after idle + interval * count.
-    tcp_keepalive: bool = _bool(True)
-    tcp_keepalive_idle: int = _int(15, 1, 32767)
-    tcp_keepalive_interval: int = _int(5, 1, 32767)
-    tcp_keepalive_count: int = _int(3, 1, 127)
-    max_connections: int = _int(64, 1, 100_000)
-    key_prefix: str = _str("meetq")
+# The field helpers under the names backend authors use (re-exported by meetq.backend):
+# every key of a section class is made with one, so load_config can convert it.
+duration_field = _duration
+int_field = _int
+bool_field = _bool
+str_field = _str
+choice_field = _choice
+float_field = _float
 
 
 @attrs.frozen(kw_only=True)
@@ -208,23 +229,88 @@ class TaskDispatcherConfig:
 
 
 _SECTIONS: dict[str, type[Any]] = {
-    "redis": RedisConfig,
     "message_queue": MessageQueueConfig,
     "task_scheduler": TaskSchedulerConfig,
     "event_bus": EventBusConfig,
     "task_dispatcher": TaskDispatcherConfig,
 }
+#: The sections the kernel owns (the components'); no backend may claim one.
+COMPONENT_SECTIONS = frozenset(_SECTIONS)
+
+_S = TypeVar("_S")
 
 
 @attrs.frozen(kw_only=True)
 class MeetqConfig:
-    """The whole configuration; build it with ``load_config``."""
+    """The whole configuration; build it with ``load_config``.
 
-    redis: RedisConfig = attrs.field(factory=RedisConfig)
+    ``backends`` holds the backend sections a registry validated, by section name;
+    ``others`` every other top-level section as it was given (a service's own
+    ``database:``, or a backend's section no registry has validated yet). Read a
+    backend's section with ``section(TheClass)``.
+    """
+
     message_queue: MessageQueueConfig = attrs.field(factory=MessageQueueConfig)
     task_scheduler: TaskSchedulerConfig = attrs.field(factory=TaskSchedulerConfig)
     event_bus: EventBusConfig = attrs.field(factory=EventBusConfig)
     task_dispatcher: TaskDispatcherConfig = attrs.field(factory=TaskDispatcherConfig)
+    backends: Mapping[str, Any] = attrs.field(factory=dict)
+    others: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def section(self, cls: type[_S]) -> _S:
+        """The validated section of class ``cls`` (a backend's ``BackendSpec.config``):
+        the one ``load_config`` built, else built now from the raw section (a bad value
+        raises ``ConfigError`` naming the key), else every default."""
+        name = check_section_class(cls)
+        built = self.backends.get(name)
+        if type(built) is cls:
+            return built
+        result: _S = _build_section(name, cls, self.others.get(name))
+        return result
+
+
+class SectionOwners(Protocol):
+    """Where ``load_config`` learns the backends' sections (a ``BackendRegistry``)."""
+
+    def config_sections(self) -> Mapping[str, type[Any]]:
+        """Section name to its attrs class, for every registered backend that has one."""
+        ...
+
+
+_default_owners: Callable[[], SectionOwners] | None = None
+
+
+def use_default_registry(factory: Callable[[], SectionOwners] | None) -> None:
+    """Install how ``load_config`` gets a registry when it is given none (the manager
+    layer installs ``build_registry``; the kernel cannot import it). ``None`` removes it:
+    then only the components' sections are checked and backends' are kept raw."""
+    global _default_owners
+    _default_owners = factory
+
+
+_SECTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def check_section_class(cls: Any) -> str:
+    """The section name of ``cls``; ``ConfigError`` unless it is a section class: an attrs
+    class with a ``SECTION`` name the kernel does not own and every key made with a field
+    helper."""
+    name = getattr(cls, "SECTION", None)
+    where = getattr(cls, "__qualname__", repr(cls))
+    if not (isinstance(cls, type) and attrs.has(cls)):
+        raise ConfigError("<section>", where, "a config section must be an attrs class")
+    if not isinstance(name, str) or not _SECTION_NAME.match(name):
+        raise ConfigError(
+            "<section>", where, f"SECTION must be a lower-case identifier, not {name!r}"
+        )
+    if name in COMPONENT_SECTIONS:
+        raise ConfigError(f"{name}", where, "is a component's section; a backend needs its own")
+    for field in attrs.fields(cls):
+        if "kind" not in field.metadata:
+            raise ConfigError(
+                f"{name}.{field.name}", where, "make every key with meetq's field helpers"
+            )
+    return name
 
 
 def _unknown(key: str, value: Any, known: list[str]) -> ConfigError:
@@ -268,54 +354,15 @@ def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
         raise ConfigError(path, value, "expected a non-empty string")
     if not_utf8(value):
         raise ConfigError(path, value, "not valid Unicode (a lone surrogate)")
-    if kind == "redis_url":
-        _check_redis_url(path, value)
-        return value
     if len(value) > meta.get("max_len", 10_000):
         raise ConfigError(path, value, f"at most {meta['max_len']} characters")
     bad = [c for c in meta.get("forbid", "") if c in value]
     if bad:
         raise ConfigError(path, value, f"must not contain {bad[0]!r}")
+    check = meta.get("check")
+    if check is not None:
+        check(path, value)
     return value
-
-
-_URL_HELP = "expected redis://[user:password@]host[:port][/db], rediss://... or unix:///path"
-# Query arguments redis-py converts itself (redis.connection.URL_QUERY_ARGUMENT_PARSERS);
-# the numeric ones are checked here: a bad one is a ConfigError at load time, not a
-# ValueError at connect.
-_URL_INT_ARGS = ("db", "max_connections", "health_check_interval")
-_URL_FLOAT_ARGS = ("socket_timeout", "socket_connect_timeout", "timeout")
-
-
-def _check_redis_url(path: str, url: str) -> None:
-    """Refuse what redis-py's ``from_url`` would raise on later, naming the part."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port  # raises for a port that is not a number from 0 to 65535
-    except ValueError as exc:
-        raise ConfigError(path, url, f"not a valid URL ({exc}); {_URL_HELP}") from None
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(path, url, f"unknown scheme {parts.scheme!r}; {_URL_HELP}")
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ConfigError(path, url, f"a unix URL needs a socket path; {_URL_HELP}")
-    else:
-        if not parts.hostname:
-            raise ConfigError(path, url, f"no host; {_URL_HELP}")
-        if port == 0:
-            raise ConfigError(path, url, "port 0 cannot be connected to")
-        db = urllib.parse.unquote(parts.path).replace("/", "")
-        if db and not (db.isascii() and db.isdigit()):
-            raise ConfigError(path, url, f"the path must be a database number, not {db!r}")
-    for name, values in urllib.parse.parse_qs(parts.query).items():
-        value = urllib.parse.unquote(values[0]).strip()
-        try:
-            if name in _URL_INT_ARGS:
-                int(value)
-            elif name in _URL_FLOAT_ARGS:
-                parse_duration(float(value), number_unit=SECONDS)
-        except ValueError:
-            raise ConfigError(path, url, f"query argument {name}={value!r} is invalid") from None
 
 
 def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
@@ -337,37 +384,61 @@ def load_config(
     source: str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    registry: SectionOwners | None = None,
 ) -> MeetqConfig:
     """Read and validate a config from a YAML file path, a mapping, or ``None`` (defaults).
 
     Unknown keys, wrong types and impossible values raise ``ConfigError`` naming the
-    dotted key path and the value. Extra top-level sections of a larger service config
-    (database, logging, ...) are ignored; only meetq's sections are checked.
+    dotted key path and the value. The components' sections are always checked; a
+    backend's section (``redis``, ``memory``, a plugin's) is checked by the class its
+    ``BackendSpec`` declares, taken from ``registry`` (default: the installed default
+    registry, see ``use_default_registry``). Other top-level sections of a larger service
+    config (``database``, ``logging``, ...) are kept in ``others`` and never checked.
 
     ``environ`` (default ``os.environ``; ``{}`` ignores the environment) overrides any key:
-    ``MEETQ_<SECTION>__<KEY>`` (``MEETQ_MESSAGE_QUEUE__WORKERS=8``), and
-    ``MEETQ_REDIS_URL`` for ``redis.url``. See ``_environment_overrides``.
+    ``MEETQ_<SECTION>__<KEY>`` (``MEETQ_MESSAGE_QUEUE__WORKERS=8``), and a section's short
+    forms (``MEETQ_REDIS_URL`` for ``redis.url``). See ``_environment_overrides``.
     """
     env = os.environ if environ is None else environ
-    overrides = _environment_overrides(env)
+    owners = _Owners(registry)
+    overrides = _environment_overrides(env, owners)
     if isinstance(source, MeetqConfig):
-        config = _evolve_with(source, overrides)
+        return _evolve_with(source, overrides, owners)
+    raw: Any
+    if source is None:
+        raw = {}
+    elif isinstance(source, str | os.PathLike):
+        raw = _read_yaml(Path(source))
     else:
-        raw: Any
-        if source is None:
-            raw = {}
-        elif isinstance(source, str | os.PathLike):
-            raw = _read_yaml(Path(source))
-        else:
-            raw = source
-        if not isinstance(raw, Mapping):
-            raise ConfigError("<root>", raw, "expected a mapping of sections")
-        raw = _overlay(raw, overrides)
-        sections = {
-            name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()
-        }
-        config = MeetqConfig(**sections)
-    return config
+        raw = source
+    if not isinstance(raw, Mapping):
+        raise ConfigError("<root>", raw, "expected a mapping of sections")
+    raw = _overlay(raw, overrides)
+    sections = {name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+    others = {name: value for name, value in raw.items() if name not in _SECTIONS}
+    backends = {
+        name: _build_section(name, cls, others[name])
+        for name, cls in (owners.get() if others else {}).items()
+        if name in others
+    }
+    return MeetqConfig(**sections, backends=backends, others=others)
+
+
+class _Owners:
+    """The backends' section classes, asked of the registry only when a config names a
+    section the kernel does not own (building the default registry scans entry points)."""
+
+    def __init__(self, registry: SectionOwners | None) -> None:
+        self._registry = registry
+        self._sections: Mapping[str, type[Any]] | None = None
+
+    def get(self) -> Mapping[str, type[Any]]:
+        if self._sections is None:
+            registry = self._registry
+            if registry is None and _default_owners is not None:
+                registry = _default_owners()
+            self._sections = dict(registry.config_sections()) if registry is not None else {}
+        return self._sections
 
 
 # -- environment overrides ---------------------------------------------------------------
@@ -376,29 +447,37 @@ ENV_PREFIX = "MEETQ_"
 ENV_SEPARATOR = "__"
 
 
-def _environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _environment_overrides(
+    environ: Mapping[str, str], owners: _Owners
+) -> dict[str, dict[str, Any]]:
     """``MEETQ_<SECTION>__<KEY>`` variables as raw values by section, each checked as the
     same key in a YAML file would be, so a bad one is refused naming the variable.
 
     Keys whose values are text take it as it is (a queue named ``007`` stays a string);
     every other key reads it as a YAML scalar, so ``8``, ``true``, ``30`` (in the key's
-    unit) and ``"30s"`` mean what they mean in the file. An empty variable is ignored, like
-    an empty ``MEETQ_REDIS_URL``. Names without the double underscore (``MEETQ_REDIS_URL``,
-    ``MEETQ_TEST_REDIS_URL``) are not overrides.
+    unit) and ``"30s"`` mean what they mean in the file. An empty variable is ignored.
+    A variable for a section nobody owns is an error (it was meant for meetq). Names
+    without the double underscore are not overrides, except a section class's
+    ``ENV_SHORT_FORMS`` (``MEETQ_REDIS_URL``), which must agree with the long form.
     """
     overrides: dict[str, dict[str, Any]] = {}
+    short_forms = False
     for variable in sorted(environ):
         text = environ[variable]
-        if not variable.startswith(ENV_PREFIX) or ENV_SEPARATOR not in variable or not text:
+        if not variable.startswith(ENV_PREFIX) or not text:
+            continue
+        if ENV_SEPARATOR not in variable:
+            short_forms = True
             continue
         section, _, key = variable[len(ENV_PREFIX) :].lower().partition(ENV_SEPARATOR)
-        cls = _SECTIONS.get(section)
+        cls = _SECTIONS.get(section) or owners.get().get(section)
         if cls is None:
-            guess = _closest(section, _SECTIONS)
+            known = {**_SECTIONS, **owners.get()}
+            guess = _closest(section, known)
             hint = (
                 f"did you mean {_variable(guess, key)}?"
                 if guess
-                else f"known sections: {', '.join(_SECTIONS)}"
+                else f"known sections: {', '.join(known)}"
             )
             raise ConfigError(variable, text, f"unknown section {section!r}; {hint}")
         fields = {f.name: f for f in attrs.fields(cls)}
@@ -411,22 +490,28 @@ def _environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, An
             )
             raise ConfigError(variable, text, f"unknown key {section}.{key}; {hint}")
         overrides.setdefault(section, {})[key] = _checked(variable, text, section, fields[key])
-    # The older short form of MEETQ_REDIS__URL, kept working.
-    short = environ.get("MEETQ_REDIS_URL")
-    if short:
-        long = overrides.get("redis", {}).get("url")
-        if long is not None and long != short:
-            raise ConfigError(
-                "MEETQ_REDIS_URL", short, f"conflicts with MEETQ_REDIS__URL={long!r}; set one"
-            )
-        url = attrs.fields_dict(RedisConfig)["url"]
-        overrides.setdefault("redis", {})["url"] = _checked("MEETQ_REDIS_URL", short, "redis", url)
+    if short_forms:
+        for section, cls in owners.get().items():
+            for variable, key in getattr(cls, "ENV_SHORT_FORMS", {}).items():
+                short = environ.get(variable)
+                if not short:
+                    continue
+                text = short
+                long = overrides.get(section, {}).get(key)
+                if long is not None and long != text:
+                    raise ConfigError(
+                        variable,
+                        text,
+                        f"conflicts with {_variable(section, key)}={long!r}; set one",
+                    )
+                field = attrs.fields_dict(cls)[key]
+                overrides.setdefault(section, {})[key] = _checked(variable, text, section, field)
     return overrides
 
 
 # Kinds whose values are text: the variable is taken as it is, never read as YAML (a
 # queue named "007" or "off" stays that string).
-_TEXT_KINDS = frozenset({"str", "redis_url", "choice"})
+_TEXT_KINDS = frozenset({"str", "choice"})
 
 
 def _checked(variable: str, text: str, section: str, field: attrs.Attribute[Any]) -> Any:
@@ -478,10 +563,19 @@ def _overlay(raw: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]])
     return merged
 
 
-def _evolve_with(config: MeetqConfig, overrides: Mapping[str, Mapping[str, Any]]) -> MeetqConfig:
-    """A built config with the overrides applied (already checked, converted here)."""
+def _evolve_with(
+    config: MeetqConfig, overrides: Mapping[str, Mapping[str, Any]], owners: _Owners
+) -> MeetqConfig:
+    """A built config with the overrides applied (already checked, converted here), and
+    the backend sections of ``owners`` it carries raw validated now."""
     changes: dict[str, Any] = {}
+    others = config.others
+    if overrides.keys() - _SECTIONS.keys():
+        others = _overlay(others, {k: v for k, v in overrides.items() if k not in _SECTIONS})
+        changes["others"] = others
     for section, values in overrides.items():
+        if section not in _SECTIONS:
+            continue
         current = getattr(config, section)
         fields = {f.name: f for f in attrs.fields(type(current))}
         converted = {
@@ -489,6 +583,16 @@ def _evolve_with(config: MeetqConfig, overrides: Mapping[str, Mapping[str, Any]]
             for key, value in values.items()
         }
         changes[section] = attrs.evolve(current, **converted)
+    stale = {
+        name: cls
+        for name, cls in (owners.get() if others else {}).items()
+        if name in others and (name in overrides or type(config.backends.get(name)) is not cls)
+    }
+    if stale:
+        changes["backends"] = {
+            **config.backends,
+            **{name: _build_section(name, cls, others[name]) for name, cls in stale.items()},
+        }
     return attrs.evolve(config, **changes) if changes else config
 
 

@@ -14,8 +14,13 @@ from typing import Any
 
 import attrs
 
-from meetq.core.config import MeetqConfig
-from meetq.core.errors import BackendNotFoundError, MissingDependencyError, PluginError
+from meetq.core.config import MeetqConfig, check_section_class
+from meetq.core.errors import (
+    BackendNotFoundError,
+    ConfigError,
+    MissingDependencyError,
+    PluginError,
+)
 from meetq.core.protocols import Backend
 
 __all__ = ["BackendContext", "BackendRegistry", "BackendSpec", "Requirement"]
@@ -25,6 +30,7 @@ __all__ = ["BackendContext", "BackendRegistry", "BackendSpec", "Requirement"]
 class BackendContext:
     """What a backend factory receives: the validated config and an optional client.
 
+    A backend reads its own section with ``context.config.section(ItsConfigClass)``.
     ``client`` is whatever the caller passed to ``initialize_queue_system(redis=...)``;
     a backend that needs no client ignores it.
     """
@@ -61,6 +67,9 @@ class BackendSpec:
     ``name`` is what ``type:`` selects; ``aliases`` are other accepted spellings (the
     seed's ``redis_pubsub``). ``capabilities`` lets the contract suite skip what the
     backend does not claim (for example ``durable``) without naming backends.
+    ``config`` is the attrs class of the backend's own top-level config section (its
+    ``SECTION`` names it; every key made with the field helpers of ``meetq.backend``):
+    ``load_config`` validates that section with it.
     """
 
     name: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_\-]*$"))
@@ -68,7 +77,19 @@ class BackendSpec:
     capabilities: frozenset[str] = attrs.field(default=frozenset(), converter=_str_set)
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     requires: tuple[Requirement, ...] = attrs.field(default=(), converter=_requirements)
+    config: type[Any] | None = attrs.field(default=None)
     description: str = ""
+
+    @config.validator
+    def _check_config(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            try:
+                check_section_class(value)
+            except ConfigError as exc:
+                key = "" if exc.key.startswith("<") else f" key {exc.key}"
+                raise PluginError(
+                    f"backend {self.name!r}: config class {exc.value}{key}: {exc.problem}"
+                ) from None
 
 
 class BackendRegistry:
@@ -77,6 +98,7 @@ class BackendRegistry:
     def __init__(self) -> None:
         self._specs: dict[str, BackendSpec] = {}
         self._owners: dict[str, str] = {}
+        self._sections: dict[str, BackendSpec] = {}
         self._current_plugin = "<direct>"
 
     def register(self, spec: BackendSpec) -> None:
@@ -91,9 +113,25 @@ class BackendRegistry:
                     f"backend name {name!r} from plugin {self._current_plugin!r} is already "
                     f"registered by plugin {self._owners[name]!r}; rename one of them"
                 )
+        section = spec.config.SECTION if spec.config is not None else None
+        other = self._sections.get(section) if section is not None else None
+        if other is not None and other.config is not spec.config:
+            raise PluginError(
+                f"config section {section!r} of backend {spec.name!r} from plugin "
+                f"{self._current_plugin!r} is already the section of backend {other.name!r} "
+                f"from plugin {self._owners[other.name]!r}; rename one of them"
+            )
         for name in (spec.name, *spec.aliases):
             self._specs[name] = spec
             self._owners[name] = self._current_plugin
+        if section is not None and other is None:
+            self._sections[section] = spec
+
+    def config_sections(self) -> dict[str, type[Any]]:
+        """Section name to its class, for every backend that declares a section."""
+        return {
+            name: spec.config for name, spec in self._sections.items() if spec.config is not None
+        }
 
     def names(self) -> list[str]:
         """Every registered name and alias, sorted."""

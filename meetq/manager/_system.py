@@ -8,7 +8,7 @@ from typing import Any
 
 import pluggy
 
-from meetq.core.config import MeetqConfig, load_config
+from meetq.core.config import MeetqConfig, load_config, use_default_registry
 from meetq.core.protocols import Backend
 from meetq.core.registry import BackendContext, BackendRegistry
 from meetq.manager._manager import QueueManager
@@ -48,6 +48,11 @@ def build_registry(pm: pluggy.PluginManager | None = None) -> BackendRegistry:
     return registry
 
 
+# load_config without a registry checks the backends' sections with these (the kernel
+# cannot import this layer, so it is told here, once, at import).
+use_default_registry(build_registry)
+
+
 async def initialize_queue_system(
     config: str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig | None = None,
     redis: Any = None,
@@ -57,10 +62,12 @@ async def initialize_queue_system(
     """Validate ``config`` and build a ``QueueManager`` (not started).
 
     ``redis`` is an existing ``redis.asyncio.Redis`` (or ``fakeredis.FakeAsyncRedis``)
-    used as is by Redis backends; without it they connect to ``redis.url``.
+    used as is by Redis backends; without it they connect to ``redis.url``. The
+    backends' config sections are checked by ``registry``'s specs (default: the built-ins
+    and every installed plugin).
     """
-    cfg = load_config(config)
     reg = registry if registry is not None else build_registry()
+    cfg = load_config(config, registry=reg)
     context = BackendContext(config=cfg, client=redis)
     # Resolve every selected type before building anything, so a typo starts nothing.
     for section, enabled, type_name in (

@@ -53,6 +53,8 @@ class BackendContract:
                 backend_config,
                 {
                     "redis": {"key_prefix": meetq_namespace},
+                    # Each test its own broker, as each has its own key prefix on Redis.
+                    "memory": {"broker": "isolated"},
                     "message_queue": {"queue_name": "q"},
                     "event_bus": {"namespace": meetq_namespace},
                 },

@@ -23,6 +23,7 @@ from meetq import (
     MessageQueue,
     PubSub,
     PubSubMessage,
+    RedisConfig,
     SerializationError,
     Task,
     TaskRequest,
@@ -35,7 +36,7 @@ from meetq.backends.memory._backend import MemoryBackend
 from meetq.backends.memory._pubsub import glob_to_regex
 from meetq.core._durations import MAX_DURATION
 from meetq.core._validation import MAX_PAYLOAD_DEPTH
-from meetq.core.config import MessageQueueConfig, RedisConfig
+from meetq.core.config import MessageQueueConfig
 from meetq.core.serialization import JsonSerializer, decode_message
 
 HUGE = [10**400, 1e300, math.inf, -math.inf, math.nan]
@@ -173,7 +174,7 @@ def test_a_malformed_redis_url_from_the_environment_is_a_config_error(
     ],
 )
 def test_a_valid_redis_url_is_kept(url: str) -> None:
-    assert load_config({"redis": {"url": url}}).redis.url == url
+    assert load_config({"redis": {"url": url}}).section(RedisConfig).url == url
 
 
 # -- names -------------------------------------------------------------------------------

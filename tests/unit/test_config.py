@@ -15,6 +15,7 @@ from meetq import (
     BackendSpec,
     ConfigError,
     MeetqConfig,
+    RedisConfig,
     build_registry,
     load_config,
     make_plugin_manager,
@@ -146,17 +147,17 @@ def test_meetq_redis_url_overrides_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path, "redis:\n  url: redis://from-file:6379/0\n")
-    assert load_config(path).redis.url == "redis://from-file:6379/0"
+    assert load_config(path).section(RedisConfig).url == "redis://from-file:6379/0"
 
     monkeypatch.setenv("MEETQ_REDIS_URL", "redis://from-env:6380/2")
-    assert load_config(path).redis.url == "redis://from-env:6380/2"
-    assert load_config({}).redis.url == "redis://from-env:6380/2"
-    assert load_config(MeetqConfig()).redis.url == "redis://from-env:6380/2"
+    assert load_config(path).section(RedisConfig).url == "redis://from-env:6380/2"
+    assert load_config({}).section(RedisConfig).url == "redis://from-env:6380/2"
+    assert load_config(MeetqConfig()).section(RedisConfig).url == "redis://from-env:6380/2"
 
 
 def test_empty_meetq_redis_url_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEETQ_REDIS_URL", "")
-    assert load_config({"redis": {"url": "redis://h:1/0"}}).redis.url == "redis://h:1/0"
+    assert load_config({"redis": {"url": "redis://h:1/0"}}).section(RedisConfig).url == "redis://h:1/0"
 
 
 # -- errors ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 import meetq
-from meetq import ConfigError, MeetqConfig, MessageQueue, load_config
+from meetq import ConfigError, MeetqConfig, MessageQueue, RedisConfig, load_config
 from meetq.backends.memory._backend import MemoryBackend
 
 FILE = """\
@@ -34,8 +34,20 @@ def _no_ambient_meetq_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _sections() -> dict[str, type[Any]]:
+    """Every section: the components' and the built-in backends' own."""
     defaults = MeetqConfig()
-    return {f.name: type(getattr(defaults, f.name)) for f in attrs.fields(MeetqConfig)}
+    components = {
+        f.name: type(getattr(defaults, f.name))
+        for f in attrs.fields(MeetqConfig)
+        if attrs.has(type(getattr(defaults, f.name)))
+    }
+    registry = meetq.build_registry(meetq.make_plugin_manager(entry_points=False))
+    return {**components, **registry.config_sections()}
+
+
+def _section(config: MeetqConfig, name: str) -> Any:
+    cls = _sections()[name]
+    return getattr(config, name) if hasattr(config, name) else config.section(cls)
 
 
 def _a_valid_other_value(field: attrs.Attribute[Any]) -> tuple[str, Any]:
@@ -78,8 +90,8 @@ def test_every_key_can_be_set_from_the_environment(
     text, expected = _a_valid_other_value(field)
     variable = f"MEETQ_{section.upper()}__{key.upper()}"
     config = load_config({}, environ={variable: text})
-    assert getattr(getattr(config, section), key) == expected
-    assert getattr(getattr(config, section), key) != field.default
+    assert getattr(_section(config, section), key) == expected
+    assert getattr(_section(config, section), key) != field.default
 
 
 def test_overrides_beat_the_file_and_leave_the_rest(tmp_path: Path) -> None:
@@ -131,7 +143,10 @@ def test_an_unknown_section_names_the_variable_and_the_right_one() -> None:
         "config MEETQ_MESSAGE_QEUE__WORKERS='8': unknown section 'message_qeue'; "
         "did you mean MEETQ_MESSAGE_QUEUE__WORKERS?"
     )
-    with pytest.raises(ConfigError, match="known sections: redis, message_queue"):
+    # The components' sections, then the backends' (from the default registry).
+    with pytest.raises(
+        ConfigError, match=r"known sections: message_queue, .*, task_dispatcher, memory, redis$"
+    ):
         load_config(environ={"MEETQ_ZZZ__WORKERS": "8"})
 
 
@@ -203,16 +218,16 @@ def test_overrides_apply_to_a_built_config_too() -> None:
         environ={"MEETQ_MESSAGE_QUEUE__POLL_INTERVAL": "250", "MEETQ_REDIS__KEY_PREFIX": "svc"},
     )
     assert config.message_queue.poll_interval == 0.25  # converted in the key's unit
-    assert config.redis.key_prefix == "svc"
+    assert config.section(RedisConfig).key_prefix == "svc"
     assert load_config(built, environ={}) is built
 
 
 def test_meetq_redis_url_keeps_working_and_agrees_with_the_long_form() -> None:
     url = "redis://from-env:6380/2"
-    assert load_config(environ={"MEETQ_REDIS_URL": url}).redis.url == url
-    assert load_config(environ={"MEETQ_REDIS__URL": url}).redis.url == url
+    assert load_config(environ={"MEETQ_REDIS_URL": url}).section(RedisConfig).url == url
+    assert load_config(environ={"MEETQ_REDIS__URL": url}).section(RedisConfig).url == url
     both = {"MEETQ_REDIS_URL": url, "MEETQ_REDIS__URL": url}
-    assert load_config(environ=both).redis.url == url
+    assert load_config(environ=both).section(RedisConfig).url == url
     with pytest.raises(ConfigError) as info:
         load_config(environ={**both, "MEETQ_REDIS__URL": "redis://other:1/0"})
     assert info.value.key == "MEETQ_REDIS_URL"

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import meetq
-from meetq import ConfigError, load_config
+from meetq import ConfigError, RedisConfig, load_config
 from meetq.backends.redis._connection import bounds_of, client_options, untimed_pool
 from meetq.backends.redis._deadline import SharedDeadline
 
@@ -22,7 +22,7 @@ def _no_ambient_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults_bound_every_call() -> None:
-    cfg = load_config(None).redis
+    cfg = load_config(None).section(RedisConfig)
     assert cfg.socket_timeout == 5.0
     assert cfg.socket_connect_timeout == 5.0
     assert cfg.health_check_interval == 10.0
@@ -47,7 +47,7 @@ def test_bound_keys_take_durations_and_whole_seconds() -> None:
                 "tcp_keepalive": False,
             }
         }
-    ).redis
+    ).section(RedisConfig)
     assert cfg.socket_timeout == 1.5
     assert cfg.health_check_interval == 2.0
     assert (cfg.tcp_keepalive_idle, cfg.tcp_keepalive_interval, cfg.tcp_keepalive_count) == (
@@ -86,7 +86,7 @@ def test_built_directly_the_keys_are_validated_too() -> None:
 
 
 def test_client_options_carry_every_bound() -> None:
-    options = client_options(load_config(None).redis)
+    options = client_options(load_config(None).section(RedisConfig))
     assert options["socket_timeout"] == 5.0
     assert options["socket_connect_timeout"] == 5.0
     assert options["health_check_interval"] == 10.0
@@ -102,7 +102,7 @@ def test_client_options_carry_every_bound() -> None:
 
 def test_zero_means_no_limit_and_unix_sockets_get_no_keepalive() -> None:
     raw = {"url": "unix:///run/redis.sock", "socket_timeout": 0, "socket_connect_timeout": 0}
-    cfg = load_config({"redis": raw}).redis
+    cfg = load_config({"redis": raw}).section(RedisConfig)
     options = client_options(cfg)
     assert options["socket_timeout"] is None
     assert options["socket_connect_timeout"] is None
@@ -113,7 +113,8 @@ def test_zero_means_no_limit_and_unix_sockets_get_no_keepalive() -> None:
 
 
 async def test_a_connection_really_gets_the_keepalive_options(meetq_redis_url: str) -> None:
-    cfg = load_config({"redis": {"url": meetq_redis_url, "tcp_keepalive_idle": 42}}).redis
+    raw = {"redis": {"url": meetq_redis_url, "tcp_keepalive_idle": 42}}
+    cfg = load_config(raw).section(RedisConfig)
     client = aioredis.Redis.from_url(cfg.url, **client_options(cfg))
     try:
         connection = await client.connection_pool.get_connection()
@@ -129,7 +130,8 @@ async def test_a_connection_really_gets_the_keepalive_options(meetq_redis_url: s
 
 
 async def test_the_untimed_pool_keeps_everything_but_the_per_command_timers() -> None:
-    cfg = load_config({"redis": {"socket_timeout": "2s", "health_check_interval": "3s"}}).redis
+    raw = {"redis": {"socket_timeout": "2s", "health_check_interval": "3s"}}
+    cfg = load_config(raw).section(RedisConfig)
     client = aioredis.Redis.from_url(cfg.url, **client_options(cfg))
     pool = untimed_pool(client)
     try:

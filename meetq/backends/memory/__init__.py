@@ -3,14 +3,19 @@
 Features: every work-queue and pub/sub guarantee of the contract within one process —
 strict priority, leases with expiry, retries, dead letters, dedup, push wake-up,
 broadcast between PubSub objects made from the same backend.
+Backends built from configs naming one ``memory.broker`` in a process (one event loop)
+meet on queue and channel names, as processes on one Redis do (``_backend.py``).
 Capabilities: none beyond the contract (not ``durable``, not ``cross_process``):
-messages live as long as the backend object.
-Config keys: ``type: memory`` in ``message_queue`` or ``event_bus``; no others.
+messages live as long as a backend is attached to their broker.
+Config keys: ``type: memory`` in ``message_queue`` or ``event_bus``; its own ``memory:``
+section, ``MemoryConfig`` in ``_config.py``: ``broker`` (default ``"default"``; another
+name for a separate broker, ``isolated`` for a private one).
 """
 
 from __future__ import annotations
 
 from meetq.backend import Backend, BackendContext, BackendRegistry, BackendSpec, hookimpl
+from meetq.backends.memory._config import MemoryConfig
 
 __all__ = ["plugin"]
 
@@ -18,7 +23,7 @@ __all__ = ["plugin"]
 def _create(context: BackendContext) -> Backend:
     from meetq.backends.memory._backend import MemoryBackend
 
-    return MemoryBackend()
+    return MemoryBackend(broker=context.config.section(MemoryConfig).broker)
 
 
 class _MemoryPlugin:
@@ -29,6 +34,7 @@ class _MemoryPlugin:
                 name="memory",
                 factory=_create,
                 capabilities=frozenset(),
+                config=MemoryConfig,
                 description="in-process queues and broadcast; nothing survives the process",
             )
         )

@@ -1,44 +1,148 @@
-"""The memory backend object: one set of queues and one broker per instance."""
+"""The memory backend object, attached to a broker: one Redis per process, in memory.
+
+Design (why it looks like this): two services that share a Redis meet on queue and
+channel names. So that a two-service setup moves to ``type: memory`` by config alone,
+backends built from configs naming the same ``memory.broker`` (default ``"default"``) in
+one event loop attach to one ``_Broker`` — its queues by name and its pub/sub router —
+and meet the same way. The broker lives while a backend is attached: closing a backend
+closes only what it handed out (each later call on those raises ``ClosedError``); when
+the last one closes, the broker's queues and messages are gone, as nothing in memory
+outlives its users. ``broker: isolated`` (and ``MemoryBackend()`` built in code) gets a
+private broker. Brokers are per event loop because their queues and waiters belong to
+one; memory queues are not shared across threads.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import weakref
+from typing import Any, cast
 
+from meetq.backends.memory._config import ISOLATED
+from meetq.core._validation import check_queue_options
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import PubSubTransport, WorkQueueBackend, WorkQueueOptions
 
 __all__ = ["MemoryBackend"]
 
 
-class MemoryBackend:
-    """Queues by name and a broadcast broker, shared by everything built from this object."""
-
-    name = "memory"
-    capabilities: frozenset[str] = frozenset()
+class _Broker:
+    """Queues by name and one pub/sub router: what one Redis server would hold."""
 
     def __init__(self) -> None:
-        self._queues: dict[str, WorkQueueBackend] = {}
-        self._broker: Any = None
-        self._closed = False
+        self.queues: dict[str, WorkQueueBackend] = {}
+        self.options: dict[str, WorkQueueOptions] = {}
+        self.router: Any = None
+        self.users = 0
 
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
         from meetq.backends.memory._work_queue import MemoryWorkQueue
 
-        self._check_open()
-        # The queue's state lives in its object, so one name must give one object. The
-        # options were checked by core (every opener asks for the same ones).
-        queue = self._queues.get(queue_name)
+        # The queue's state lives in its object, so one name gives one object to every
+        # backend attached. Core checks the options of one backend's openers; the
+        # backends of one broker share the object, so they are checked here too.
+        check_queue_options(queue_name, self.options.get(queue_name), options)
+        queue = self.queues.get(queue_name)
         if queue is None:
-            queue = self._queues[queue_name] = MemoryWorkQueue(queue_name, options)
+            queue = self.queues[queue_name] = MemoryWorkQueue(queue_name, options)
+            self.options[queue_name] = options
         return queue
+
+    def transport(self) -> PubSubTransport:
+        if self.router is None:
+            from meetq.backends.memory._pubsub import MemoryBroker
+
+            self.router = MemoryBroker()
+        transport: PubSubTransport = self.router.transport()
+        return transport
+
+    async def aclose(self) -> None:
+        for queue in self.queues.values():
+            await queue.aclose()
+        if self.router is not None:
+            await self.router.aclose()
+
+
+# Named brokers, per event loop (dropped with their loop).
+_NAMED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Broker]] = (
+    weakref.WeakKeyDictionary()
+)
+_NAMED_WITHOUT_LOOP: dict[str, _Broker] = {}
+
+
+def _named_brokers() -> dict[str, _Broker]:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _NAMED_WITHOUT_LOOP
+    brokers = _NAMED.get(loop)
+    if brokers is None:
+        brokers = _NAMED[loop] = {}
+    return brokers
+
+
+class _QueueHandle:
+    """One backend's view of a broker's queue: the queue's methods until that backend
+    closes, ``ClosedError`` after. The bound methods sit in the instance so a call costs
+    nothing extra; closing removes them and ``__getattr__`` then refuses."""
+
+    def __init__(self, queue: WorkQueueBackend) -> None:
+        self._queue = queue
+        self._closed = False
+        for name in dir(queue):
+            if not name.startswith("_"):
+                value = getattr(queue, name)
+                if callable(value):
+                    self.__dict__[name] = value
+
+    def __getattr__(self, name: str) -> Any:
+        if self._closed and not name.startswith("_"):
+            raise ClosedError("the memory backend was closed; build a new one")
+        return getattr(self._queue, name)
+
+    def close(self) -> None:
+        self._closed = True
+        for name in [n for n in self.__dict__ if not n.startswith("_")]:
+            del self.__dict__[name]
+
+
+class MemoryBackend:
+    """Queues by name and broadcast, shared by every backend attached to one broker.
+
+    ``broker`` names the broker to attach to (the config's ``memory.broker``); the
+    default, ``"isolated"``, is a private one.
+    """
+
+    name = "memory"
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(self, *, broker: str = ISOLATED) -> None:
+        self.broker_name = broker
+        if broker == ISOLATED:
+            self._broker = _Broker()
+        else:
+            brokers = _named_brokers()
+            found = brokers.get(broker)
+            if found is None:
+                found = brokers[broker] = _Broker()
+            self._broker = found
+        self._broker.users += 1
+        self._handles: dict[str, _QueueHandle] = {}
+        self._transports: list[PubSubTransport] = []
+        self._closed = False
+
+    def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
+        self._check_open()
+        handle = self._handles.get(queue_name)
+        queue = self._broker.work_queue(queue_name, options)
+        if handle is None:
+            handle = self._handles[queue_name] = _QueueHandle(queue)
+        return cast(WorkQueueBackend, handle)
 
     def pubsub_transport(self) -> PubSubTransport:
         self._check_open()
-        if self._broker is None:
-            from meetq.backends.memory._pubsub import MemoryBroker
-
-            self._broker = MemoryBroker()
-        transport: PubSubTransport = self._broker.transport()
+        transport = self._broker.transport()
+        self._transports.append(transport)
         return transport
 
     def _check_open(self) -> None:
@@ -47,11 +151,19 @@ class MemoryBackend:
 
     async def aclose(self) -> None:
         """Close every queue and transport made from it: as on every backend, each
-        later call on them raises ``ClosedError``. Idempotent."""
+        later call on them raises ``ClosedError``. The broker's queues and messages stay
+        for the other backends attached; the last one to close drops them. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for queue in self._queues.values():
-            await queue.aclose()
-        if self._broker is not None:
-            await self._broker.aclose()
+        for handle in self._handles.values():
+            handle.close()
+        for transport in self._transports:
+            await transport.aclose()
+        broker = self._broker
+        broker.users -= 1
+        if broker.users == 0:
+            brokers = _named_brokers()
+            if brokers.get(self.broker_name) is broker:
+                del brokers[self.broker_name]
+            await broker.aclose()

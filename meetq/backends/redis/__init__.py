@@ -6,8 +6,10 @@ queue lives in one Redis Cluster slot; push wake-up through a notification chann
 Pub/Sub broadcast over one connection per process with automatic reconnect.
 Capabilities: ``durable``, ``cross_process``.
 Config keys: ``type: redis`` (``message_queue``), ``type: redis_pubsub`` or ``redis``
-(``event_bus``); the ``redis:`` section (url, the time bounds — socket and connect
-timeouts, health checks, TCP keepalive — max_connections, key_prefix).
+(``event_bus``); its own ``redis:`` section, ``RedisConfig`` in ``_config.py`` (url, the
+time bounds — socket and connect timeouts, health checks, TCP keepalive —
+max_connections, key_prefix; ``MEETQ_REDIS_URL`` is the short form of
+``MEETQ_REDIS__URL``).
 Registering this plugin does not import ``redis``; selecting it without the package
 installed raises ``MissingDependencyError`` with the install command.
 """
@@ -24,6 +26,7 @@ from meetq.backend import (
     Requirement,
     hookimpl,
 )
+from meetq.backends.redis._config import RedisConfig
 
 __all__ = ["plugin"]
 
@@ -44,6 +47,7 @@ class _RedisPlugin:
                 factory=_create,
                 capabilities=frozenset({CAP_DURABLE, CAP_CROSS_PROCESS}),
                 requires=(Requirement(module="redis", install="pip install 'meetq[redis]'"),),
+                config=RedisConfig,
                 description="durable, cross-process queues and Pub/Sub on Redis",
             )
         )

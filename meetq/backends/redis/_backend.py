@@ -9,6 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from meetq.backends.redis._config import RedisConfig
 from meetq.backends.redis._connection import client_options
 from meetq.backends.redis._pubsub import RedisPubSubTransport
 from meetq.backends.redis._work_queue import RedisWorkQueue
@@ -52,7 +53,7 @@ class RedisBackend:
 
     @classmethod
     def from_context(cls, context: BackendContext) -> RedisBackend:
-        cfg = context.config.redis
+        cfg = context.config.section(RedisConfig)
         eb = context.config.event_bus
         backoff = (eb.reconnect_backoff_base, eb.reconnect_backoff_max)
         if context.client is not None:

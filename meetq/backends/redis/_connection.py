@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import redis.exceptions
 
-from meetq.core.config import RedisConfig
+from meetq.backends.redis._config import RedisConfig
 from meetq.core.errors import BackendUnavailableError
 
 __all__ = ["Bounds", "bounds_of", "client_options", "translate_errors", "untimed_pool"]
