@@ -31,14 +31,13 @@ from collections.abc import (
 )
 from typing import Any
 
-import attrs
-
 from meetq.core._backoff import Backoff
+from meetq.core._build import build_config
 from meetq.core._lifecycle import AsyncService
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core._validation import check_seconds, check_text, is_async_callable
-from meetq.core.config import EventBusConfig, load_config
+from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import Backend, PubSubTransport, TransportMessage
 from meetq.core.serialization import (
@@ -153,7 +152,7 @@ class PubSub(AsyncService):
         replace single keys (``PubSub(backend, namespace="svc", subscriber_buffer=10)``).
         ``source`` fills ``PubSubMessage.source`` when a message leaves it None (default:
         the program name and pid)."""
-        self.config = _resolve_config(config, overrides)
+        self.config = build_config(EventBusConfig, config, overrides)
         self._backend = backend
         self._serializer: Serializer = serializer if serializer is not None else JsonSerializer()
         if source is not None and (not isinstance(source, str) or not source):
@@ -734,24 +733,3 @@ def _check_channel(field: str, value: object) -> None:
 def _glob_escape(text: str) -> str:
     """``text`` as a glob that matches exactly itself (Redis ``PSUBSCRIBE`` syntax)."""
     return "".join("\\" + char if char in _GLOB_SPECIAL else char for char in text)
-
-
-def _resolve_config(
-    config: EventBusConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]
-) -> EventBusConfig:
-    if isinstance(config, EventBusConfig):
-        if not overrides:
-            return config
-        raw: dict[str, Any] = {
-            f.name: getattr(config, f.name) for f in attrs.fields(EventBusConfig)
-        }
-    elif config is None:
-        raw = {}
-    elif isinstance(config, Mapping):
-        raw = dict(config)
-    else:
-        raise ValidationError("config", config, "expected an EventBusConfig, a mapping or None")
-    raw.update(overrides)
-    # The same validation as a config file, so errors name the key (event_bus.<key>);
-    # settings given in code are not overridden by MEETQ_* variables (environ={}).
-    return load_config({"event_bus": raw}, environ={}).event_bus

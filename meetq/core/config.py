@@ -193,6 +193,12 @@ class TaskSchedulerConfig:
     buffer_size: int = _int(1000, 1, 10**8)
     workers: int = _int(8, 1, 10_000)
     enable_delayed_tasks: bool = _bool(True)
+    retry_backoff_base: float = _duration(1.0, SECONDS)
+    retry_backoff_max: float = _duration(60.0, SECONDS)
+    retry_jitter: float = _float(0.2, 0.0, 1.0)
+    shutdown_grace: float = _duration(5.0, SECONDS)
+    # Final tasks whose snapshots get_task()/wait() still return.
+    keep_finished: int = _int(10_000, 0, 10**9)
 
 
 @attrs.frozen(kw_only=True)
@@ -226,6 +232,12 @@ class TaskDispatcherConfig:
     enable_callbacks: bool = _bool(True)
     # Which service this process is: tasks routed to it are served here (not in the seed).
     service_name: str | None = _str(None, optional=True, forbid="@", max_len=100)
+    # The PubSub channel status reports are broadcast on (when a PubSub is given).
+    status_channel: str = _str("tasks.status", max_len=1000)
+    # Final tasks whose status get_task_status() still returns.
+    keep_finished: int = _int(1000, 0, 10**9)
+    # Added to a task's longest possible run (attempts, timeouts, backoff) for its deadline.
+    deadline_margin: float = _duration(5.0, SECONDS)
 
 
 _SECTIONS: dict[str, type[Any]] = {

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
 from meetq.broadcast._pubsub import PubSub
 from meetq.core._backoff import Backoff
+from meetq.core._build import build_config
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core._validation import (
@@ -104,39 +104,28 @@ class TaskDispatcher(AsyncService):
         message_queue: MessageQueue,
         pubsub: PubSub | None = None,
         *,
-        enable_routing: bool = True,
-        enable_callbacks: bool = True,
-        service_name: str | None = None,
-        status_channel: str = "tasks.status",
-        keep_finished: int = 1000,
-        deadline_margin: float = 5.0,
+        config: TaskDispatcherConfig | Mapping[str, Any] | None = None,
+        **overrides: Any,
     ) -> None:
+        """Settings are the ``task_dispatcher`` config keys: ``config`` (a
+        ``TaskDispatcherConfig`` or a mapping of its keys) with keyword ``overrides``
+        (``enable_routing``, ``enable_callbacks``, ``service_name``, ``status_channel``,
+        ``keep_finished``, ``deadline_margin``) laid over it. A bad one raises
+        ``ValidationError`` naming the argument."""
         if not isinstance(message_queue, MessageQueue):
             raise ValidationError("message_queue", message_queue, "expected a MessageQueue")
         if pubsub is not None and not isinstance(pubsub, PubSub):
             raise ValidationError("pubsub", pubsub, "expected a PubSub or None")
-        if service_name is not None:
-            _check_service("service_name", service_name)
-        if (
-            isinstance(keep_finished, bool)
-            or not isinstance(keep_finished, int)
-            or keep_finished < 0
-        ):
-            raise ValidationError("keep_finished", keep_finished, "expected a non-negative int")
-        if (
-            isinstance(deadline_margin, bool)
-            or not isinstance(deadline_margin, int | float)
-            or not 0 <= deadline_margin < math.inf
-        ):
-            raise ValidationError("deadline_margin", deadline_margin, "expected seconds >= 0")
+        cfg = self.config = build_config(TaskDispatcherConfig, config, overrides, as_arguments=True)
+        service_name = cfg.service_name
         self.message_queue = message_queue
         self.pubsub = pubsub
-        self.enable_routing = bool(enable_routing)
-        self.enable_callbacks = bool(enable_callbacks)
+        self.enable_routing = cfg.enable_routing
+        self.enable_callbacks = cfg.enable_callbacks
         self.service_name = service_name
-        self.status_channel = status_channel
-        self.keep_finished = keep_finished
-        self.deadline_margin = float(deadline_margin)
+        self.status_channel = cfg.status_channel
+        self.keep_finished = cfg.keep_finished
+        self.deadline_margin = cfg.deadline_margin
         # One result type per dispatcher object: its records live in this process only.
         self.reply_to = f"{RESULT_TYPE}@{service_name or 'client'}:{new_id()[:12]}"
         self._routes: dict[str, str] = {}
@@ -175,17 +164,10 @@ class TaskDispatcher(AsyncService):
         config: TaskDispatcherConfig,
         message_queue: MessageQueue,
         pubsub: PubSub | None = None,
-        **options: Any,
+        **overrides: Any,
     ) -> TaskDispatcher:
-        """Build from the ``task_dispatcher`` config section; ``options`` as in ``__init__``."""
-        options.setdefault("service_name", config.service_name)
-        return cls(
-            message_queue,
-            pubsub,
-            enable_routing=config.enable_routing,
-            enable_callbacks=config.enable_callbacks,
-            **options,
-        )
+        """Build from the ``task_dispatcher`` config section; ``overrides`` as in ``__init__``."""
+        return cls(message_queue, pubsub, config=config, **overrides)
 
     # -- routing and serving -------------------------------------------------------------
 

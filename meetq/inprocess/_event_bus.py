@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from meetq.core._build import build_config
 from meetq.core._lifecycle import AsyncService
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import UserCodeFailed, call_user
@@ -47,7 +48,6 @@ EventHandler = Callable[[LocalEvent], Any]
 
 Overflow = Literal["raise", "drop", "wait"]
 WILDCARD = "*"
-_OVERFLOWS = ("raise", "drop", "wait")
 _new_event = object.__new__
 _set = object.__setattr__  # LocalEvent is frozen; this is how attrs itself fills it in
 
@@ -90,21 +90,28 @@ class LocalEventBus(AsyncService):
 
     def __init__(
         self,
-        buffer_size: int = 1000,
-        workers: int = 4,
+        buffer_size: int | None = None,
+        workers: int | None = None,
         *,
-        overflow: Overflow = "raise",
-        shutdown_grace: float = 5.0,
+        overflow: Overflow | None = None,
+        shutdown_grace: float | None = None,
+        config: EventBusConfig | Mapping[str, Any] | None = None,
     ) -> None:
-        _check_int("buffer_size", buffer_size)
-        _check_int("workers", workers)
-        if overflow not in _OVERFLOWS:
-            raise ValidationError("overflow", overflow, f"expected one of {', '.join(_OVERFLOWS)}")
-        check_seconds("shutdown_grace", shutdown_grace)
-        self._buffer_size = buffer_size
-        self._overflow: Overflow = overflow
-        self._shutdown_grace = float(shutdown_grace)
-        self._workers = [_Worker() for _ in range(workers)]
+        """Settings are ``event_bus`` config keys: ``config`` (an ``EventBusConfig`` or
+        a mapping of its keys; default: the defaults) with the arguments given laid
+        over it. A bad one raises ``ValidationError`` naming the argument."""
+        given = {
+            "buffer_size": buffer_size,
+            "workers": workers,
+            "overflow": overflow,
+            "shutdown_grace": shutdown_grace,
+        }
+        overrides = {key: value for key, value in given.items() if value is not None}
+        cfg = self.config = build_config(EventBusConfig, config, overrides, as_arguments=True)
+        self._buffer_size = cfg.buffer_size
+        self._overflow: Overflow = cfg.overflow  # type: ignore[assignment]  # a checked choice
+        self._shutdown_grace = cfg.shutdown_grace
+        self._workers = [_Worker() for _ in range(cfg.workers)]
         # type -> tuple of (handler, is_async); tuples are replaced, never mutated, so a
         # worker iterating one is unaffected by on()/off() during dispatch.
         self._handlers: dict[str, tuple[tuple[EventHandler, bool], ...]] = {}
@@ -138,13 +145,7 @@ class LocalEventBus(AsyncService):
     @classmethod
     def from_config(cls, config: EventBusConfig) -> LocalEventBus:
         """A bus sized by ``event_bus.buffer_size``/``workers`` with its overflow and grace."""
-        overflow: Overflow = config.overflow  # type: ignore[assignment]  # validated choice
-        return cls(
-            config.buffer_size,
-            config.workers,
-            overflow=overflow,
-            shutdown_grace=config.shutdown_grace,
-        )
+        return cls(config=config)
 
     # -- registration -------------------------------------------------------------------
 
@@ -555,11 +556,6 @@ def _call_soon_threadsafe(
 def _shard(event_type: str, workers: int) -> int:
     # crc32, not hash(): stable across processes and runs, so behaviour is reproducible.
     return zlib.crc32(event_type.encode()) % workers
-
-
-def _check_int(field: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValidationError(field, value, "expected an int >= 1")
 
 
 def _check_type(field: str, value: object) -> None:

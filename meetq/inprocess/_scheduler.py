@@ -30,9 +30,11 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from meetq.core._backoff import Backoff
+from meetq.core._build import build_config
 from meetq.core._lifecycle import AsyncService
 from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core._validation import (
@@ -48,11 +50,6 @@ __all__ = ["Task", "TaskHandler", "TaskScheduler", "TaskSnapshot", "TaskStatus"]
 
 log = logging.getLogger("meetq.scheduler")
 
-DEFAULT_RETRY_BACKOFF_BASE = 1.0
-DEFAULT_RETRY_BACKOFF_MAX = 60.0
-DEFAULT_RETRY_JITTER = 0.2
-DEFAULT_SHUTDOWN_GRACE = 5.0
-DEFAULT_KEEP_FINISHED = 10_000
 # A heap is rebuilt without its cancelled entries once they outnumber the live ones
 # and it holds at least this many entries.
 _COMPACT_MIN = 64
@@ -147,41 +144,31 @@ class TaskScheduler(AsyncService):
 
     def __init__(
         self,
-        buffer_size: int = 1000,
-        workers: int = 8,
+        buffer_size: int | None = None,
+        workers: int | None = None,
         *,
-        enable_delayed_tasks: bool = True,
-        retry_backoff_base: float = DEFAULT_RETRY_BACKOFF_BASE,
-        retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX,
-        retry_jitter: float = DEFAULT_RETRY_JITTER,
-        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
-        keep_finished: int = DEFAULT_KEEP_FINISHED,
+        config: TaskSchedulerConfig | Mapping[str, Any] | None = None,
+        **overrides: Any,
     ) -> None:
-        _check_int("buffer_size", buffer_size, 1)
-        _check_int("workers", workers, 1)
-        _check_int("keep_finished", keep_finished, 0)
-        if not isinstance(enable_delayed_tasks, bool):
-            raise ValidationError("enable_delayed_tasks", enable_delayed_tasks, "expected a bool")
-        for name, value in (
-            ("retry_backoff_base", retry_backoff_base),
-            ("retry_backoff_max", retry_backoff_max),
-            ("shutdown_grace", shutdown_grace),
-        ):
-            _check_seconds(name, value)
-        if (
-            not isinstance(retry_jitter, int | float)
-            or isinstance(retry_jitter, bool)
-            or not 0.0 <= retry_jitter <= 1.0
-        ):
-            raise ValidationError("retry_jitter", retry_jitter, "expected a number from 0 to 1")
-        self._buffer_size = buffer_size
-        self._workers = workers
-        self._enable_delayed = enable_delayed_tasks
+        """Settings are the ``task_scheduler`` config keys: ``config`` (a
+        ``TaskSchedulerConfig`` or a mapping of its keys) with ``buffer_size``,
+        ``workers`` and keyword ``overrides`` (``enable_delayed_tasks``,
+        ``retry_backoff_base``, ``retry_backoff_max``, ``retry_jitter``,
+        ``shutdown_grace``, ``keep_finished``) laid over it. A bad one raises
+        ``ValidationError`` naming the argument."""
+        if buffer_size is not None:
+            overrides["buffer_size"] = buffer_size
+        if workers is not None:
+            overrides["workers"] = workers
+        cfg = self.config = build_config(TaskSchedulerConfig, config, overrides, as_arguments=True)
+        self._buffer_size = cfg.buffer_size
+        self._workers = cfg.workers
+        self._enable_delayed = cfg.enable_delayed_tasks
         self._retry_backoff = Backoff(
-            float(retry_backoff_base), float(retry_backoff_max), float(retry_jitter)
+            cfg.retry_backoff_base, cfg.retry_backoff_max, cfg.retry_jitter
         )
-        self._shutdown_grace = float(shutdown_grace)
-        self._keep_finished = keep_finished
+        self._shutdown_grace = cfg.shutdown_grace
+        self._keep_finished = cfg.keep_finished
 
         self._loop: asyncio.AbstractEventLoop | None = None
         # Live tasks (waiting or running) by id; final ones move to _finished.
@@ -211,28 +198,9 @@ class TaskScheduler(AsyncService):
         )
 
     @classmethod
-    def from_config(
-        cls,
-        config: TaskSchedulerConfig,
-        *,
-        retry_backoff_base: float = DEFAULT_RETRY_BACKOFF_BASE,
-        retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX,
-        retry_jitter: float = DEFAULT_RETRY_JITTER,
-        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
-        keep_finished: int = DEFAULT_KEEP_FINISHED,
-    ) -> TaskScheduler:
-        """A scheduler sized by ``task_scheduler.buffer_size``/``workers`` and honouring
-        ``enable_delayed_tasks``; the other settings are not config keys (yet)."""
-        return cls(
-            config.buffer_size,
-            config.workers,
-            enable_delayed_tasks=config.enable_delayed_tasks,
-            retry_backoff_base=retry_backoff_base,
-            retry_backoff_max=retry_backoff_max,
-            retry_jitter=retry_jitter,
-            shutdown_grace=shutdown_grace,
-            keep_finished=keep_finished,
-        )
+    def from_config(cls, config: TaskSchedulerConfig, **overrides: Any) -> TaskScheduler:
+        """A scheduler built from the ``task_scheduler`` section, ``overrides`` laid over."""
+        return cls(config=config, **overrides)
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -485,7 +453,7 @@ class TaskScheduler(AsyncService):
         """Refuse new tasks, cancel waiting ones, let running ones finish within ``grace``
         seconds (default ``shutdown_grace``), then cancel the rest. Idempotent."""
         if grace is not None:
-            _check_seconds("grace", grace)
+            grace = check_seconds("grace", grace)
         current = asyncio.current_task()
         if self._stopped is not None:
             if not self._stopped.is_set() and not self._is_runner(current):
@@ -611,12 +579,3 @@ async def _attempt(task: Task) -> tuple[str, Any]:
         log.debug("meetq scheduler: task %s handler raised", task.id, exc_info=failure.exc)
         return "error", failure.error
     return "completed", result
-
-
-def _check_int(field: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValidationError(field, value, f"expected an int >= {minimum}")
-
-
-def _check_seconds(field: str, value: object) -> None:
-    check_seconds(field, value)

@@ -32,9 +32,8 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import attrs
-
 from meetq.core._backoff import Backoff
+from meetq.core._build import build_config
 from meetq.core._lifecycle import AsyncService, Lifecycle
 from meetq.core._queues import open_work_queue
 from meetq.core._ratelog import LogEvery
@@ -48,7 +47,7 @@ from meetq.core._validation import (
     is_async_callable,
     plain_str,
 )
-from meetq.core.config import MessageQueueConfig, load_config
+from meetq.core.config import MessageQueueConfig
 from meetq.core.errors import (
     ClosedError,
     HandlerTimeout,
@@ -76,32 +75,6 @@ Handler = Callable[[Message], Any]
 H = TypeVar("H", bound=Handler)
 
 _MAX_BATCH = 100_000
-
-
-def _config_from(
-    config: MessageQueueConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]
-) -> MessageQueueConfig:
-    # environ={}: settings given in code are the caller's decision; MEETQ_* variables
-    # override whole configs (a file, initialize_queue_system), not a queue built in code.
-    if isinstance(config, MessageQueueConfig):
-        if not overrides:
-            return config
-        base = attrs.asdict(config)
-        for key in overrides:
-            if key not in base:
-                # Let load_config produce the did-you-mean message.
-                load_config({"message_queue": {key: overrides[key]}}, environ={})
-        fields = {f.name for f in attrs.fields(MessageQueueConfig)}
-        raw = {k: v for k, v in base.items() if k in fields}
-        # Durations are stored in seconds; hand them back as explicit strings.
-        for f in attrs.fields(MessageQueueConfig):
-            if f.metadata.get("kind") == "duration":
-                raw[f.name] = f"{raw[f.name]}s"
-        raw.update(overrides)
-        return load_config({"message_queue": raw}, environ={}).message_queue
-    merged = dict(config or {})
-    merged.update(overrides)
-    return load_config({"message_queue": merged}, environ={}).message_queue
 
 
 class MessageQueue(AsyncService):
@@ -132,7 +105,7 @@ class MessageQueue(AsyncService):
         worker_name: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = _config_from(config, overrides)
+        self.config = build_config(MessageQueueConfig, config, overrides)
         cfg = self.config
         self.backend = backend
         self.name = cfg.queue_name

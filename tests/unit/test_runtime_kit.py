@@ -23,9 +23,11 @@ from meetq import (
 )
 from meetq.backends.memory._backend import MemoryBackend
 from meetq.core._backoff import Backoff
+from meetq.core._build import build_config
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import UserCodeFailed, call_user
-from meetq.core.errors import HandlerTimeout
+from meetq.core.config import EventBusConfig, MessageQueueConfig, TaskSchedulerConfig
+from meetq.core.errors import ConfigError, HandlerTimeout, ValidationError
 from meetq.testing import eventually
 
 # -- Backoff -----------------------------------------------------------------------------
@@ -302,3 +304,58 @@ async def test_dispatcher_handler_raising_cancelled_error_reports_failed() -> No
         done = await dispatcher.wait(sent.task_id, timeout=10)
     assert done.status is DispatchStatus.FAILED
     assert done.error == "CancelledError raised by the handler"
+
+
+# -- build_config: every component from its config plus overrides --------------------------
+
+
+def test_build_config_from_a_section_a_mapping_or_none_with_overrides() -> None:
+    section = MessageQueueConfig(workers=2, visibility_timeout=10.0)
+    assert build_config(MessageQueueConfig, section, {}) is section
+    built = build_config(MessageQueueConfig, section, {"poll_interval": 250})
+    assert built.workers == 2 and built.visibility_timeout == 10.0
+    assert built.poll_interval == 0.25  # the key's own unit (milliseconds), as in a file
+    assert build_config(MessageQueueConfig, {"workers": 3}, {"workers": 5}).workers == 5
+    assert build_config(MessageQueueConfig, None, {}) == MessageQueueConfig()
+
+
+def test_build_config_errors_name_the_key_and_guess_the_typo() -> None:
+    with pytest.raises(ConfigError) as bad:
+        build_config(MessageQueueConfig, None, {"workers": "four"})
+    assert str(bad.value) == "config message_queue.workers='four': expected an integer"
+    with pytest.raises(ConfigError, match="did you mean 'workers'"):
+        build_config(MessageQueueConfig, MessageQueueConfig(), {"wokers": 2})
+    with pytest.raises(ConfigError, match="did you mean 'buffer_size'"):
+        build_config(EventBusConfig, {"bufer_size": 2}, {})
+    with pytest.raises(ValidationError) as not_config:
+        build_config(EventBusConfig, "event_bus", {})  # type: ignore[arg-type]
+    assert not_config.value.field == "config"
+
+
+def test_build_config_as_arguments_names_the_argument() -> None:
+    with pytest.raises(ValidationError) as bad:
+        build_config(TaskSchedulerConfig, None, {"workers": 0}, as_arguments=True)
+    assert bad.value.field == "workers" and bad.value.value == 0
+    # A bad key of the config itself is still the config's error.
+    with pytest.raises(ConfigError):
+        build_config(TaskSchedulerConfig, {"workers": 0}, {}, as_arguments=True)
+
+
+def test_every_component_takes_its_config_and_overrides() -> None:
+    backend = MemoryBackend()
+    mq = MessageQueue(backend, {"queue_name": "built"}, workers=3)
+    assert (mq.config.queue_name, mq.config.workers) == ("built", 3)
+    pubsub = PubSub(backend, EventBusConfig(namespace="a"), subscriber_buffer=9)
+    assert (pubsub.config.namespace, pubsub.config.subscriber_buffer) == ("a", 9)
+    bus = LocalEventBus(workers=2, config={"buffer_size": 5, "overflow": "drop"})
+    assert bus.stats()["buffer_size"] == 5 and bus.stats()["workers"] == 2
+    scheduler = TaskScheduler(config=TaskSchedulerConfig(workers=3), retry_jitter=0)
+    assert scheduler.config.workers == 3 and scheduler.config.retry_jitter == 0.0
+    dispatcher = TaskDispatcher(mq, config={"keep_finished": 7}, deadline_margin="250ms")
+    assert dispatcher.keep_finished == 7 and dispatcher.deadline_margin == 0.25
+    with pytest.raises(ValidationError) as bad:
+        TaskDispatcher(mq, status_channel="")
+    assert bad.value.field == "status_channel"
+    with pytest.raises(ValidationError) as typo:
+        TaskScheduler(retry_jiter=0.1)
+    assert typo.value.field == "retry_jiter" and "did you mean 'retry_jitter'" in str(typo.value)

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from meetq import Task, TaskScheduler, TaskStatus
-from meetq.core.config import MeetqConfig, TaskSchedulerConfig, load_config
+from meetq.core.config import MeetqConfig, load_config
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.types import Priority
 from meetq.testing import eventually
@@ -32,7 +32,6 @@ BACKOFF = 0.01
 # lower bound is asserted with this much slack (far below the delays used).
 CLOCK_SLACK = 0.002
 SchedulerFactory = Callable[..., TaskScheduler]
-_CONFIG_KEYS = {field.name for field in attrs.fields(TaskSchedulerConfig)}
 
 
 class Gate:
@@ -81,19 +80,15 @@ class TestTaskScheduler:
     async def make_scheduler(self, meetq_config: MeetqConfig) -> AsyncIterator[SchedulerFactory]:
         """Build schedulers from the default ``task_scheduler`` config plus overrides.
 
-        Config keys (``workers=1``) override the section; other keywords go to
-        ``from_config``. Retries back off 10 ms without jitter unless overridden.
+        Every keyword is a ``task_scheduler`` key laid over the section (``workers=1``).
+        Retries back off 10 ms without jitter unless overridden.
         """
         made: list[TaskScheduler] = []
 
         def make(**overrides: Any) -> TaskScheduler:
-            config = attrs.evolve(
-                meetq_config.task_scheduler,
-                **{k: v for k, v in overrides.items() if k in _CONFIG_KEYS},
-            )
             options: dict[str, Any] = {"retry_backoff_base": BACKOFF, "retry_jitter": 0.0}
-            options.update({k: v for k, v in overrides.items() if k not in _CONFIG_KEYS})
-            scheduler = TaskScheduler.from_config(config, **options)
+            options.update(overrides)
+            scheduler = TaskScheduler.from_config(meetq_config.task_scheduler, **options)
             made.append(scheduler)
             return scheduler
 
