@@ -32,6 +32,7 @@ from meetq.core.errors import (
 from meetq.core.protocols import (
     CAP_CROSS_PROCESS,
     CAP_DURABLE,
+    CAPABILITIES,
     Backend,
     Claimed,
     DeadRecord,
@@ -48,6 +49,7 @@ from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Re
 from meetq.plugins import hookimpl
 
 __all__ = [
+    "CAPABILITIES",
     "CAP_CROSS_PROCESS",
     "CAP_DURABLE",
     "Backend",

@@ -17,6 +17,7 @@ from meetq.core.tasks import Task, TaskRequest, TaskResponse, TaskSnapshot, Task
 from meetq.core.types import LocalEvent, Message, PubSubMessage
 
 __all__ = [
+    "CAPABILITIES",
     "CAP_CROSS_PROCESS",
     "CAP_DURABLE",
     "COUNTER_NAMES",
@@ -47,6 +48,9 @@ __all__ = [
 CAP_DURABLE = "durable"
 #: Capability: separate processes share queues and channels through this backend.
 CAP_CROSS_PROCESS = "cross_process"
+#: Every capability a ``BackendSpec`` may declare and a contract test may require
+#: (``meetq.testing.requires``): the one list of their names.
+CAPABILITIES = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS})
 
 Outcome = Literal["ack", "retry", "dead", "drop", "release"]
 

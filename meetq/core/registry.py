@@ -20,8 +20,9 @@ from meetq.core.errors import (
     ConfigError,
     MissingDependencyError,
     PluginError,
+    ValidationError,
 )
-from meetq.core.protocols import Backend
+from meetq.core.protocols import CAPABILITIES, Backend
 
 __all__ = ["BackendContext", "BackendRegistry", "BackendSpec", "Requirement"]
 
@@ -52,6 +53,17 @@ def _str_set(value: Iterable[str]) -> frozenset[str]:
     return frozenset(value)
 
 
+def _known_capabilities(instance: Any, attribute: Any, value: frozenset[str]) -> None:
+    # A misspelt capability would grant nothing and skip its tests forever, silently.
+    unknown = sorted(value - CAPABILITIES)
+    if unknown:
+        raise ValidationError(
+            "capabilities",
+            unknown[0],
+            f"not a capability; declare some of: {', '.join(sorted(CAPABILITIES))}",
+        )
+
+
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
@@ -65,8 +77,9 @@ class BackendSpec:
     """A backend offered by a plugin.
 
     ``name`` is what ``type:`` selects; ``aliases`` are other accepted spellings (the
-    seed's ``redis_pubsub``). ``capabilities`` lets the contract suite skip what the
-    backend does not claim (for example ``durable``) without naming backends.
+    seed's ``redis_pubsub``). ``capabilities`` (names from ``CAPABILITIES``) is
+    the one declaration of what the backend offers beyond the contract; the contract
+    suite skips a test marked ``meetq.testing.requires(...)`` by it, never by name.
     ``config`` is the attrs class of the backend's own top-level config section (its
     ``SECTION`` names it; every key made with the field helpers of ``meetq.backend``):
     ``load_config`` validates that section with it.
@@ -74,7 +87,9 @@ class BackendSpec:
 
     name: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_\-]*$"))
     factory: Callable[[BackendContext], Backend]
-    capabilities: frozenset[str] = attrs.field(default=frozenset(), converter=_str_set)
+    capabilities: frozenset[str] = attrs.field(
+        default=frozenset(), converter=_str_set, validator=_known_capabilities
+    )
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     requires: tuple[Requirement, ...] = attrs.field(default=(), converter=_requirements)
     config: type[Any] | None = attrs.field(default=None)

@@ -1,23 +1,26 @@
 """The shipped contract suite and test helpers for meetq backends.
 
-Bind every suite to a backend in one class::
+The suite holds what a backend can change — the work queue, broadcast, and the
+dispatcher over the queue — and nothing that runs in-process on every backend alike
+(the local event bus and the scheduler are tested once, in meetq's own tests). Bind all
+of it to a backend in one class; installing meetq registers the fixtures with pytest
+(``pytest11`` entry point), so no ``pytest_plugins`` line is needed::
 
-    # conftest.py
-    pytest_plugins = ["meetq.testing.pytest_plugin"]
-
-    # test_my_backend.py
     class TestMyBackend(ContractSuite):
         @pytest.fixture
         def backend_config(self):
             return {"message_queue": {"type": "mine"}, "event_bus": {"type": "mine"}}
 
-Tests skip only by a capability the backend does not declare (``durable``,
-``cross_process``), never by backend name.
+Every async test carries its own asyncio mark (strict mode works). A test that needs
+more than the contract is marked ``@requires(CAP_DURABLE)`` and skipped, naming the
+missing capability, on a backend whose ``BackendSpec`` does not declare it — never by
+backend name. ``RecordingBackend`` wraps any backend to record calls and inject faults.
 
-``RedisServer``, ``RedisServerUnavailable``, ``free_port`` and ``eventually`` need nothing
-beyond meetq, so a script or another test runner can use them. The contract classes are
-pytest classes: they load on first use and need ``pytest`` and ``pytest-asyncio``
-(``pip install 'meetq[test]'``).
+``RecordingBackend``, ``Call``, ``RedisServer``, ``RedisServerUnavailable``,
+``free_port``, ``eventually``, ``wait_until``, ``QUICK`` and ``TIMEOUT`` need nothing
+beyond meetq, so a script or another test runner can use them. The contract classes and
+``requires`` need ``pytest`` and ``pytest-asyncio`` (``pip install 'meetq[test]'``) and
+load on first use.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from meetq.testing._helpers import QUICK, TIMEOUT, eventually, wait_until
+from meetq.testing._recording import Call, RecordingBackend
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, free_port
 
 if TYPE_CHECKING:
     from meetq.testing._base import BackendContract
+    from meetq.testing._marks import requires
     from meetq.testing._suite import ContractSuite
+    from meetq.testing.backend_suite import BackendObjectContract
     from meetq.testing.dispatcher_suite import TaskDispatcherContract
     from meetq.testing.pubsub_suite import PubSubContract
     from meetq.testing.work_queue_suite import WorkQueueContract
@@ -39,22 +45,29 @@ __all__ = [
     "QUICK",
     "TIMEOUT",
     "BackendContract",
+    "BackendObjectContract",
+    "Call",
     "ContractSuite",
     "PubSubContract",
+    "RecordingBackend",
     "RedisServer",
     "RedisServerUnavailable",
     "TaskDispatcherContract",
     "WorkQueueContract",
     "eventually",
     "free_port",
+    "requires",
     "wait_until",
 ]
 
-# The pytest-based names and the module each lives in. Importing them eagerly would make
-# ``import meetq.testing`` fail without pytest, for the helpers above that do not need it.
+# The pytest-based names (the classes and the mark) and the module each lives in. Importing
+# them eagerly would make ``import meetq.testing`` fail without pytest, for the helpers
+# above that do not need it.
 _PYTEST_CLASSES = {
     "BackendContract": "meetq.testing._base",
+    "BackendObjectContract": "meetq.testing.backend_suite",
     "ContractSuite": "meetq.testing._suite",
+    "requires": "meetq.testing._marks",
     "PubSubContract": "meetq.testing.pubsub_suite",
     "TaskDispatcherContract": "meetq.testing.dispatcher_suite",
     "WorkQueueContract": "meetq.testing.work_queue_suite",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meetq.testing.backend_suite import BackendObjectContract
 from meetq.testing.dispatcher_suite import TaskDispatcherContract
 from meetq.testing.pubsub_suite import PubSubContract
 from meetq.testing.work_queue_suite import WorkQueueContract
@@ -13,5 +14,6 @@ class ContractSuite(
     WorkQueueContract,
     PubSubContract,
     TaskDispatcherContract,
+    BackendObjectContract,
 ):
     """Every contract mixin at once: a backend binds the whole suite with this class."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -33,6 +33,7 @@ from meetq.core.protocols import Backend, TransportMessage
 from meetq.core.types import PubSubMessage
 from meetq.testing._base import BackendContract
 from meetq.testing._helpers import TIMEOUT, eventually, wait_until
+from meetq.testing._recording import RecordingBackend
 
 __all__ = ["PubSubContract"]
 
@@ -95,8 +96,11 @@ class PubSubContract(BackendContract):
         """Build (and start, unless ``start=False``) PubSub objects; all stopped at the end."""
         made: list[PubSub] = []
 
-        async def make(*, start: bool = True, **overrides: Any) -> PubSub:
-            ps = PubSub(pubsub_backend, meetq_config.event_bus, **overrides)
+        async def make(
+            *, start: bool = True, via: Backend | None = None, **overrides: Any
+        ) -> PubSub:
+            # `via`: the backend wrapped (a RecordingBackend) to stage a failure.
+            ps = PubSub(via or pubsub_backend, meetq_config.event_bus, **overrides)
             made.append(ps)
             if start:
                 await ps.start()
@@ -680,23 +684,31 @@ class PubSubContract(BackendContract):
         assert stats["total_failed"] == 1 and stats["total_processed"] == 2
 
     async def test_reader_survives_an_unexpected_error(
-        self, make_pubsub: PubSubFactory, caplog: pytest.LogCaptureFixture
+        self,
+        make_pubsub: PubSubFactory,
+        pubsub_backend: Backend,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
-        ps = await make_pubsub(start=False)
-        transport: Any = ps._transport
-        original = transport.messages
+        recording = RecordingBackend(pubsub_backend)
+        ps = await make_pubsub(start=False, via=recording)
         calls = 0
 
-        async def fails_once() -> AsyncIterator[TransportMessage]:
-            # The first stream breaks after one message, as a bug in routing would.
+        def fails_once(
+            messages: Callable[[], AsyncIterator[TransportMessage]],
+        ) -> AsyncIterator[TransportMessage]:
             nonlocal calls
             calls += 1
-            async for item in original():
-                yield item
-                if calls == 1:
-                    raise RuntimeError("unexpected")
 
-        transport.messages = fails_once
+            async def stream(first: bool) -> AsyncIterator[TransportMessage]:
+                # The first stream breaks after one message, as a bug in routing would.
+                async for item in messages():
+                    yield item
+                    if first:
+                        raise RuntimeError("unexpected")
+
+            return stream(calls == 1)
+
+        recording.around("messages", fails_once)
         got = Collector()
         await ps.subscribe("s", got)
         await ps.start()
@@ -709,21 +721,18 @@ class PubSubContract(BackendContract):
         assert calls == 2
         assert any("reader failed unexpectedly" in r.getMessage() for r in caplog.records)
 
-    async def test_failed_start_can_be_retried(self, make_pubsub: PubSubFactory) -> None:
-        sub, pub = await make_pubsub(start=False), await make_pubsub()
-        transport: Any = sub._transport
-        original = transport.subscribe
-
-        async def down(channels: Sequence[str]) -> None:
-            raise BackendUnavailableError("backend down", backend="test")
-
+    async def test_failed_start_can_be_retried(
+        self, make_pubsub: PubSubFactory, pubsub_backend: Backend
+    ) -> None:
+        recording = RecordingBackend(pubsub_backend)
+        sub, pub = await make_pubsub(start=False, via=recording), await make_pubsub()
         got = Collector()
         await sub.subscribe("early", got)
-        transport.subscribe = down
+        recording.fail("subscribe", BackendUnavailableError("backend down", backend="test"))
         with pytest.raises(BackendUnavailableError):
             await sub.start()
         assert await pub.publish("early", msg("lost")) == 0
-        transport.subscribe = original  # the backend is back
+        assert recording.count("subscribe") == 1  # the failed call; the fault is used up
         await sub.start()
         assert sub.subscribed_channels() == ["early"]
         assert await pub.publish("early", msg("after")) == 1

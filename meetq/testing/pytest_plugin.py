@@ -1,6 +1,9 @@
-"""pytest fixtures for testing against meetq backends.
+"""pytest fixtures for testing against meetq backends, and the suite's mark.
 
-Load it from a ``conftest.py`` with ``pytest_plugins = ["meetq.testing.pytest_plugin"]``.
+Installing meetq registers this module with pytest through the ``pytest11`` entry point
+``meetq`` (pyproject.toml), so every test session has its fixtures: no
+``pytest_plugins`` line is needed, and adding one would register the module a second
+time, which pytest refuses. ``-p no:meetq`` turns it off.
 
 - ``meetq_redis_url`` (session): a private ``redis-server`` on a free loopback port, or
   ``MEETQ_TEST_REDIS_URL``. Without redis-server the test is skipped, except when ``CI``
@@ -8,6 +11,8 @@ Load it from a ``conftest.py`` with ``pytest_plugins = ["meetq.testing.pytest_pl
 - ``meetq_redis_server`` (function): a private server of the test's own, which the test
   may ``stop()`` and ``start()`` again on the same port.
 - ``meetq_namespace`` (function): a key prefix no other test uses.
+- the ``meetq_requires(*capabilities)`` mark (``meetq.testing.requires``), registered so
+  ``--strict-markers`` accepts it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ import pytest
 
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, env_redis_url
 
-__all__ = ["meetq_namespace", "meetq_redis_server", "meetq_redis_url"]
+__all__ = ["meetq_namespace", "meetq_redis_server", "meetq_redis_url", "pytest_configure"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the suite's capability mark."""
+    # Imported here: the mark's module is small, but the plugin loads in every session.
+    from meetq.testing._marks import MARK_HELP
+
+    config.addinivalue_line("markers", MARK_HELP)
 
 
 def _unavailable(reason: str) -> None:
@@ -31,6 +44,7 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def meetq_redis_url() -> Iterator[str]:
+    """A real Redis for the session: ``MEETQ_TEST_REDIS_URL`` or a private redis-server."""
     url = env_redis_url()
     if url is not None:
         yield url
@@ -49,6 +63,7 @@ def meetq_redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def meetq_redis_server() -> Iterator[RedisServer]:
+    """A private redis-server of this test's own, which it may stop and start again."""
     try:
         server = RedisServer()
         server.start()
@@ -63,4 +78,5 @@ def meetq_redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def meetq_namespace() -> str:
+    """A key prefix no other test uses."""
     return f"mqt{uuid.uuid4().hex[:12]}"

@@ -25,6 +25,7 @@ from meetq.core.protocols import Backend, LeaseRef, Settlement, StoredMessage, W
 from meetq.core.types import Message, Priority, PubSubMessage
 from meetq.testing._base import BackendContract
 from meetq.testing._helpers import QUICK, eventually
+from meetq.testing._recording import RecordingBackend
 
 __all__ = ["WorkQueueContract"]
 
@@ -38,9 +39,10 @@ class WorkQueueContract(BackendContract):
     async def make_queue(self, backend: Backend) -> AsyncIterator[Callable[..., MessageQueue]]:
         made: list[MessageQueue] = []
 
-        def make(**overrides: Any) -> MessageQueue:
+        def make(*, via: Backend | None = None, **overrides: Any) -> MessageQueue:
+            # `via`: the backend wrapped (a RecordingBackend) to stage a failure.
             settings = {**QUICK, "queue_name": "q", **overrides}
-            mq = MessageQueue(backend, **settings)
+            mq = MessageQueue(via or backend, **settings)
             made.append(mq)
             return mq
 
@@ -396,19 +398,13 @@ class WorkQueueContract(BackendContract):
             assert stats["queue_length"]["total"] == 1  # the retry waits, scheduled
             assert stats["in_flight"] == 0 and stats["processing_count"] == 0
 
-    async def test_idle_worker_waits_instead_of_spinning(self, make_queue: MakeQueue) -> None:
+    async def test_idle_worker_waits_instead_of_spinning(
+        self, make_queue: MakeQueue, backend: Backend
+    ) -> None:
         # Some clients (fakeredis) return from blocking reads at once; an idle worker
         # must still sleep between checks rather than hammer the backend.
-        mq = make_queue(poll_interval="100ms")
-        calls = 0
-        exchange = mq._queue.exchange
-
-        async def counting(*args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            return await exchange(*args, **kwargs)
-
-        mq._queue.exchange = counting  # type: ignore[method-assign]
+        recording = RecordingBackend(backend)
+        mq = make_queue(via=recording, poll_interval="100ms")
 
         @mq.handler("never")
         async def never(msg: Message) -> None:
@@ -417,6 +413,7 @@ class WorkQueueContract(BackendContract):
         async with mq:
             await asyncio.sleep(0.5)  # the point of the test: half a second of idleness
         # 0.5 s / 100 ms = 5 polls, plus the first; a spinning loop makes thousands.
+        calls = recording.count("exchange")
         assert 1 <= calls <= 15, calls
 
     async def test_requeue_dead_letters_resets_attempts(self, make_queue: MakeQueue) -> None:
@@ -786,24 +783,24 @@ class WorkQueueContract(BackendContract):
         assert all(task.done() for task in mq._tasks)
 
     async def test_claims_in_flight_when_stop_begins_are_handed_back(
-        self, make_queue: MakeQueue
+        self, make_queue: MakeQueue, backend: Backend
     ) -> None:
         # An exchange already on the wire when stop() starts may still return messages:
         # they go back uncharged rather than to handlers stop() no longer waits for.
-        mq = make_queue()
+        recording = RecordingBackend(backend)
+        mq = make_queue(via=recording)
         ran: list[int] = []
-        exchange = mq._queue.exchange
         holding = asyncio.Event()
         release = asyncio.Event()
 
-        async def slow_exchange(*args: Any, **kwargs: Any) -> Any:
+        async def slow_exchange(exchange: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             result = await exchange(*args, **kwargs)
             if result.claimed:
                 holding.set()
                 await release.wait()
             return result
 
-        mq._queue.exchange = slow_exchange  # type: ignore[method-assign]
+        recording.around("exchange", slow_exchange)
 
         @mq.handler("job")
         async def job(msg: Message) -> None:
@@ -816,7 +813,7 @@ class WorkQueueContract(BackendContract):
         await eventually(lambda: not mq._claiming)
         release.set()
         await asyncio.wait_for(stopping, 10)
-        mq._queue.exchange = exchange  # type: ignore[method-assign]
+        recording.around("exchange", None)
         assert ran == []
         assert await mq.processing_count() == 0 and await mq.queue_length() == 1
 

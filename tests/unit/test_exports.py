@@ -109,14 +109,19 @@ def test_module_all_names_exist_once_and_are_documented(module_name: str) -> Non
 
 def test_contract_mixins_do_not_shadow_each_other() -> None:
     # ContractSuite inherits every mixin: a shared name would silently drop a test.
-    from meetq.testing import PubSubContract, TaskDispatcherContract, WorkQueueContract
-
-    seen: dict[str, str] = {}
-    for mixin in (
-        WorkQueueContract,
+    from meetq.testing import (
+        BackendObjectContract,
+        ContractSuite,
         PubSubContract,
         TaskDispatcherContract,
-    ):
+        WorkQueueContract,
+    )
+
+    mixins = (WorkQueueContract, PubSubContract, TaskDispatcherContract, BackendObjectContract)
+    # ContractSuite is every mixin and nothing else, so binding it binds the whole suite.
+    assert set(ContractSuite.__bases__) == set(mixins)
+    seen: dict[str, str] = {}
+    for mixin in mixins:
         for name in vars(mixin):
             if name.startswith("test_"):
                 assert name not in seen, f"{name} is in {seen.get(name)} and {mixin.__name__}"
