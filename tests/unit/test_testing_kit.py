@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import attrs
 import pytest
 
 from meetq import (
@@ -69,15 +70,15 @@ async def test_around_sees_the_arguments_and_may_change_the_result(
 ) -> None:
     mq = _queue(recording)
 
-    async def lengths(call_next: Callable[..., Any]) -> dict[int, int]:
-        real: dict[int, int] = await call_next()
-        return {priority: count + 100 for priority, count in real.items()}
+    async def shifted(call_next: Callable[..., Any]) -> Any:
+        real = await call_next()
+        return attrs.evolve(real, waiting={p: n + 100 for p, n in real.waiting.items()})
 
-    recording.around("queue_lengths", lengths)
+    recording.around("inspect", shifted)
     assert await mq.queue_length() == 400  # four priorities, each shifted by 100
-    recording.around("queue_lengths", None)
+    recording.around("inspect", None)
     assert await mq.queue_length() == 0
-    assert recording.count("queue_lengths") == 2
+    assert recording.count("inspect") == 2
 
 
 async def test_calls_are_recorded_with_their_target_and_arguments(
