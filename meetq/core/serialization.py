@@ -14,9 +14,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
-import attrs
-
 from meetq.core._durations import MAX_DURATION
+from meetq.core._fastattrs import trusted_builder
 from meetq.core._validation import MAX_PAYLOAD_DEPTH, MAX_TYPE_LENGTH, not_utf8
 from meetq.core.errors import SerializationError
 from meetq.core.types import Message, Priority, PubSubMessage
@@ -297,8 +296,14 @@ def encode_pubsub_message(
 # shortest safe path with the built-in serializer: json.loads on bytes first guesses the
 # encoding and strips whitespace, which our own UTF-8, compact output never needs.
 _DECODER = json.JSONDecoder()
-_new_instance = object.__new__
-_set = object.__setattr__  # PubSubMessage is frozen; this is how attrs itself fills it in
+# Values the fast decoders have checked build the frozen value directly (_fastattrs).
+_build_message = trusted_builder(
+    Message, "type", "payload", "priority", "id", "timestamp", "retry_count", "max_retries",
+    "timeout", "source", "destination", "headers", "dedup_key",
+)  # fmt: skip
+_build_pubsub_message = trusted_builder(
+    PubSubMessage, "type", "payload", "id", "timestamp", "source", "channel", "headers"
+)
 
 
 def _encode_plain_pubsub(message: PubSubMessage, source: str | None) -> bytes | None:
@@ -489,30 +494,20 @@ def _decode_plain_message(data: bytes, retry_count: int) -> Message | None:
         and all(type(value) is str for value in headers.values())
     ):
         return None
-    message: Message = _new_instance(Message)
-    _set(message, "type", body["type"])
-    _set(message, "payload", payload)  # fresh from the decoder: nobody else holds it
-    _set(message, "priority", priority)
-    _set(message, "id", body["id"])
-    _set(message, "timestamp", timestamp)
-    _set(message, "retry_count", retry_count)
-    _set(message, "max_retries", max_retries)
-    _set(message, "timeout", timeout)
-    _set(message, "source", get("source"))
-    _set(message, "destination", get("destination"))
-    _set(message, "headers", headers)
-    _set(message, "dedup_key", get("dedup_key"))
-    return message
-
-
-# The two fast paths above fill in every field by name; a field added to Message
-# without them would be left unset, so the set is checked once, here.
-_MESSAGE_FIELDS: Final = (
-    "type", "payload", "priority", "id", "timestamp", "retry_count", "max_retries",
-    "timeout", "source", "destination", "headers", "dedup_key",
-)  # fmt: skip
-if tuple(field.name for field in attrs.fields(Message)) != _MESSAGE_FIELDS:
-    raise ImportError("meetq.core.serialization: Message's fields changed; update its fast paths")
+    return _build_message(
+        body["type"],
+        payload,  # fresh from the decoder: nobody else holds it
+        priority,
+        body["id"],
+        timestamp,
+        retry_count,
+        max_retries,
+        timeout,
+        get("source"),
+        get("destination"),
+        headers,
+        get("dedup_key"),
+    )
 
 
 def decode_pubsub_message(data: bytes, serializer: Serializer, *, channel: str) -> PubSubMessage:
@@ -570,12 +565,5 @@ def _decode_plain_pubsub(data: bytes, channel: str) -> PubSubMessage | None:
         and all(type(value) is str for value in headers.values())
     ):
         return None
-    message: PubSubMessage = _new_instance(PubSubMessage)
-    _set(message, "type", event_type)
-    _set(message, "payload", payload)  # fresh from the decoder: nobody else holds it
-    _set(message, "id", event_id)
-    _set(message, "timestamp", timestamp)
-    _set(message, "source", source)
-    _set(message, "channel", channel)
-    _set(message, "headers", headers)
-    return message
+    # payload is fresh from the decoder: nobody else holds it
+    return _build_pubsub_message(event_type, payload, event_id, timestamp, source, channel, headers)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from meetq.core._build import build_config
+from meetq.core._fastattrs import trusted_builder
 from meetq.core._lifecycle import AsyncService
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import UserCodeFailed, call_user
@@ -48,8 +49,8 @@ EventHandler = Callable[[LocalEvent], Any]
 
 Overflow = Literal["raise", "drop", "wait"]
 WILDCARD = "*"
-_new_event = object.__new__
-_set = object.__setattr__  # LocalEvent is frozen; this is how attrs itself fills it in
+# Events whose values emit() has checked are built directly (core/_fastattrs).
+_build_event = trusted_builder(LocalEvent, "type", "payload", "source", "id", "timestamp")
 
 
 class _Worker:
@@ -369,15 +370,15 @@ class LocalEventBus(AsyncService):
             and all(type(key) is str for key in payload)
         ):
             self._id_counter += 1
-            event: LocalEvent = _new_event(LocalEvent)
-            _set(event, "type", event_type)
-            _set(event, "payload", dict(payload))
-            _set(event, "source", source)
-            # Unique within the process by the counter, across processes by the random
-            # 64-bit prefix; same 32-hex-digit shape as new_id().
-            _set(event, "id", f"{self._id_prefix}{self._id_counter:016x}")
-            _set(event, "timestamp", time.time())
-            return event
+            # The id is unique within the process by the counter, across processes by
+            # the random 64-bit prefix; same 32-hex-digit shape as new_id().
+            return _build_event(
+                event_type,
+                dict(payload),
+                source,
+                f"{self._id_prefix}{self._id_counter:016x}",
+                time.time(),
+            )
         event = LocalEvent(type=event_type, payload=payload, source=source)
         self._known_types.add(event_type)
         return event

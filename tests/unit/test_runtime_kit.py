@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import threading
 
+import attrs
 import pytest
 
 from meetq import (
@@ -24,10 +27,18 @@ from meetq import (
 from meetq.backends.memory._backend import MemoryBackend
 from meetq.core._backoff import Backoff
 from meetq.core._build import build_config
+from meetq.core._fastattrs import trusted_builder
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core.config import EventBusConfig, MessageQueueConfig, TaskSchedulerConfig
 from meetq.core.errors import ConfigError, HandlerTimeout, ValidationError
+from meetq.core.serialization import (
+    JsonSerializer,
+    decode_message,
+    decode_pubsub_message,
+    encode_message,
+    encode_pubsub_message,
+)
 from meetq.testing import eventually
 
 # -- Backoff -----------------------------------------------------------------------------
@@ -359,3 +370,59 @@ def test_every_component_takes_its_config_and_overrides() -> None:
     with pytest.raises(ValidationError) as typo:
         TaskScheduler(retry_jiter=0.1)
     assert typo.value.field == "retry_jiter" and "did you mean 'retry_jitter'" in str(typo.value)
+
+
+# -- trusted_builder: the attrs-bypass fast paths check their field set at import ----------
+
+
+@attrs.frozen(kw_only=True)
+class _Point:
+    x: int = attrs.field(validator=attrs.validators.instance_of(int))
+    y: int = 0
+
+
+def test_trusted_builder_fills_every_field_without_validators() -> None:
+    build = trusted_builder(_Point, "x", "y")
+    point = build("not checked", 2)  # the caller vouches for the values
+    assert (point.x, point.y) == ("not checked", 2)
+    assert type(point) is _Point and attrs.asdict(point) == {"x": "not checked", "y": 2}
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        point.x = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "fields", [("x",), ("x", "y", "z"), ("y", "x")], ids=["missing", "extra", "order"]
+)
+def test_trusted_builder_refuses_a_field_list_that_is_not_the_class(
+    fields: tuple[str, ...],
+) -> None:
+    with pytest.raises(ImportError, match="update the fast path"):
+        trusted_builder(_Point, *fields)
+
+
+def test_a_field_added_without_its_fast_path_fails_at_import() -> None:
+    # What happens to meetq.core.serialization if Message gains a field and its fast
+    # decoder is not updated: loading the module raises (in a child: no module of this
+    # process is touched).
+    code = (
+        "import importlib, attrs, meetq.core.types as t, meetq.core.serialization as s\n"
+        "@attrs.frozen(kw_only=True)\n"
+        "class Message(t.Message):\n"
+        "    extra: int = 0\n"
+        "t.Message = Message\n"
+        "importlib.reload(s)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "ImportError" in done.stderr and "update the fast path" in done.stderr
+
+
+def test_the_fast_paths_build_the_same_values_as_the_constructors() -> None:
+    message = Message(type="t", payload={"a": 1}, headers={"h": "v"}, dedup_key="k")
+    body = encode_message(message, JsonSerializer())
+    decoded = decode_message(body, JsonSerializer(), retry_count=0)
+    assert attrs.asdict(decoded) == attrs.asdict(message)
+    event = PubSubMessage(type="e", payload={"b": 2}, source="s", headers={})
+    data = encode_pubsub_message(event, JsonSerializer(), source=None)
+    back = decode_pubsub_message(data, JsonSerializer(), channel="c")
+    assert attrs.asdict(back) == {**attrs.asdict(event), "channel": "c"}
