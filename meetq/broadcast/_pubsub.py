@@ -181,7 +181,6 @@ class PubSub(AsyncService):
         self._reader: asyncio.Task[None] | None = None
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._started = False
-        self._closed = False
         self._stopped = False
         self._published = 0
         self._received = 0
@@ -221,7 +220,7 @@ class PubSub(AsyncService):
             done = [self._prefix + name for kind, name in self._wired if kind == "channel"]
             self._wired.clear()
             try:
-                if done and not self._closed:
+                if done and not self._stopping:
                     with contextlib.suppress(Exception):
                         await self._transport.unsubscribe(done)
             finally:
@@ -251,7 +250,6 @@ class PubSub(AsyncService):
         if self._stopped:
             return
         self._stopped = True
-        self._closed = True
         grace = self.config.shutdown_grace if grace is None else grace
         try:
             await self._stop(grace)
@@ -386,7 +384,7 @@ class PubSub(AsyncService):
         if subs:
             return
         del table[name]
-        if self._started and not self._closed:
+        if self._started and not self._stopping:
             await self._release_if_unused(kind, name)
 
     async def _after_start_in_progress(self) -> None:
@@ -403,7 +401,7 @@ class PubSub(AsyncService):
         key = (kind, name)
         table = self._channels if kind == "channel" else self._patterns
         async with self._serialised(key):
-            if table.get(name) or key not in self._wired or self._closed:
+            if table.get(name) or key not in self._wired or self._stopping:
                 return  # subscribed again meanwhile, or never confirmed
             self._wired.discard(key)
             self._changing += 1
@@ -444,7 +442,7 @@ class PubSub(AsyncService):
         if subs:
             return
         del table[name]
-        if (kind, name) in self._wired and not self._closed:
+        if (kind, name) in self._wired and not self._stopping:
             # Confirmed for another handler that has left since: release it, later (this
             # task may be being cancelled).
             task = asyncio.get_running_loop().create_task(self._release_if_unused(kind, name))
@@ -508,7 +506,7 @@ class PubSub(AsyncService):
         return encode_pubsub_message(message, self._serializer, source=self.source)
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._stopping:
             raise ClosedError("this PubSub is stopped; create a new one")
 
     # -- receiving ----------------------------------------------------------------------
@@ -525,7 +523,7 @@ class PubSub(AsyncService):
             try:
                 await self._route()
             except Exception:
-                if self._closed:
+                if self._stopping:
                     return
                 failures = 1 if self._received != received else failures + 1
                 delay = _READER_RESTART.delay(failures)
@@ -679,7 +677,7 @@ class PubSub(AsyncService):
                     )
                 else:
                     self._processed += 1
-            if self._closed or not sub.key[1]:
+            if self._stopping or not sub.key[1]:
                 return
             waiter = sub.waiter = loop.create_future()
             await waiter

@@ -17,6 +17,11 @@ Design (why it looks like this):
   idempotent there. The base records the state around it: ``__init_subclass__`` wraps
   every ``stop`` a subclass defines, so no component can forget to, and a ``start()``
   racing a ``stop()`` sees it at once.
+- Components read the state from here (``lifecycle``, ``_stopping``) instead of keeping
+  flags of their own. What stays theirs is what happens *inside* ``stop()`` (a second
+  call returning or waiting, a cancelled ``stop()`` that may run again, the message
+  queue's last flush) and the event bus's thread-visible closed flag, which other
+  threads read under its lock.
 - ``async with x:`` runs ``await x.start()`` and, on the way out, ``await x.stop()``.
 """
 
@@ -61,6 +66,11 @@ class AsyncService:
     def lifecycle(self) -> Lifecycle:
         """``new``, ``running`` or ``stopped`` (once ``stop()`` was called)."""
         return self._lifecycle
+
+    @property
+    def _stopping(self) -> bool:
+        """``stop()`` has been called (it may still be running): take no more work."""
+        return self._lifecycle is Lifecycle.STOPPED
 
     def _describe(self) -> str:
         """How errors name this component."""

@@ -42,7 +42,7 @@ from meetq.core._validation import (
     plain_str,
 )
 from meetq.core.config import TaskDispatcherConfig
-from meetq.core.errors import ClosedError, HandlerTimeout, MeetqError, ValidationError
+from meetq.core.errors import HandlerTimeout, MeetqError, ValidationError
 from meetq.core.tasks import DispatchStatus, ReceivedTask, TaskRequest, TaskResponse
 from meetq.core.types import (
     Message,
@@ -133,7 +133,7 @@ class TaskDispatcher(AsyncService):
         self._records: dict[str, _Record] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._callback_tasks: set[asyncio.Task[None]] = set()
-        self._state = "new"
+        self._stop_began = False  # a second stop() returns (new/running/stopped: the base)
         self._counts = dict.fromkeys(
             [
                 "dispatched",
@@ -547,23 +547,20 @@ class TaskDispatcher(AsyncService):
     # -- lifecycle -----------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._state == "stopped":
-            raise ClosedError("this TaskDispatcher is stopped; build a new one")
+        self._refuse_if_stopped()
 
     async def _start(self) -> None:
         """Mark the dispatcher running (``start()``; the rules are ``AsyncService``'s).
         Start the MessageQueue too (the QueueManager does): tasks are served and results
         arrive only while it runs."""
-        self._check_open()
-        self._state = "running"
 
     async def stop(self) -> None:
         """Stop tracking (idempotent): unfinished tasks become ``cancelled`` (their
         callbacks run), waiters wake, and callbacks get a few seconds to finish. It does
         not stop the MessageQueue nor tasks already running in a service."""
-        if self._state == "stopped":
+        if self._stop_began:
             return
-        self._state = "stopped"
+        self._stop_began = True
         for record in list(self._records.values()):
             if not record.response.status.is_final:
                 record.response = attrs.evolve(

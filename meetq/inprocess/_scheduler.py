@@ -183,7 +183,6 @@ class TaskScheduler(AsyncService):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._started = False
-        self._closed = False
         self._stopped: asyncio.Event | None = None
         self._counts = dict.fromkeys(
             (
@@ -206,7 +205,7 @@ class TaskScheduler(AsyncService):
 
     def submit_task(self, task: Task) -> str:
         """Accept ``task`` and return its id without waiting (see the class contract)."""
-        if self._closed:
+        if self._stopping:
             raise ClosedError("the task scheduler is stopped; submit to a new TaskScheduler")
         if not isinstance(task, Task):
             raise ValidationError("task", task, "expected a meetq.Task")
@@ -322,7 +321,7 @@ class TaskScheduler(AsyncService):
 
     def _dispatch(self) -> None:
         """Start ready tasks, highest priority first, while a worker slot is free."""
-        if not self._started or self._closed:
+        if not self._started or self._stopping:
             return
         loop = self._bind_loop()
         while len(self._running) < self._workers:
@@ -367,7 +366,7 @@ class TaskScheduler(AsyncService):
     def _failed_attempt(self, entry: _Entry, *, timed_out: bool, error: str) -> None:
         entry.error = error
         task = entry.task
-        if self._closed:
+        if self._stopping:
             # No retries once stopping: the task will not run again.
             self._finish(entry, TaskStatus.CANCELLED, "total_cancelled")
         elif entry.attempts <= task.max_retries:
@@ -460,7 +459,6 @@ class TaskScheduler(AsyncService):
                 await self._stopped.wait()
             return
         self._stopped = stopped = asyncio.Event()
-        self._closed = True
         grace = self._shutdown_grace if grace is None else grace
         try:
             waiting = [e for e in self._entries.values() if e.status is not TaskStatus.RUNNING]

@@ -142,7 +142,10 @@ class MessageQueue(AsyncService):
         self._kick = asyncio.Event()
         self._stop_listening: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._state = "new"  # new -> running -> stopping -> stopped
+        # new / running / stopped is the base's (AsyncService.lifecycle); these two are
+        # steps inside stop(): it began (a second call returns), and its last flush.
+        self._stop_began = False
+        self._draining = False
         self._claiming = False
         self._local: dict[str, int] = {"lease_lost": 0, "handler_timeouts": 0, "undecodable": 0}
         # Plain handlers run on threads of their own (made at start()): see _usercode.
@@ -166,7 +169,7 @@ class MessageQueue(AsyncService):
         message_type = plain_str(message_type)  # a TaskType member: kept as its string
         if not callable(handler):
             raise ValidationError("handler", handler, "expected a callable taking a Message")
-        if self._state != "new":
+        if self._lifecycle is not Lifecycle.NEW:
             raise ValidationError(
                 "message_type", message_type, "register handlers before start(); this queue runs"
             )
@@ -365,7 +368,6 @@ class MessageQueue(AsyncService):
         """Start consuming the registered types (``start()``; the rules are
         ``AsyncService``'s). Publishing works without it."""
         if not self._handlers:
-            self._state = "running"
             log.warning("meetq: queue %r started with no handlers; it only publishes", self.name)
             return
         # Prime the wake-up path so a publish right after start() is not missed. If the
@@ -380,7 +382,6 @@ class MessageQueue(AsyncService):
             stop_listening()
             raise
         self._stop_listening = stop_listening
-        self._state = "running"
         self._claiming = True
         self._sync_types = frozenset(
             t for t, h in self._handlers.items() if not is_async_callable(h)
@@ -407,12 +408,11 @@ class MessageQueue(AsyncService):
         """
         if grace is not None:
             grace = check_seconds("grace", grace)
-        if self._state in ("stopping", "stopped", "draining"):
+        if self._stop_began:
             return
-        if self._state == "new":
-            self._state = "stopped"
-            return
-        self._state = "stopping"
+        self._stop_began = True
+        if not self._tasks:
+            return  # never started consuming: nothing runs
         self._claiming = False
         wait = self.config.shutdown_grace if grace is None else grace
         try:
@@ -426,9 +426,8 @@ class MessageQueue(AsyncService):
             # Last flush of settlements, then stop the helpers.
             for task in self._tasks[1:]:
                 task.cancel()
-            if self._tasks:
-                self._state = "draining"
-                self._kick.set()
+            self._draining = True
+            self._kick.set()
             # gather, not a suppressed await: the helpers' own CancelledError is a result
             # here, while a cancellation of stop() itself reaches its caller.
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -437,7 +436,6 @@ class MessageQueue(AsyncService):
                 task.cancel()
             raise
         finally:
-            self._state = "stopped"
             if self._stop_listening is not None:
                 self._stop_listening()
                 self._stop_listening = None
@@ -501,7 +499,7 @@ class MessageQueue(AsyncService):
     async def _exchange_rounds(self) -> None:
         failures = 0  # backend errors in a row
         while True:
-            draining = self._state == "draining"
+            draining = self._draining
             slots = self._capacity - len(self._running) if self._claiming else 0
             types, free = self._claimable(slots)
             settlements, self._pending = self._pending, []
@@ -518,7 +516,7 @@ class MessageQueue(AsyncService):
                 )
             except MeetqError as exc:
                 self._pending[:0] = settlements  # keep them; they are retried next round
-                if draining or self._state == "draining":
+                if draining or self._draining:
                     # stop() waits, and the backend has just failed within its bound: one
                     # more try would most likely fail too. The leases expire; nothing is lost.
                     log.error(
@@ -585,7 +583,7 @@ class MessageQueue(AsyncService):
         last flush (it kicks): stop() must not wait out a backoff."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._state != "draining" and (left := deadline - loop.time()) > 0:
+        while not self._draining and (left := deadline - loop.time()) > 0:
             # Clearing loses nothing: the next round looks at everything pending anyway.
             self._kick.clear()
             with contextlib.suppress(TimeoutError):

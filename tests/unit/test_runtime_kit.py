@@ -28,10 +28,11 @@ from meetq.backends.memory._backend import MemoryBackend
 from meetq.core._backoff import Backoff
 from meetq.core._build import build_config
 from meetq.core._fastattrs import trusted_builder
+from meetq.core._lifecycle import Lifecycle
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core.config import EventBusConfig, MessageQueueConfig, TaskSchedulerConfig
-from meetq.core.errors import ConfigError, HandlerTimeout, ValidationError
+from meetq.core.errors import ClosedError, ConfigError, HandlerTimeout, ValidationError
 from meetq.core.serialization import (
     JsonSerializer,
     decode_message,
@@ -426,3 +427,32 @@ def test_the_fast_paths_build_the_same_values_as_the_constructors() -> None:
     data = encode_pubsub_message(event, JsonSerializer(), source=None)
     back = decode_pubsub_message(data, JsonSerializer(), channel="c")
     assert attrs.asdict(back) == {**attrs.asdict(event), "channel": "c"}
+
+
+# -- one lifecycle state: the base's ------------------------------------------------------
+
+
+async def test_every_component_keeps_its_lifecycle_in_the_base_only() -> None:
+    backend = MemoryBackend()
+    mq = MessageQueue(backend, queue_name="kit-life")
+    components = [
+        mq,
+        PubSub(backend, namespace="kit-life"),
+        LocalEventBus(),
+        TaskScheduler(),
+        TaskDispatcher(mq),
+    ]
+    for component in components:
+        # No parallel state strings or closed flags beside AsyncService's.
+        assert not hasattr(component, "_state"), type(component).__name__
+        if not isinstance(component, LocalEventBus):  # its flag is read by other threads
+            assert not hasattr(component, "_closed"), type(component).__name__
+    for component in reversed(components):
+        assert component.lifecycle is Lifecycle.NEW
+        await component.start()
+        assert component.lifecycle is Lifecycle.RUNNING
+    for component in components:
+        await component.stop()
+        assert component.lifecycle is Lifecycle.STOPPED
+        with pytest.raises(ClosedError):
+            await component.start()
