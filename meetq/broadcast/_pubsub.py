@@ -33,6 +33,7 @@ from typing import Any
 
 from meetq.core._backoff import Backoff
 from meetq.core._build import build_config
+from meetq.core._glob import glob_escape
 from meetq.core._lifecycle import AsyncService
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import UserCodeFailed, call_user
@@ -61,9 +62,6 @@ MAX_CHANNEL_LENGTH = 1000
 # After an unexpected reader failure the reader restarts after 10 ms; if it keeps failing
 # without routing anything, it waits twice as long each time, up to one second.
 _READER_RESTART = Backoff(0.01, 1.0)
-# Characters special in a Redis PSUBSCRIBE glob; escaped in the namespace prefix so a
-# namespace like "tenant[1]" matches only itself.
-_GLOB_SPECIAL = frozenset("*?[]\\")
 
 
 def _default_source() -> str:
@@ -161,7 +159,8 @@ class PubSub(AsyncService):
             check_text("source", source)
         self.source = source or _default_source()
         self._prefix = f"{self.config.namespace}:"
-        self._pattern_prefix = _glob_escape(self._prefix)
+        # Patterns are the transport contract's globs: the namespace is quoted in them.
+        self._pattern_prefix = glob_escape(self._prefix)
         self._yield_at = self.config.subscriber_buffer // 2
         self._transport: PubSubTransport = backend.pubsub_transport()
         self._transport.on_reconnect(self._reconnected)
@@ -726,8 +725,3 @@ def _check_channel(field: str, value: object) -> None:
         )
     # Redis cannot carry it, and memory would accept a channel no publish can reach.
     check_text(field, value)
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` as a glob that matches exactly itself (Redis ``PSUBSCRIBE`` syntax)."""
-    return "".join("\\" + char if char in _GLOB_SPECIAL else char for char in text)
