@@ -142,3 +142,25 @@ def test_the_broker_key_is_checked_at_load() -> None:
     with pytest.raises(meetq.ConfigError) as info:
         meetq.load_config({"memory": {"broker": ""}})
     assert info.value.key == "memory.broker"
+
+
+async def test_a_closed_backend_gets_no_more_wake_ups_from_a_shared_queue(
+    meetq_namespace: str,
+) -> None:
+    from meetq.backend import StoredMessage, WorkQueueOptions
+    from meetq.backends.memory._backend import MemoryBackend
+
+    closing, staying = MemoryBackend(broker=meetq_namespace), MemoryBackend(broker=meetq_namespace)
+    woken: list[str] = []
+    try:
+        mine = closing.work_queue("jobs", WorkQueueOptions())
+        theirs = staying.work_queue("jobs", WorkQueueOptions())
+        await mine.listen(lambda: woken.append("closing"))
+        await theirs.listen(lambda: woken.append("staying"))
+        await closing.aclose()
+        with pytest.raises(meetq.ClosedError):
+            await mine.enqueue([StoredMessage(id="m0", type="t", priority=1, body=b"{}")])
+        await theirs.enqueue([StoredMessage(id="m1", type="t", priority=1, body=b"{}")])
+        assert "staying" in woken and "closing" not in woken
+    finally:
+        await staying.aclose()

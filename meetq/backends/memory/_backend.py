@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
 from meetq.backends.memory._config import ISOLATED
 from meetq.core._validation import check_queue_options
 from meetq.core.errors import ClosedError
-from meetq.core.protocols import PubSubTransport, WorkQueueBackend, WorkQueueOptions
+from meetq.core.protocols import (
+    PubSubTransport,
+    WakeCallback,
+    WorkQueueBackend,
+    WorkQueueOptions,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -89,11 +95,19 @@ class _QueueHandle:
     def __init__(self, queue: WorkQueueBackend) -> None:
         self._queue = queue
         self._closed = False
+        self._unlisten: list[Callable[[], None]] = []
         for name in dir(queue):
             if not name.startswith("_"):
                 value = getattr(queue, name)
                 if callable(value):
                     self.__dict__[name] = value
+        self.__dict__["listen"] = self._listen
+
+    async def _listen(self, callback: WakeCallback) -> Callable[[], None]:
+        # Kept, so closing this backend ends its wake-ups on the shared queue too.
+        stop = await self._queue.listen(callback)
+        self._unlisten.append(stop)
+        return stop
 
     def __getattr__(self, name: str) -> Any:
         if self._closed and not name.startswith("_"):
@@ -102,6 +116,8 @@ class _QueueHandle:
 
     def close(self) -> None:
         self._closed = True
+        for stop in self._unlisten:
+            stop()
         for name in [n for n in self.__dict__ if not n.startswith("_")]:
             del self.__dict__[name]
 
