@@ -36,7 +36,7 @@ from meetq.core._build import build_config
 from meetq.core._glob import glob_escape
 from meetq.core._lifecycle import AsyncService
 from meetq.core._ratelog import LogEvery
-from meetq.core._usercode import UserCodeFailed, call_user
+from meetq.core._usercode import UserCodeFailed, call_user, user_failure, user_runner
 from meetq.core._validation import check_seconds, check_text, is_async_callable
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, ValidationError
@@ -77,9 +77,9 @@ class _Subscriber:
         "busy",
         "drop_log",
         "handler",
-        "is_async",
         "key",
         "room",
+        "run",
         "task",
         "waiter",
     )
@@ -87,7 +87,7 @@ class _Subscriber:
     def __init__(self, key: tuple[str, str], handler: PubSubHandler) -> None:
         self.key = key  # ("channel" | "pattern", name without namespace)
         self.handler = handler
-        self.is_async = is_async_callable(handler)
+        self.run = user_runner(handler, is_async=is_async_callable(handler))
         self.buffer: deque[PubSubMessage] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.room: asyncio.Future[None] | None = None
@@ -652,6 +652,7 @@ class PubSub(AsyncService):
     async def _consume(self, sub: _Subscriber) -> None:
         buffer = sub.buffer
         handler = sub.handler
+        run = sub.run
         loop = asyncio.get_running_loop()
         while True:
             while buffer:
@@ -662,8 +663,9 @@ class PubSub(AsyncService):
                     if not room.done():
                         room.set_result(None)
                 try:
-                    await call_user(handler, message, is_async=sub.is_async)
-                except UserCodeFailed as failure:
+                    await run(message)
+                except BaseException as exc:
+                    failure = user_failure(exc)  # raises a cancellation of this consumer
                     self._failed += 1
                     log.error(
                         "meetq pubsub handler %r failed on %r message %s (channel %r): %s",

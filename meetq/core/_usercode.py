@@ -1,8 +1,10 @@
 """How meetq runs user code (handlers, callbacks): one set of rules for every component.
 
 Every component (``MessageQueue``, ``PubSub``, ``LocalEventBus``, ``TaskScheduler``,
-``TaskDispatcher``) calls its handlers and callbacks through ``call_user`` and handles
-one outcome, ``UserCodeFailed``; none keeps its own copy of the rules below.
+``TaskDispatcher``) calls its handlers and callbacks through ``call_user`` (or, on the
+per-event hot paths without a timeout, ``user_runner`` plus ``user_failure``: the same
+rules without a frame of their own) and handles one outcome, ``UserCodeFailed``; none
+keeps its own copy of the rules below.
 
 Design (why it looks like this):
 
@@ -35,12 +37,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from meetq.core.errors import HandlerTimeout
@@ -53,6 +56,8 @@ __all__ = [
     "UserCodeFailed",
     "call_user",
     "run_in_thread",
+    "user_failure",
+    "user_runner",
 ]
 
 #: What a handler may raise that is not a failed call but goes on up: the operator's
@@ -318,12 +323,33 @@ async def call_user(
             raise UserCodeFailed(HandlerTimeout(timeout), timeout=timeout) from None
         # The callable's own TimeoutError (a socket, an HTTP client): its failure.
         raise UserCodeFailed(exc) from None
-    except asyncio.CancelledError as exc:
+    except BaseException as exc:
+        raise user_failure(exc) from None
+
+
+def user_runner(func: Callable[..., Any], *, is_async: bool) -> Callable[..., Awaitable[Any]]:
+    """How to call ``func`` without a timeout, decided once (at registration): ``func``
+    itself when it is async (no extra frame on a hot path), else a call in a thread
+    whose awaitable result is awaited. What awaiting it raises goes to
+    ``user_failure``; ``call_user`` is the same with a timeout or a reserved thread."""
+    if is_async:
+        return func
+    return functools.partial(run_in_thread, func)
+
+
+def user_failure(exc: BaseException) -> UserCodeFailed:
+    """What a call of user code raised, as the one outcome components handle.
+
+    Re-raises what is not a failed call: the calling task's own cancellation (the
+    component's ``stop()``, ``cancel_task``) and ``KeyboardInterrupt``. A
+    ``CancelledError`` the callable raised itself is a failure (``cancelled=True``);
+    so is everything else, ``SystemExit`` and ``GeneratorExit`` included.
+    """
+    if isinstance(exc, asyncio.CancelledError):
         task = asyncio.current_task()
         if task is not None and task.cancelling():
-            raise  # the component cancels this call (stop(), cancel_task)
-        raise UserCodeFailed(exc, cancelled=True) from None
-    except PROPAGATES:
-        raise
-    except BaseException as exc:  # SystemExit, GeneratorExit, any Exception: a failed call
-        raise UserCodeFailed(exc) from None
+            raise exc
+        return UserCodeFailed(exc, cancelled=True)
+    if isinstance(exc, PROPAGATES):
+        raise exc
+    return UserCodeFailed(exc)

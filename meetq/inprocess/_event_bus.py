@@ -27,14 +27,14 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from meetq.core._build import build_config
 from meetq.core._fastattrs import trusted_builder
 from meetq.core._lifecycle import AsyncService
 from meetq.core._ratelog import LogEvery
-from meetq.core._usercode import UserCodeFailed, call_user
+from meetq.core._usercode import user_failure, user_runner
 from meetq.core._validation import check_key, check_seconds, is_async_callable
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
@@ -46,6 +46,7 @@ log = logging.getLogger("meetq.event_bus")
 
 #: A handler receives one ``LocalEvent``; it may be ``async def`` or a plain function.
 EventHandler = Callable[[LocalEvent], Any]
+_Runner = Callable[[LocalEvent], Awaitable[Any]]
 
 Overflow = Literal["raise", "drop", "wait"]
 WILDCARD = "*"
@@ -113,10 +114,10 @@ class LocalEventBus(AsyncService):
         self._overflow: Overflow = cfg.overflow  # type: ignore[assignment]  # a checked choice
         self._shutdown_grace = cfg.shutdown_grace
         self._workers = [_Worker() for _ in range(cfg.workers)]
-        # type -> tuple of (handler, is_async); tuples are replaced, never mutated, so a
+        # type -> tuple of (handler, how to call it); tuples are replaced, never mutated, so a
         # worker iterating one is unaffected by on()/off() during dispatch.
-        self._handlers: dict[str, tuple[tuple[EventHandler, bool], ...]] = {}
-        self._wildcard: tuple[tuple[EventHandler, bool], ...] = ()
+        self._handlers: dict[str, tuple[tuple[EventHandler, _Runner], ...]] = {}
+        self._wildcard: tuple[tuple[EventHandler, _Runner], ...] = ()
         # Events whose emitter waits for them to be handled, by id(event).
         self._handled_waiters: dict[int, asyncio.Future[None]] = {}
         self._space_waiters: deque[asyncio.Future[None]] = deque()
@@ -158,7 +159,7 @@ class LocalEventBus(AsyncService):
         _check_type("event_type", event_type)
         if not callable(handler):
             raise ValidationError("handler", handler, "expected a callable")
-        entry = (handler, is_async_callable(handler))
+        entry = (handler, user_runner(handler, is_async=is_async_callable(handler)))
         if event_type == WILDCARD:
             if all(h != handler for h, _ in self._wildcard):
                 self._wildcard = (*self._wildcard, entry)
@@ -431,10 +432,11 @@ class LocalEventBus(AsyncService):
                 handlers = self._handlers.get(event.type, ())
                 wildcard = self._wildcard
                 failed = False
-                for handler, is_async in handlers + wildcard if wildcard else handlers:
+                for handler, run in handlers + wildcard if wildcard else handlers:
                     try:
-                        await call_user(handler, event, is_async=is_async)
-                    except UserCodeFailed as failure:
+                        await run(event)
+                    except BaseException as exc:
+                        failure = user_failure(exc)  # raises a cancellation of this worker
                         failed = True
                         log.error(
                             "meetq event bus handler %r failed on %r event %s: %s",
