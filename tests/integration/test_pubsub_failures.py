@@ -22,6 +22,7 @@ from meetq.backends.redis import _pubsub
 from meetq.backends.redis._backend import RedisBackend
 from meetq.backends.redis._pubsub import RedisPubSubTransport
 from meetq.core.serialization import JsonSerializer, encode_pubsub_message
+from meetq.testing import RecordingBackend
 from meetq.testing._redis_server import RedisServer
 from meetq.testing.pubsub_suite import Collector
 
@@ -198,15 +199,19 @@ async def test_a_cancelled_pubsub_subscribe_keeps_no_handler(
     meetq_redis_url: str, meetq_namespace: str, admin: aioredis.Redis
 ) -> None:
     client = aioredis.Redis.from_url(meetq_redis_url)
-    ps = PubSub(RedisBackend(client), namespace=meetq_namespace)
+    # The wrapper hands over the real transport, so the test holds its send lock without
+    # reaching into PubSub.
+    recording = RecordingBackend(RedisBackend(client))
+    ps = PubSub(recording, namespace=meetq_namespace)
     try:
         await ps.start()
         await ps.subscribe("warmup", Collector())
-        await ps._transport._send_lock.acquire()  # type: ignore[attr-defined]
+        (transport,) = recording.transports
+        await transport._send_lock.acquire()  # type: ignore[attr-defined]
         joining = asyncio.create_task(ps.subscribe("room", Collector()))
         await asyncio.sleep(0)
         joining.cancel()
-        ps._transport._send_lock.release()  # type: ignore[attr-defined]
+        transport._send_lock.release()  # type: ignore[attr-defined]
         with pytest.raises(asyncio.CancelledError):
             await joining
         assert ps.subscribed_channels() == ["warmup"]
@@ -227,7 +232,8 @@ async def test_subscribe_waits_for_a_concurrent_unsubscribe_of_the_name(
     # subscribe / unsubscribe / subscribe of one name, each issued before the previous
     # one is confirmed: the last wins on the wire, not just in the handler table.
     client = aioredis.Redis.from_url(meetq_redis_url)
-    ps = PubSub(RedisBackend(client), namespace=meetq_namespace)
+    recording = RecordingBackend(RedisBackend(client))
+    ps = PubSub(recording, namespace=meetq_namespace)
     try:
         await ps.start()
         first, second = Collector(), Collector()
@@ -237,7 +243,8 @@ async def test_subscribe_waits_for_a_concurrent_unsubscribe_of_the_name(
             asyncio.create_task(ps.subscribe("room", second)),
         ]
         await asyncio.wait_for(asyncio.gather(*calls), TIMEOUT)
-        assert ps._transport._channels == {f"{meetq_namespace}:room"}  # type: ignore[attr-defined]
+        (transport,) = recording.transports
+        assert transport._channels == {f"{meetq_namespace}:room"}  # type: ignore[attr-defined]
         assert await ps.publish("room", PubSubMessage(type="x")) == 1
         assert [m.type for m in await second.wait_for(1)] == ["x"]
         assert first.messages == []

@@ -33,10 +33,23 @@ def test_meetq_testing_helpers_import_and_work_without_pytest() -> None:
         import asyncio, json
         import meetq.testing
         from meetq.testing import RedisServer, RedisServerUnavailable, eventually, free_port
+        from meetq.testing import QUICK, RecordingBackend, wait_until
+        from meetq import MessageQueue, Message, BackendContext, build_registry
+        from meetq import load_config, make_plugin_manager
 
         ticks = []
+        recorded = []
         async def main():
             await eventually(lambda: ticks.append(1) or len(ticks) >= 3, timeout=5)
+            await wait_until(lambda: len(ticks) >= 3)
+            memory = build_registry(make_plugin_manager(entry_points=False)).create(
+                "memory", BackendContext(config=load_config({}), client=None)
+            )
+            recording = RecordingBackend(memory)
+            mq = MessageQueue(recording, **{**QUICK, "queue_name": "no-pytest"})
+            await mq.publish(Message(type="t"))
+            recorded.append(recording.count("enqueue"))
+            await recording.aclose()
         asyncio.run(main())
         try:
             meetq.testing.ContractSuite
@@ -47,6 +60,7 @@ def test_meetq_testing_helpers_import_and_work_without_pytest() -> None:
         print(json.dumps({
             "port": free_port(),
             "ticks": len(ticks),
+            "recorded": recorded,
             "server": RedisServer.__name__,
             "unavailable": issubclass(RedisServerUnavailable, RuntimeError),
             "contract_error": error,
@@ -58,6 +72,7 @@ def test_meetq_testing_helpers_import_and_work_without_pytest() -> None:
     )
     assert 0 < outcome["port"] < 65536
     assert outcome["ticks"] == 3
+    assert outcome["recorded"] == [1]  # RecordingBackend works without pytest
     assert outcome["server"] == "RedisServer" and outcome["unavailable"] is True
     assert outcome["pytest_loaded"] is False
     assert outcome["contract_error"] == (
