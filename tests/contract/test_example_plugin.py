@@ -8,6 +8,7 @@ away after), before any fixture builds a plugin manager.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ from meetq.core.protocols import Backend
 from meetq.testing import ContractSuite
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugin_example"
+# What an outside author imports of meetq: the backend face, nothing private, no backend.
+# (QueueSnapshot, Maintenance and WakeCallback are not in meetq.backend yet.)
+PUBLIC_MEETQ = {"meetq.backend", "meetq.core.protocols"}
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +65,20 @@ def test_example_backend_satisfies_the_backend_protocol() -> None:
     assert isinstance(backend, Backend)
     assert backend.name == "example"
     assert backend.capabilities == frozenset()
+
+
+def test_example_is_written_from_scratch_on_public_names_only() -> None:
+    sources = sorted((PLUGIN_DIR / "meetq_example_backend").glob("*.py"))
+    assert len(sources) >= 2
+    imported: set[str] = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module)
+    from_meetq = {name for name in imported if name.split(".")[0] == "meetq"}
+    assert from_meetq == PUBLIC_MEETQ, f"private imports: {from_meetq - PUBLIC_MEETQ}"
 
 
 async def test_type_example_is_selectable_by_config() -> None:

@@ -1,9 +1,9 @@
-"""meetq_example_backend: a third-party backend as an outside author would write one.
+"""meetq_example_backend: a third-party backend written from scratch, as an outside author would.
 
-Features: every work-queue and pub/sub guarantee of meetq's contract, within one
-process. The storage is borrowed: the backend composes meetq's own memory backend and
-hands out its work queues and broadcast transports, so this package is only the wiring
-a real backend needs — a ``Backend`` object, a factory, a hook and an entry point.
+Features: the whole backend contract within one process — a work queue (strict
+priority, leases, retries, dead letters, dedup, wake-ups) in ``_work_queue`` and pub/sub
+(channels, Redis glob patterns) in ``_pubsub`` — kept in plain dicts and lists. Of meetq
+it imports ``meetq.backend`` only, the one face for backend authors.
 Capabilities: none beyond the contract (not ``durable``, not ``cross_process``).
 Config keys: ``type: example`` in ``message_queue`` or ``event_bus``; no others.
 Entry point (see the ``.dist-info`` beside this package)::
@@ -14,31 +14,56 @@ Entry point (see the ``.dist-info`` beside this package)::
 
 from __future__ import annotations
 
-from meetq import BackendContext, BackendRegistry, BackendSpec
-from meetq.backends.memory._backend import MemoryBackend
-from meetq.core.protocols import PubSubTransport, WorkQueueBackend, WorkQueueOptions
-from meetq.plugins import hookimpl
+from meetq.backend import (
+    BackendContext,
+    BackendRegistry,
+    BackendSpec,
+    ClosedError,
+    PubSubTransport,
+    WorkQueueBackend,
+    WorkQueueOptions,
+    hookimpl,
+)
+from meetq_example_backend._pubsub import ExampleBroker
+from meetq_example_backend._work_queue import ExampleWorkQueue
 
 __all__ = ["ExampleBackend", "plugin"]
 
 
 class ExampleBackend:
-    """Queues and broadcast of one private ``MemoryBackend``, under the name ``example``."""
+    """Queues by name and one broadcast broker, shared by everything built from this object."""
 
     name = "example"
     capabilities: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
-        self._store = MemoryBackend()
+        self._queues: dict[str, ExampleWorkQueue] = {}
+        self._broker = ExampleBroker()
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the example backend was closed; build a new one")
 
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:
-        return self._store.work_queue(queue_name, options)
+        self._check_open()
+        # One name, one object: the queue's state lives in it. (Core keeps one handle
+        # per name and checks that every opener asks for the same options.)
+        queue = self._queues.get(queue_name)
+        if queue is None:
+            queue = self._queues[queue_name] = ExampleWorkQueue(queue_name, options)
+        return queue
 
     def pubsub_transport(self) -> PubSubTransport:
-        return self._store.pubsub_transport()
+        self._check_open()
+        return self._broker.transport()
 
     async def aclose(self) -> None:
-        await self._store.aclose()
+        """Close every queue and transport made from it (later calls raise ClosedError)."""
+        self._closed = True
+        for queue in self._queues.values():
+            await queue.aclose()
+        await self._broker.aclose()
 
 
 def _create(context: BackendContext) -> ExampleBackend:
@@ -53,7 +78,7 @@ class _ExamplePlugin:
             BackendSpec(
                 name="example",
                 factory=_create,
-                description="worked example of a third-party backend (in memory)",
+                description="worked example of a third-party backend (in memory, from scratch)",
             )
         )
 
