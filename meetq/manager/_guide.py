@@ -243,9 +243,9 @@ def message_queue_from(
     ``NewRedisMessageQueue(redisClient, cfg)`` is
     ``message_queue_from({"message_queue": {"type": "redis"}}, redis=client, **cfg)``.
     """
-    cfg = load_config(config)
-    type_name = overrides.get("type", cfg.message_queue.type)
     reg = registry if registry is not None else build_registry()
+    cfg = load_config(config, registry=reg)  # the backends' sections, by this registry
+    type_name = overrides.get("type", cfg.message_queue.type)
     reg.get(type_name, key="message_queue.type")
     queue = _OwningMessageQueue(
         reg.create(type_name, BackendContext(config=cfg, client=redis)),
@@ -266,9 +266,9 @@ def pubsub_from(
     ``event_bus`` keys given as ``overrides``; the guide's
     ``NewRedisPubSubQueue(redisClient)`` is
     ``pubsub_from({"event_bus": {"type": "redis_pubsub"}}, redis=client)``."""
-    cfg = load_config(config)
-    type_name = overrides.get("type", cfg.event_bus.type)
     reg = registry if registry is not None else build_registry()
+    cfg = load_config(config, registry=reg)  # the backends' sections, by this registry
+    type_name = overrides.get("type", cfg.event_bus.type)
     reg.get(type_name, key="event_bus.type")
     return _OwningPubSub(
         reg.create(type_name, BackendContext(config=cfg, client=redis)),

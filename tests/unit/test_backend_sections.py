@@ -234,3 +234,13 @@ def test_two_backends_cannot_claim_one_section() -> None:
     # The same class under another backend name shares the section.
     registry.register(BackendSpec(name="warehouse2", factory=_create, config=WarehouseConfig))
     assert registry.config_sections()["warehouse"] is WarehouseConfig
+
+
+def test_components_built_from_a_config_check_the_registrys_sections() -> None:
+    raw = {"message_queue": {"type": "warehouse"}, "warehouse": {"mode": "slow"}}
+    with pytest.raises(ConfigError, match=r"^config warehouse\.mode='slow': expected one of"):
+        meetq.message_queue_from(raw, registry=_registry(WAREHOUSE))
+    with pytest.raises(ConfigError, match=r"^config warehouse\.mode='slow'"):
+        meetq.pubsub_from(
+            {**raw, "event_bus": {"type": "warehouse"}}, registry=_registry(WAREHOUSE)
+        )
