@@ -1,6 +1,6 @@
 """Idle publish-to-handler latency across processes: meetq next to a bare BRPOP loop.
 
-    python bench/bench_latency.py [--runs 5] [--samples 500] [--pause 5]
+    python bench/bench_latency.py [--runs 5] [--samples 500] [--pause 5] [--baseline DIR]
 
     # optional, for the taskiq row (not a meetq dependency; redis-py stays on 5.x):
     .venv/bin/pip install taskiq taskiq-redis 'redis>=5,<6'
@@ -23,6 +23,10 @@ fresh processes, a producer and a worker, on that server:
   encodes the message inside the measured span (meetq's ``Message`` is built before).
   Shown as "not installed" without the two packages.
 - ``meetq, 1 process`` (for comparison): publisher and worker in one process.
+- ``meetq @ baseline`` (with ``--baseline DIR``): the ``meetq`` row again, its two
+  processes importing the meetq of another source tree (``DIR/meetq``, put first on
+  ``PYTHONPATH``), e.g. a ``git worktree`` of the commit before a change: before and
+  after in one run, interleaved.
 
 Idle means: a sample is sent only after the worker reported the previous one and
 ``--pause`` ms passed, so the worker is waiting, not busy, when it arrives. The first
@@ -88,6 +92,7 @@ KINDS: Final = {
     "brpop-task": ("brpop-task-worker", "brpop-task-producer"),
     "taskiq": ("taskiq-worker", "taskiq-producer"),
     "local": ("meetq-local", ""),
+    "baseline": ("meetq-worker", "meetq-producer"),
 }
 LABELS: Final = {
     "meetq": "meetq",
@@ -95,6 +100,7 @@ LABELS: Final = {
     "brpop-task": "BRPOP+json+task",
     "taskiq": "taskiq ListQueue",
     "local": "meetq, 1 process",
+    "baseline": "meetq @ baseline",
 }
 TASKIQ_TASK: Final = "bench_latency_ping"
 
@@ -408,14 +414,20 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _spawn(
-    role: str, url: str, namespace: str, fd: int, args: argparse.Namespace
+    role: str, url: str, namespace: str, fd: int, args: argparse.Namespace, kind: str
 ) -> subprocess.Popen[str]:
     """A child running ``role``; a worker's stdout is dropped, everyone else's is read."""
     command = [sys.executable, __file__, "--role", role, "--url", url, "--namespace", namespace]
     command += ["--fd", str(fd), "--samples", str(args.samples), "--warmup", str(args.warmup)]
     command += ["--pause", str(args.pause)]
     stdout = subprocess.DEVNULL if role.endswith("-worker") else subprocess.PIPE
-    return subprocess.Popen(command, pass_fds=(fd,) if fd >= 0 else (), stdout=stdout, text=True)
+    env = None
+    if kind == "baseline":  # ahead of the installed (editable) meetq on sys.path
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [args.baseline, path]))}
+    return subprocess.Popen(
+        command, pass_fds=(fd,) if fd >= 0 else (), stdout=stdout, text=True, env=env
+    )
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
@@ -436,7 +448,7 @@ def _measure(kind: str, url: str, args: argparse.Namespace) -> list[int]:
     namespace = f"lat{uuid.uuid4().hex[:8]}"
     budget = READY_TIMEOUT + (args.warmup + args.samples) * (args.pause / 1000 + 0.05) + 30
     if not producer_role:
-        local = _spawn(worker_role, url, namespace, -1, args)
+        local = _spawn(worker_role, url, namespace, -1, args, kind)
         try:
             out, _ = local.communicate(timeout=budget)
         finally:
@@ -447,10 +459,10 @@ def _measure(kind: str, url: str, args: argparse.Namespace) -> list[int]:
     read_end, write_end = os.pipe()
     worker = producer = None
     try:
-        worker = _spawn(worker_role, url, namespace, write_end, args)
+        worker = _spawn(worker_role, url, namespace, write_end, args, kind)
         os.close(write_end)  # the worker's exit must reach the producer as end-of-file
         write_end = -1
-        producer = _spawn(producer_role, url, namespace, read_end, args)
+        producer = _spawn(producer_role, url, namespace, read_end, args, kind)
         os.close(read_end)
         read_end = -1
         out, _ = producer.communicate(timeout=budget)
@@ -481,6 +493,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="samples sent first, not counted")
     parser.add_argument("--pause", type=float, default=5.0, help="ms between handled and next")
     parser.add_argument("--no-local", action="store_true", help="skip the 1-process meetq row")
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="also measure the meetq of this source tree"
+    )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
@@ -492,7 +507,9 @@ def main() -> None:
     if args.runs < 1 or args.samples < 1 or args.warmup < 0 or args.pause < 0:
         parser.error("--runs and --samples must be >= 1, --warmup and --pause >= 0")
 
-    kinds = ["meetq", "brpop", "brpop-task"]
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "meetq", "__init__.py")):
+        parser.error(f"--baseline {args.baseline}: no meetq/__init__.py there")
+    kinds = ["meetq", *(["baseline"] if args.baseline else []), "brpop", "brpop-task"]
     missing = [] if _taskiq_installed() else ["taskiq"]
     kinds += [] if missing else ["taskiq"]
     kinds += [] if args.no_local else ["local"]
@@ -524,6 +541,7 @@ def main() -> None:
         f"load avg {load_before:.2f} -> {load_after:.2f}; clock time.monotonic_ns ({clock}); "
         f"median of {args.runs} runs x {args.samples} samples (+{args.warmup} warm-up), "
         f"{args.pause:g} ms pause; producer and worker in separate processes"
+        + (f"; baseline: meetq of {args.baseline}" if args.baseline else "")
         + (
             ""
             if missing
