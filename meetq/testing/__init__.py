@@ -16,7 +16,7 @@ more than the contract is marked ``@requires(CAP_DURABLE)`` and skipped, naming 
 missing capability, on a backend whose ``BackendSpec`` does not declare it — never by
 backend name. ``RecordingBackend`` wraps any backend to record calls and inject faults.
 
-``RecordingBackend``, ``Call``, ``RedisServer``, ``RedisServerUnavailable``,
+``RecordingBackend``, ``Call``, ``Collector``, ``RedisServer``, ``RedisServerUnavailable``,
 ``free_port``, ``eventually``, ``wait_until``, ``QUICK`` and ``TIMEOUT`` need nothing
 beyond meetq, so a script or another test runner can use them. The contract classes and
 ``requires`` need ``pytest`` and ``pytest-asyncio`` (``pip install 'meetq[test]'``) and
@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from meetq.testing._helpers import QUICK, TIMEOUT, eventually, wait_until
+from meetq.testing._helpers import QUICK, TIMEOUT, Collector, eventually, wait_until
 from meetq.testing._recording import Call, RecordingBackend
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, free_port
 
@@ -47,6 +47,7 @@ __all__ = [
     "BackendContract",
     "BackendObjectContract",
     "Call",
+    "Collector",
     "ContractSuite",
     "PubSubContract",
     "RecordingBackend",

@@ -6,6 +6,7 @@
 - ``QUICK``: ``MessageQueue`` settings that keep a test's retries and polls short; a test
   that builds its own queue starts from these, so a slow backend is not mistaken for a hang.
 - ``TIMEOUT``: the suite's deadline for one wait, in seconds.
+- ``Collector``: a PubSub handler that records messages and lets a test wait for a count.
 
 Every wait is on a condition with a deadline; nothing sleeps a fixed time and hopes.
 """
@@ -19,7 +20,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["QUICK", "TIMEOUT", "eventually", "wait_until"]
+from meetq.core.types import PubSubMessage
+
+__all__ = ["QUICK", "TIMEOUT", "Collector", "eventually", "wait_until"]
 
 #: The suite's deadline for one wait on a condition, in seconds.
 TIMEOUT = 5.0
@@ -61,3 +64,31 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
     condition with a deadline, it never sleeps a fixed time and hopes.
     """
     await eventually(predicate, timeout=TIMEOUT)
+
+
+class Collector:
+    """An async handler that records messages and lets a test wait for a count."""
+
+    def __init__(self) -> None:
+        self.messages: list[PubSubMessage] = []
+        self._changed = asyncio.Event()
+
+    async def __call__(self, message: PubSubMessage) -> None:
+        self.messages.append(message)
+        self._changed.set()
+
+    async def wait_for(self, count: int) -> list[PubSubMessage]:
+        """Wait until ``count`` messages arrived (within ``TIMEOUT``); return them all."""
+
+        async def wait() -> None:
+            while len(self.messages) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), TIMEOUT)
+        return self.messages
+
+    @property
+    def types(self) -> list[str]:
+        """The ``type`` of every message so far, in arrival order."""
+        return [m.type for m in self.messages]

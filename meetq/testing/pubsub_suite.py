@@ -32,37 +32,12 @@ from meetq.core.errors import (
 from meetq.core.protocols import Backend, TransportMessage
 from meetq.core.types import PubSubMessage
 from meetq.testing._base import BackendContract
-from meetq.testing._helpers import TIMEOUT, eventually, wait_until
+from meetq.testing._helpers import TIMEOUT, Collector, eventually, wait_until
 from meetq.testing._recording import RecordingBackend
 
 __all__ = ["PubSubContract"]
 
 PubSubFactory = Callable[..., Awaitable[PubSub]]
-
-
-class Collector:
-    """An async handler that records messages and lets a test wait for a count."""
-
-    def __init__(self) -> None:
-        self.messages: list[PubSubMessage] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, message: PubSubMessage) -> None:
-        self.messages.append(message)
-        self._changed.set()
-
-    async def wait_for(self, count: int) -> list[PubSubMessage]:
-        async def wait() -> None:
-            while len(self.messages) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), TIMEOUT)
-        return self.messages
-
-    @property
-    def types(self) -> list[str]:
-        return [m.type for m in self.messages]
 
 
 class Gate:

@@ -32,8 +32,8 @@ from meetq import (
     RedisConfig,
     initialize_queue_system,
 )
+from meetq.testing import Collector
 from meetq.testing._redis_server import RedisServer
-from meetq.testing.pubsub_suite import Collector
 from meetq.testing.work_queue_suite import eventually
 
 # Slack on top of a bound: scheduling on a busy 2-core machine, not a tolerance of the

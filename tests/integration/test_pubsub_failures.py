@@ -22,9 +22,8 @@ from meetq.backends.redis import _pubsub
 from meetq.backends.redis._backend import RedisBackend
 from meetq.backends.redis._pubsub import RedisPubSubTransport
 from meetq.core.serialization import JsonSerializer, encode_pubsub_message
-from meetq.testing import RecordingBackend
+from meetq.testing import Collector, RecordingBackend
 from meetq.testing._redis_server import RedisServer
-from meetq.testing.pubsub_suite import Collector
 
 TIMEOUT = 10.0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from meetq import PubSubMessage, initialize_queue_system
+from meetq.testing import Collector
 from meetq.testing._redis_server import RedisServer
-from meetq.testing.pubsub_suite import Collector
 
 
 async def _pubsub_connections(admin: aioredis.Redis) -> int:

@@ -12,8 +12,8 @@ import pytest
 import redis.exceptions
 
 from meetq import BackendUnavailableError, PubSubMessage, initialize_queue_system
+from meetq.testing import Collector
 from meetq.testing._redis_server import RedisServer
-from meetq.testing.pubsub_suite import Collector
 
 TIMEOUT = 10.0
 
