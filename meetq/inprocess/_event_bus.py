@@ -201,6 +201,8 @@ class LocalEventBus(AsyncService):
         (``call_soon_threadsafe``): the emits of one thread keep their order, an accepted
         event counts against ``buffer_size`` at once, and ``stop()`` handles it like any
         other. Before ``start()`` every emit, from any thread, waits in the buffer.
+        (The loop's own path takes no lock, so racing other threads for the last slots
+        it may overshoot ``buffer_size`` by one event per racing thread.)
         """
         if threading.get_ident() != self._loop_thread:
             self._emit_elsewhere(event_type, payload, source)
