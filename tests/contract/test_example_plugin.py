@@ -18,6 +18,7 @@ import pytest
 
 import meetq
 from meetq import Message, PubSubMessage, build_registry, make_plugin_manager
+from meetq.backend import WorkQueueOptions
 from meetq.core.protocols import Backend
 from meetq.testing import ContractSuite
 
@@ -79,6 +80,45 @@ def test_example_is_written_from_scratch_on_public_names_only() -> None:
                 imported.add(node.module)
     from_meetq = {name for name in imported if name.split(".")[0] == "meetq"}
     assert from_meetq == PUBLIC_MEETQ, f"private imports: {from_meetq - PUBLIC_MEETQ}"
+
+
+def test_the_example_section_is_checked_when_the_plugin_is_installed() -> None:
+    from meetq_example_backend import ExampleConfig
+
+    config = meetq.load_config({"example": {"max_queues": 2}}, environ={})
+    assert config.section(ExampleConfig).max_queues == 2
+    with pytest.raises(meetq.ConfigError) as info:
+        meetq.load_config({"example": {"max_queue": 2}}, environ={})
+    assert str(info.value) == (
+        "config example.max_queue=2: unknown key; did you mean 'max_queues'?"
+    )
+    with pytest.raises(meetq.ConfigError, match=r"example\.max_queues=0: must be between"):
+        meetq.load_config({"example": {"max_queues": 0}}, environ={})
+    env = {"MEETQ_EXAMPLE__MAX_QUEUES": "7"}
+    assert meetq.load_config(environ=env).section(ExampleConfig).max_queues == 7
+
+
+def test_without_the_plugin_its_section_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # drop the autouse sys.path entry: the plugin is not installed
+    config = meetq.load_config({"example": {"max_queues": 0}}, environ={})
+    assert config.others["example"] == {"max_queues": 0}
+
+
+async def test_the_example_backend_applies_its_section() -> None:
+    qm = await meetq.initialize_queue_system(
+        {
+            "message_queue": {"type": "example", "queue_name": "first"},
+            "event_bus": {"enabled": False},
+            "task_dispatcher": {"enabled": False},
+            "example": {"max_queues": 1},
+        }
+    )
+    mq = qm.get_message_queue()
+    assert mq is not None
+    async with qm:
+        with pytest.raises(meetq.BackendError, match=r"example\.max_queues is 1") as info:
+            mq.backend.work_queue("second", WorkQueueOptions())
+    assert info.value.backend == "example"
 
 
 async def test_type_example_is_selectable_by_config() -> None:

@@ -5,7 +5,8 @@ priority, leases, retries, dead letters, dedup, wake-ups) in ``_work_queue`` and
 (channels, Redis glob patterns) in ``_pubsub`` — kept in plain dicts and lists. Of meetq
 it imports ``meetq.backend`` only, the one face for backend authors.
 Capabilities: none beyond the contract (not ``durable``, not ``cross_process``).
-Config keys: ``type: example`` in ``message_queue`` or ``event_bus``; no others.
+Config keys: ``type: example`` in ``message_queue`` or ``event_bus``; its own section
+``example:`` (``ExampleConfig``): ``max_queues``, the most queue names one backend opens.
 Entry point (see the ``.dist-info`` beside this package)::
 
     [meetq]
@@ -14,8 +15,13 @@ Entry point (see the ``.dist-info`` beside this package)::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+import attrs
+
 from meetq.backend import (
     BackendContext,
+    BackendError,
     BackendRegistry,
     BackendSpec,
     ClosedError,
@@ -23,11 +29,21 @@ from meetq.backend import (
     WorkQueueBackend,
     WorkQueueOptions,
     hookimpl,
+    int_field,
 )
 from meetq_example_backend._pubsub import ExampleBroker
 from meetq_example_backend._work_queue import ExampleWorkQueue
 
-__all__ = ["ExampleBackend", "plugin"]
+__all__ = ["ExampleBackend", "ExampleConfig", "plugin"]
+
+
+@attrs.frozen(kw_only=True)
+class ExampleConfig:
+    """The ``example:`` section; meetq validates it (and ``MEETQ_EXAMPLE__*``) at load."""
+
+    SECTION: ClassVar[str] = "example"
+
+    max_queues: int = int_field(1000, 1, 10**6)
 
 
 class ExampleBackend:
@@ -36,7 +52,8 @@ class ExampleBackend:
     name = "example"
     capabilities: frozenset[str] = frozenset()
 
-    def __init__(self) -> None:
+    def __init__(self, config: ExampleConfig | None = None) -> None:
+        self._config = config if config is not None else ExampleConfig()
         self._queues: dict[str, ExampleWorkQueue] = {}
         self._broker = ExampleBroker()
         self._closed = False
@@ -50,6 +67,12 @@ class ExampleBackend:
         # One name, one object: the queue's state lives in it. (Core keeps one handle
         # per name and checks that every opener asks for the same options.)
         queue = self._queues.get(queue_name)
+        if queue is None and len(self._queues) >= self._config.max_queues:
+            raise BackendError(
+                f"example: queue {queue_name!r} would be queue number "
+                f"{len(self._queues) + 1}; example.max_queues is {self._config.max_queues}",
+                backend="example",
+            )
         if queue is None:
             queue = self._queues[queue_name] = ExampleWorkQueue(queue_name, options)
         return queue
@@ -67,8 +90,7 @@ class ExampleBackend:
 
 
 def _create(context: BackendContext) -> ExampleBackend:
-    # A real backend would read its settings from context.config here.
-    return ExampleBackend()
+    return ExampleBackend(context.config.section(ExampleConfig))
 
 
 class _ExamplePlugin:
@@ -78,6 +100,7 @@ class _ExamplePlugin:
             BackendSpec(
                 name="example",
                 factory=_create,
+                config=ExampleConfig,
                 description="worked example of a third-party backend (in memory, from scratch)",
             )
         )
