@@ -1,9 +1,10 @@
 """pytest fixtures for testing against meetq backends, and the suite's mark.
 
-Installing meetq registers this module with pytest through the ``pytest11`` entry point
-``meetq`` (pyproject.toml), so every test session has its fixtures: no
-``pytest_plugins`` line is needed, and adding one would register the module a second
-time, which pytest refuses. ``-p no:meetq`` turns it off.
+Installing meetq registers this module with pytest through a ``pytest11`` entry point
+named after the module (pyproject.toml), so every test session has its fixtures: no
+``pytest_plugins`` line is needed, and a leftover one finds the module registered under
+its own name and does nothing (a second registration would raise).
+``-p no:meetq.testing.pytest_plugin`` turns it off.
 
 - ``meetq_redis_url`` (session): a private ``redis-server`` on a free loopback port, or
   ``MEETQ_TEST_REDIS_URL``. Without redis-server the test is skipped, except when ``CI``

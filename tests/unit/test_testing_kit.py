@@ -159,3 +159,20 @@ def test_a_marked_test_is_skipped_naming_the_missing_capability(
     )
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*backend 'memory' does not declare capability 'durable'*"])
+
+
+def test_a_leftover_pytest_plugins_line_is_harmless(pytester: pytest.Pytester) -> None:
+    # Before the pytest11 entry point, users loaded the plugin by hand; that line must
+    # not become a second registration (pytest raises on one).
+    pytester.makeconftest('pytest_plugins = ["meetq.testing.pytest_plugin"]\n')
+    pytester.makepyfile(
+        """
+        def test_fixture_from_the_plugin(meetq_namespace, pytestconfig):
+            import meetq.testing.pytest_plugin as plugin
+            manager = pytestconfig.pluginmanager
+            assert [p for p in manager.get_plugins() if p is plugin] == [plugin]
+            assert meetq_namespace.startswith("mqt")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
