@@ -21,7 +21,15 @@ from meetq.core._durations import MAX_DURATION
 from meetq.core._validation import MAX_DEAD_LETTER_BATCH, MAX_PAYLOAD_DEPTH
 from meetq.core.config import MeetqConfig
 from meetq.core.errors import ClosedError, ConfigError, SerializationError, ValidationError
-from meetq.core.protocols import Backend, LeaseRef, Settlement, StoredMessage, WorkQueueOptions
+from meetq.core.protocols import (
+    OUTCOME_COUNTERS,
+    Backend,
+    LeaseRef,
+    Maintenance,
+    Settlement,
+    StoredMessage,
+    WorkQueueOptions,
+)
 from meetq.core.types import Message, Priority, PubSubMessage
 from meetq.testing._base import BackendContract
 from meetq.testing._helpers import QUICK, eventually
@@ -954,6 +962,46 @@ class WorkQueueContract(BackendContract):
         assert back.settled == [True]
         assert [c.id for c in back.claimed] == [first.id]
         assert back.claimed[0].attempt == 1
+
+    async def test_counters_follow_the_policy_core_hands_over(self, backend: Backend) -> None:
+        # The outcome-to-counter rule is core's (WorkQueueOptions.outcome_counters): a
+        # backend applies what it is given instead of a table of its own.
+        policy = {**OUTCOME_COUNTERS, "ack": ("processed", "retried"), "drop": ()}
+        raw = backend.work_queue("policy", WorkQueueOptions(outcome_counters=policy))
+        await raw.enqueue(
+            [StoredMessage(id=f"p{i}", type="job", priority=1, body=b"{}") for i in range(2)]
+        )
+        got = await raw.exchange([], types=["job"], claim=2, lease_ms=5000)
+        first, second = (LeaseRef(id=c.id, type=c.type, token=c.token) for c in got.claimed)
+        settlements = [
+            Settlement(lease=first, outcome="ack"),
+            Settlement(lease=second, outcome="drop"),
+        ]
+        done = await raw.exchange(settlements, types=["job"], claim=0, lease_ms=5000)
+        assert done.settled == [True, True]
+        snapshot = await raw.inspect()
+        assert snapshot.counters == {
+            "published": 2,
+            "processed": 1,
+            "failed": 0,
+            "retried": 1,
+            "dead_letter": 0,
+            "dropped": 0,
+        }
+        assert snapshot.processing == 0 and sum(snapshot.waiting.values()) == 0
+
+    async def test_the_unhandled_sweep_writes_the_reason_core_gives(self, backend: Backend) -> None:
+        raw = backend.work_queue("sweep", WorkQueueOptions())
+        await raw.enqueue([StoredMessage(id="s1", type="orphan", priority=2, body=b"{}")])
+        assert (await raw.inspect()).unhandled == 1
+        sweep = Maintenance(
+            action="sweep_unhandled", limit=10, unhandled_timeout_ms=0, reason="gone: {type!r}"
+        )
+        assert await raw.maintain(sweep) == 1
+        [dead] = await raw.dead_letters(10)
+        assert (dead.id, dead.error) == ("s1", "gone: 'orphan'")
+        snapshot = await raw.inspect()
+        assert (snapshot.dead, snapshot.unhandled, snapshot.counters["dead_letter"]) == (1, 0, 1)
 
     # -- scheduling --------------------------------------------------------------------
 
