@@ -266,8 +266,9 @@ class MeetqConfig:
     task_scheduler: TaskSchedulerConfig = attrs.field(factory=TaskSchedulerConfig)
     event_bus: EventBusConfig = attrs.field(factory=EventBusConfig)
     task_dispatcher: TaskDispatcherConfig = attrs.field(factory=TaskDispatcherConfig)
-    backends: Mapping[str, Any] = attrs.field(factory=dict)
-    others: Mapping[str, Any] = attrs.field(factory=dict)
+    # Compared, not hashed (a mapping cannot be): a config stays usable as a dict key.
+    backends: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    others: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
     def section(self, cls: type[_S]) -> _S:
         """The validated section of class ``cls`` (a backend's ``BackendSpec.config``):

@@ -244,3 +244,9 @@ def test_components_built_from_a_config_check_the_registrys_sections() -> None:
         meetq.pubsub_from(
             {**raw, "event_bus": {"type": "warehouse"}}, registry=_registry(WAREHOUSE)
         )
+
+
+def test_a_config_with_sections_stays_hashable() -> None:
+    config = load_config({"redis": {"key_prefix": "h"}, "database": {"dsn": "x"}}, environ={})
+    assert hash(config) == hash(load_config({"redis": {"key_prefix": "h"}}, environ={}))
+    assert config != load_config({"redis": {"key_prefix": "other"}}, environ={})

@@ -54,6 +54,8 @@ class RedisBackend:
     @classmethod
     def from_context(cls, context: BackendContext) -> RedisBackend:
         cfg = context.config.section(RedisConfig)
+        # Reconnecting is the transport contract's (any networked transport does it),
+        # so its backoff keys are the event bus's, not this section's.
         eb = context.config.event_bus
         backoff = (eb.reconnect_backoff_base, eb.reconnect_backoff_max)
         if context.client is not None:
