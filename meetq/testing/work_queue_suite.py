@@ -284,6 +284,48 @@ class WorkQueueContract(BackendContract):
         assert sorted(seen) == [0, 4500, 8999]
         assert await mq.queue_length() == n - 3
 
+    async def test_a_thousand_concurrent_publishes_are_all_stored(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # At the backend's default pool size: concurrent publishes must neither each
+        # need a connection of their own nor fail when the pool is taken.
+        mq = make_queue()
+        sent = [Message(type="t", payload={"i": i}) for i in range(1000)]
+        ids = await asyncio.gather(*(mq.publish(m) for m in sent))
+        assert ids == [m.id for m in sent]
+        assert len(set(ids)) == 1000
+        assert await mq.queue_length() == 1000
+        assert (await mq.stats())["total_published"] == 1000
+        batch = [Message(type="t") for _ in range(5)]
+        # Batches published concurrently stay whole and separate.
+        batch_ids = await asyncio.gather(*(mq.publish_batch([m]) for m in batch))
+        assert batch_ids == [[m.id] for m in batch]
+        assert await mq.queue_length() == 1005
+
+    async def test_among_concurrent_publishes_each_caller_gets_its_own_answer(
+        self, make_queue: MakeQueue
+    ) -> None:
+        mq = make_queue()
+        held = Message(type="t", dedup_key="k")
+        taken = Message(type="t")
+        assert await mq.publish(held) == held.id
+        assert await mq.publish(taken) == taken.id
+        plain = [Message(type="t", payload={"i": i}) for i in range(50)]
+        again = Message(type="t", dedup_key="k")  # a dedup hit: the holder's id
+        same_id = Message(id=taken.id, type="t", payload={"other": 1})  # the id is taken
+        bad = Message(type="t", payload={"blob": b"bytes"})  # refused, alone
+        calls = [mq.publish(m) for m in plain[:25]]
+        calls += [mq.publish(again), mq.publish(same_id), mq.publish(bad)]
+        calls += [mq.publish(m) for m in plain[25:]]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert results[:25] == [m.id for m in plain[:25]]
+        assert results[25] == held.id
+        assert results[26] == taken.id
+        assert isinstance(results[27], SerializationError)
+        assert results[28:] == [m.id for m in plain[25:]]
+        assert await mq.queue_length() == 52  # held, taken and the fifty
+        assert (await mq.stats())["total_published"] == 52
+
     # -- ordering ----------------------------------------------------------------------
 
     async def test_strict_priority_then_fifo(self, make_queue: MakeQueue) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from meetq.backends.redis._config import RedisConfig
-from meetq.backends.redis._connection import client_options
+from meetq.backends.redis._connection import blocking_client
 from meetq.backends.redis._pubsub import RedisPubSubTransport
 from meetq.backends.redis._work_queue import RedisWorkQueue
 from meetq.core.protocols import (
@@ -60,7 +58,7 @@ class RedisBackend:
         backoff = (eb.reconnect_backoff_base, eb.reconnect_backoff_max)
         if context.client is not None:
             return cls(context.client, key_prefix=cfg.key_prefix, reconnect_backoff=backoff)
-        client = aioredis.Redis.from_url(cfg.url, **client_options(cfg))
+        client = blocking_client(cfg)
         return cls(client, key_prefix=cfg.key_prefix, owns_client=True, reconnect_backoff=backoff)
 
     def work_queue(self, queue_name: str, options: WorkQueueOptions) -> WorkQueueBackend:

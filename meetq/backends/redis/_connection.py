@@ -16,12 +16,28 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
+import redis.asyncio as aioredis
 import redis.exceptions
 
 from meetq.backends.redis._config import RedisConfig
 from meetq.core.errors import BackendUnavailableError
 
-__all__ = ["Bounds", "bounds_of", "client_options", "translate_errors", "untimed_pool"]
+__all__ = [
+    "Bounds",
+    "blocking_client",
+    "bounds_of",
+    "client_options",
+    "translate_errors",
+    "translated",
+    "untimed_pool",
+]
+
+
+def translated(what: str, exc: redis.exceptions.RedisError | OSError) -> BackendUnavailableError:
+    """The ``BackendUnavailableError`` a redis-py (or socket) error becomes."""
+    error = BackendUnavailableError(f"redis: {what} failed: {exc}", backend="redis")
+    error.__cause__ = exc
+    return error
 
 
 @contextlib.contextmanager
@@ -29,10 +45,8 @@ def translate_errors(what: str) -> Iterator[None]:
     """Turn any redis-py error raised inside into ``BackendUnavailableError``."""
     try:
         yield
-    except redis.exceptions.RedisError as exc:
-        raise BackendUnavailableError(f"redis: {what} failed: {exc}", backend="redis") from exc
-    except OSError as exc:
-        raise BackendUnavailableError(f"redis: {what} failed: {exc}", backend="redis") from exc
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise translated(what, exc) from exc
 
 
 def client_options(cfg: RedisConfig) -> dict[str, Any]:
@@ -99,9 +113,30 @@ def untimed_pool(client: Any) -> Any:
     greeting a new connection waits for is read without a timer here). Without health
     checks: they would PING on a connection another task may be reading (a subscriber),
     and the hot paths probe an idle connection through the pool's checkout anyway.
+
+    A full pool waits for a connection to come back (``BlockingConnectionPool``) rather
+    than failing, for as long as the client's socket_timeout allows: the call's
+    ``SharedDeadline`` includes that wait. The limit is the client pool's.
     """
     shared = client.connection_pool
     kwargs = dict(shared.connection_kwargs)
+    wait = kwargs.get("socket_timeout") or None
     kwargs["socket_timeout"] = None
     kwargs["health_check_interval"] = 0
-    return type(shared)(connection_class=shared.connection_class, **kwargs)
+    return aioredis.BlockingConnectionPool(
+        connection_class=shared.connection_class,
+        max_connections=shared.max_connections,
+        timeout=wait,
+        **kwargs,
+    )
+
+
+def blocking_client(cfg: RedisConfig) -> Any:
+    """The asyncio client built from ``cfg``: a full pool waits (at most
+    ``socket_timeout``, the bound of every call) for a connection instead of raising
+    ``Too many connections``."""
+    options = client_options(cfg)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        cfg.url, timeout=options["socket_timeout"], **options
+    )
+    return aioredis.Redis.from_pool(pool)

@@ -6,9 +6,11 @@ strict priority then FIFO through one ready ZSET per type scored
 ``(3 - priority) * 2**44 + seq``; leases with tokens so a late settlement from a worker
 that lost its lease changes nothing (the script makes each token and returns it); push
 wake-ups on a Pub/Sub channel, handed to ``listen`` callbacks; ``inspect`` is one
-script; the clock is Redis ``TIME``, so every process agrees on it. Core's rules arrive
-as data: the dead-letter caps and the outcome-to-counter policy in ``WorkQueueOptions``,
-retry delays in each ``Settlement``, the sweep's reason text in ``Maintenance``.
+script; concurrent ``enqueue`` calls coalesce (``_coalesce.py``): those made while one
+is on the wire go out together, one EVALSHA each, in the next write on one connection;
+the clock is Redis ``TIME``, so every process agrees on it. Core's rules arrive as data:
+the dead-letter caps and the outcome-to-counter policy in ``WorkQueueOptions``, retry delays
+in each ``Settlement``, the sweep's reason text in ``Maintenance``.
 Capabilities: ``durable``, ``cross_process`` (declared by ``RedisBackend``).
 Config keys: ``redis.key_prefix`` (via ``RedisBackend``); per queue
 ``WorkQueueOptions.dead_letter_max_size`` and ``dead_letter_max_age_ms``.
@@ -53,7 +55,13 @@ import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 from redis.client import NEVER_DECODE
 
-from meetq.backends.redis._connection import bounds_of, translate_errors, untimed_pool
+from meetq.backends.redis._coalesce import Coalescer
+from meetq.backends.redis._connection import (
+    bounds_of,
+    translate_errors,
+    translated,
+    untimed_pool,
+)
 from meetq.backends.redis._deadline import SharedDeadline
 from meetq.core._backoff import Backoff
 from meetq.core.errors import ClosedError, ValidationError
@@ -161,6 +169,10 @@ def _load_scripts() -> dict[str, _Script]:
 
 
 _SCRIPTS: Final = _load_scripts()
+
+# One script call: the script, its KEYS, its ARGV (what the enqueue coalescer queues).
+_Call = tuple[_Script, Sequence[bytes], Sequence[Any]]
+_NOSCRIPT: Final = redis.exceptions.NoScriptError
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -293,6 +305,9 @@ class RedisWorkQueue:
             if timeout
             else contextlib.nullcontext
         )
+        self._enqueues: Coalescer[_Call] = Coalescer(
+            self._eval_call, self._eval_many, name=f"meetq:{queue_name}:enqueue"
+        )
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -326,11 +341,61 @@ class RedisWorkQueue:
                 await self._client.execute_command("SCRIPT", "LOAD", script.source)
                 return await self._evalsha(script, keys, args)
 
-    async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+    async def _eval_call(self, call: _Call) -> Any:
+        return await self._eval(*call)
+
+    async def _eval_many(self, calls: Sequence[_Call]) -> list[object]:
+        """Every call in one write on one connection; a reply or an error for each.
+
+        A script error (a corrupt key, a bad message) is that call's error alone; a
+        failed round trip fails each call with its own error object."""
+        try:
+            self._check_open()
+            replies = await self._evalsha_many(calls)
+            again = [i for i, reply in enumerate(replies) if isinstance(reply, _NOSCRIPT)]
+            if again:  # a restarted or flushed server: load what it lacks, run those again
+                for script in {calls[i][0].name: calls[i][0] for i in again}.values():
+                    await self._client.execute_command("SCRIPT", "LOAD", script.source)
+                rerun = await self._evalsha_many([calls[i] for i in again])
+                for i, reply in zip(again, rerun, strict=True):
+                    replies[i] = reply
+        except ClosedError as exc:
+            return [ClosedError(str(exc)) for _ in calls]
+        except (redis.exceptions.RedisError, OSError) as exc:
+            return [translated(call[0].name, exc) for call in calls]
+        return [
+            translated(call[0].name, reply)
+            if isinstance(reply, redis.exceptions.RedisError)
+            else reply
+            for call, reply in zip(calls, replies, strict=True)
+        ]
+
+    async def _evalsha_many(self, calls: Sequence[_Call]) -> list[Any]:
         if not self._fast:
-            return await self._client.execute_command(
-                "EVALSHA", script.sha, len(keys), *keys, *args, **_RAW
-            )
+            pipe = self._client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **_RAW)
+            return list(await pipe.execute(raise_on_error=False))
+        packed = b"".join([self._pack(script, keys, args) for script, keys, args in calls])
+        pool = self._pool
+        replies: list[Any] = []
+        with self._deadline():
+            conn = await self._take_connection(pool)
+            try:
+                await conn.send_packed_command(packed, check_health=False)
+                for _ in calls:
+                    try:
+                        replies.append(await conn.read_response(disable_decoding=True))
+                    except redis.exceptions.ResponseError as exc:  # read whole: stream intact
+                        replies.append(exc)
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                await pool.release(conn)
+                raise
+        await self._keep(conn)
+        return replies
+
+    def _pack(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> bytes:
         # redis-py's pure-Python packer costs about 1 us per argument, more than the
         # script itself for a batch; the keys of a call repeat, so their packed form is
         # cached and only the arguments are packed here.
@@ -346,22 +411,44 @@ class RedisWorkQueue:
         for arg in args:
             data = arg if type(arg) is bytes else _as_bytes(arg)
             append(b"$%d\r\n%b\r\n" % (len(data), data))
+        return b"".join(parts)
+
+    async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        if not self._fast:
+            return await self._client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args, **_RAW
+            )
+        packed = self._pack(script, keys, args)
         pool = self._pool
         with self._deadline():  # connecting included: a frozen server accepts, never greets
             conn = await self._take_connection(pool)
             try:
-                await conn.send_packed_command(b"".join(parts), check_health=False)
+                await conn.send_packed_command(packed, check_health=False)
                 reply = await conn.read_response(disable_decoding=True)
             except BaseException:
                 # A half-sent or half-read command leaves the stream unusable.
                 await conn.disconnect(nowait=True)
                 await pool.release(conn)
                 raise
-        if len(self._idle) < _MAX_IDLE and not self._closed:
+        await self._keep(conn)
+        return reply
+
+    async def _keep(self, conn: Any) -> None:
+        """Keep a connection that just answered for the next call, or give it back.
+
+        Only while the pool has more to give: a call waiting for a connection of a full
+        pool would otherwise wait out its timeout beside an idle one."""
+        pool = self._pool
+        if len(self._idle) < _MAX_IDLE and not self._closed and self._pool_has_room(pool):
             self._idle.append((conn, asyncio.get_running_loop().time()))
         else:
             await pool.release(conn)
-        return reply
+
+    @staticmethod
+    def _pool_has_room(pool: Any) -> bool:
+        # redis-py >= 5.1; without it (5.0) every connection goes straight back.
+        has_room = getattr(pool, "can_get_connection", None)
+        return bool(has_room()) if has_room is not None else False
 
     async def _take_connection(self, pool: Any) -> Any:
         """A connection used moments ago, or one from the pool.
@@ -402,8 +489,8 @@ class RedisWorkQueue:
             keys = self._single_keys.get(m.type)
             if keys is None:
                 keys = self._single_keys[m.type] = tuple(self._keys_with((m.type,)))
-            await self._eval(
-                _SCRIPTS["enqueue_one"], keys, (m.id, m.type, m.priority, m.delay_ms, m.body)
+            await self._enqueues.call(
+                (_SCRIPTS["enqueue_one"], keys, (m.id, m.type, m.priority, m.delay_ms, m.body))
             )
             return [m.id]
         index: dict[str, int] = {}
@@ -416,8 +503,8 @@ class RedisWorkQueue:
             key = "" if m.dedup_key is None else "=" + m.dedup_key
             body += (m.id, t, m.priority, m.delay_ms, key, m.body)
         names = list(index)
-        turned_away = await self._eval(
-            _SCRIPTS["enqueue"], self._keys_with(names), [len(names), *names, *body]
+        turned_away: Any = await self._enqueues.call(
+            (_SCRIPTS["enqueue"], self._keys_with(names), [len(names), *names, *body])
         )
         ids = [m.id for m in messages]
         for i in range(0, len(turned_away), 2):
@@ -581,8 +668,7 @@ class RedisWorkQueue:
                     if message is None:
                         if ping_due is not None and loop.time() >= ping_due:
                             raise redis.exceptions.TimeoutError(
-                                f"no reply to PING within {reply_within:g}s "
-                                "(redis.socket_timeout)"
+                                f"no reply to PING within {reply_within:g}s (redis.socket_timeout)"
                             )
                         if ping_due is None:
                             await pubsub.ping()
@@ -796,6 +882,7 @@ class RedisWorkQueue:
             return
         self._closed = True
         self._listeners.clear()
+        await self._enqueues.aclose()
         idle, self._idle = self._idle, []
         for conn, _ in idle:
             await self._pool.release(conn)

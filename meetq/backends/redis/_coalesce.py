@@ -1,0 +1,122 @@
+"""Auto-pipelining: calls that arrive while one round trip is in flight go out together.
+
+Design (why it looks like this): many tasks publishing at once used to cost one round
+trip and one pooled connection each, so a hundred concurrent publishers ran out of
+connections and each paid a full network hop. ioredis and BullMQ coalesce instead, and
+so does this: the first call finds nothing in flight and is sent at once, in its own
+task (a lone publish waits for no batch window, no timer, no other task); calls made
+while it is on the wire queue up, and when it returns one task sends all of them in one
+write on one connection and hands each caller its own reply. Each call stays its own
+command (one EVALSHA per publish, not one script for the batch), so one message's
+failure is that caller's error alone and the others are stored: all-or-nothing stays
+per message. One round trip in flight at a time per queue: Redis runs scripts one after
+another anyway, and the callers a batch wakes usually publish again at once, so the
+sender yields one loop step before it stops, to take them along instead of leaving the
+next call to go out alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["Coalescer"]
+
+Item = TypeVar("Item")
+
+# Calls per write; more wait for the next one (a bounded reply to parse per round trip).
+MAX_BATCH = 1000
+
+
+class Coalescer(Generic[Item]):
+    """Send ``item``s with ``send_one`` or, while one is in flight, with ``send_many``.
+
+    ``send_one(item)`` returns the reply or raises; ``send_many(items)`` returns one
+    entry per item, the reply or the exception that item's caller raises (a round trip
+    that failed as a whole: a fresh exception per item, so no two callers share one
+    object and its traceback). ``sent_alone`` and ``batches`` count the two paths.
+    """
+
+    def __init__(
+        self,
+        send_one: Callable[[Item], Awaitable[object]],
+        send_many: Callable[[Sequence[Item]], Awaitable[list[object]]],
+        *,
+        name: str,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._send_one = send_one
+        self._send_many = send_many
+        self._name = name
+        self._max_batch = max_batch
+        self._busy = False
+        self._queued: list[tuple[Item, asyncio.Future[object]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.sent_alone = 0
+        self.batches = 0
+
+    async def call(self, item: Item) -> object:
+        if not self._busy:
+            self._busy = True
+            self.sent_alone += 1
+            try:
+                return await self._send_one(item)
+            finally:
+                self._handed_on()
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._queued.append((item, future))
+        return await future
+
+    def _handed_on(self) -> None:
+        if self._queued:
+            self._sender = asyncio.create_task(self._send_queued(), name=self._name)
+        else:
+            self._busy = False
+
+    async def _send_queued(self) -> None:
+        try:
+            while True:
+                taken = self._queued[: self._max_batch]
+                del self._queued[: self._max_batch]
+                # A caller cancelled while waiting wants nothing sent.
+                batch = [(item, future) for item, future in taken if not future.cancelled()]
+                if batch:
+                    await self._send_batch(batch)
+                if not self._queued:
+                    await asyncio.sleep(0)  # the callers just answered often publish again
+                    if not self._queued:
+                        return
+        finally:
+            self._busy = False
+            self._sender = None
+            for _, future in self._queued:  # only when this task itself was cancelled
+                future.cancel()
+            self._queued.clear()
+
+    async def _send_batch(self, batch: list[tuple[Item, asyncio.Future[object]]]) -> None:
+        self.batches += 1
+        try:
+            replies = await self._send_many([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # a bug in send_many: it reports failures per item
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def aclose(self) -> None:
+        """Wait for the batch on the wire (it ends within the client's bounds)."""
+        sender = self._sender
+        if sender is not None:
+            await asyncio.gather(sender, return_exceptions=True)
