@@ -28,6 +28,7 @@ from meetq.core.errors import (
     SerializationError,
     ValidationError,
 )
+from meetq.core.middleware import Delivery, Middleware
 from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
 from meetq.core.serialization import JsonSerializer, Serializer
 from meetq.core.task_types import TaskType
@@ -67,6 +68,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "DeadLetter",
+    "Delivery",
     "DispatchStatus",
     "EventBusConfig",
     "HandlerTimeout",
@@ -79,6 +81,7 @@ __all__ = [
     "Message",
     "MessageQueue",
     "MessageQueueConfig",
+    "Middleware",
     "MissingDependencyError",
     "PluginError",
     "Priority",

@@ -54,6 +54,7 @@ from meetq.core.errors import (
     MeetqError,
     ValidationError,
 )
+from meetq.core.middleware import Delivery, MiddlewareChain
 from meetq.core.protocols import (
     Backend,
     Claimed,
@@ -156,6 +157,9 @@ class MessageQueue(AsyncService):
         self._tickets: dict[str, Ticket] = {}  # lease token -> the thread it will run on
         self._sync_released = 0
         self._threads_taken_log = LogEvery()
+        # Middleware (meetq.core.middleware): unused, one tuple test per publish/delivery.
+        self._middleware = MiddlewareChain(f"queue {self.name!r}")
+        self._deliveries: dict[str, Delivery] = {}  # lease token -> its Delivery, when observed
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -192,6 +196,13 @@ class MessageQueue(AsyncService):
     def handled_types(self) -> list[str]:
         """The message types this queue's workers consume."""
         return sorted(self._handlers)
+
+    # -- middleware --------------------------------------------------------------------
+
+    def add_middleware(self, middleware: object) -> None:
+        """Run ``middleware``'s hooks around every publish and delivery of this queue
+        (``meetq.core.middleware`` documents them; metrics and tracing use this too)."""
+        self._middleware.add(middleware)
 
     # -- publishing --------------------------------------------------------------------
 
@@ -236,6 +247,8 @@ class MessageQueue(AsyncService):
         returns the earlier id and stores nothing. Bad input raises ``ValidationError``
         naming the field; nothing is stored then.
         """
+        if self._middleware.publishing:
+            return (await self._publish_observed([message], delay, not_before, single=True))[0]
         stored = self._prepare(message, delay, not_before, "message")
         ids = await self._queue.enqueue([stored])
         return ids[0]
@@ -250,10 +263,34 @@ class MessageQueue(AsyncService):
             raise ValidationError(
                 "messages", f"<{len(messages)} messages>", f"at most {_MAX_BATCH} per batch"
             )
+        if self._middleware.publishing and messages:
+            return await self._publish_observed(messages, delay, None, single=False)
         stored = [self._prepare(m, delay, None, f"messages[{i}]") for i, m in enumerate(messages)]
         if not stored:
             return []
         return await self._queue.enqueue(stored)
+
+    async def _publish_observed(
+        self, messages: Sequence[Message], delay: object, not_before: object, *, single: bool
+    ) -> list[str]:
+        chain = self._middleware
+        shown = [
+            chain.before_publish(self.name, m) if isinstance(m, Message) else m for m in messages
+        ]
+        try:
+            stored = [
+                self._prepare(m, delay, not_before, "message" if single else f"messages[{i}]")
+                for i, m in enumerate(shown)
+            ]
+            ids = await self._queue.enqueue(stored)
+        except BaseException as exc:
+            for m in shown:
+                if isinstance(m, Message):
+                    chain.after_publish(self.name, m, None, exc)
+            raise
+        for m, message_id in zip(shown, ids, strict=True):
+            chain.after_publish(self.name, m, message_id, None)
+        return ids
 
     # -- inspection --------------------------------------------------------------------
 
@@ -667,6 +704,10 @@ class MessageQueue(AsyncService):
             ticket = self._tickets.pop(claimed.token, None)
             if ticket is not None:
                 ticket.close()  # not used (undecodable, say): the thread is free again
+            if self._deliveries:
+                delivery = self._deliveries.pop(claimed.token, None)
+                if delivery is not None:
+                    self._middleware.after_process(delivery, settlement.outcome, settlement.error)
             self._settle(settlement)
 
     async def _attempt(self, claimed: Claimed, lease: LeaseRef) -> Settlement:
@@ -700,6 +741,12 @@ class MessageQueue(AsyncService):
         # A plain handler runs on the thread reserved for it (its timeout counts from its
         # start there); an async one on the loop.
         ticket = self._tickets.pop(claimed.token, None)
+        if self._middleware.processing:
+            delivery = Delivery(
+                queue=self.name, worker=self.worker_name, message=message, attempt=claimed.attempt
+            )
+            self._deliveries[claimed.token] = delivery  # _run settles it with the outcome
+            self._middleware.before_process(delivery)
         try:
             await call_user(
                 handler, message, is_async=ticket is None, timeout=timeout, ticket=ticket
