@@ -92,12 +92,15 @@ def _duration(default: float, unit: float, *, minimum: float = 0.0) -> Any:
     )
 
 
-def _int(default: int, minimum: int, maximum: int = 10**9) -> Any:
-    """An integer key from ``minimum`` to ``maximum`` (a bool is refused)."""
+def _int(
+    default: int | None, minimum: int, maximum: int = 10**9, *, optional: bool = False
+) -> Any:
+    """An integer key from ``minimum`` to ``maximum`` (a bool is refused); ``optional``:
+    or null."""
     return attrs.field(
         default=default,
         validator=_validate,
-        metadata={"kind": "int", "min": minimum, "max": maximum},
+        metadata={"kind": "int", "min": minimum, "max": maximum, "optional": optional},
     )
 
 
@@ -165,14 +168,16 @@ class MessageQueueConfig:
     enabled: bool = _bool(True)
     type: str = _str("memory")
     queue_name: str = _str("default")
-    workers: int = _int(4, 1, 10_000)
+    # Handlers running at once; null (the default): see handler_workers().
+    workers: int | None = _int(None, 1, 10_000, optional=True)
     prefetch: int = _int(0, 0, 100_000)
     visibility_timeout: float = _duration(30.0, SECONDS)
     poll_interval: float = _duration(0.1, MILLISECONDS)
     max_retries: int = _int(3, 0, 1000)
     enable_dead_letter_queue: bool = _bool(True)
     handler_timeout: float = _duration(0.0, SECONDS)
-    # Threads for plain (non-async) handlers; 0: as many as ``workers``.
+    # Threads for plain (non-async) handlers; 0: as many as ``workers`` (set), else
+    # DEFAULT_SYNC_THREADS.
     sync_handler_threads: int = _int(0, 0, 10_000)
     retry_backoff_base: float = _duration(1.0, SECONDS)
     retry_backoff_max: float = _duration(300.0, SECONDS)
@@ -181,6 +186,24 @@ class MessageQueueConfig:
     dead_letter_max_size: int = _int(100_000, 1, 10**9)
     dead_letter_max_age: float = _duration(7 * 86400.0, SECONDS)
     shutdown_grace: float = _duration(30.0, SECONDS)
+
+    # Without ``workers``: an asyncio handler mostly waits (on I/O), and one more in
+    # flight costs a task, so a worker with async handlers keeps this many running; a
+    # plain handler holds a thread, so those stay bounded by the thread pool.
+    DEFAULT_ASYNC_WORKERS: ClassVar[int] = 100
+    DEFAULT_SYNC_THREADS: ClassVar[int] = 4
+
+    def sync_threads(self) -> int:
+        """Threads of the plain-handler pool: ``sync_handler_threads``, else
+        ``workers``, else ``DEFAULT_SYNC_THREADS``."""
+        return self.sync_handler_threads or self.workers or self.DEFAULT_SYNC_THREADS
+
+    def handler_workers(self, *, any_async: bool) -> int:
+        """Handlers that run at once: ``workers`` when set; unset, ``DEFAULT_ASYNC_WORKERS``
+        when any handler is ``async``, else the plain-handler pool's size."""
+        if self.workers is not None:
+            return self.workers
+        return self.DEFAULT_ASYNC_WORKERS if any_async else self.sync_threads()
 
 
 @attrs.frozen(kw_only=True)
@@ -342,6 +365,8 @@ def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
         _check_minimum(path, seconds, meta)
         return seconds
     if kind == "int":
+        if value is None and meta.get("optional"):
+            return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, value, "expected an integer")
         if not meta["min"] <= value <= meta["max"]:

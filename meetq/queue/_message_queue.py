@@ -123,7 +123,9 @@ class MessageQueue(AsyncService):
             ),
         )
         self._handlers: dict[str, Handler] = {}
-        self._capacity = cfg.prefetch or cfg.workers
+        # Set at start(), once the handlers (async or plain) are known: handler_workers().
+        self._workers = 0
+        self._capacity = 0
         self._retry_backoff = Backoff(
             cfg.retry_backoff_base, cfg.retry_backoff_max, cfg.retry_jitter
         )
@@ -134,9 +136,7 @@ class MessageQueue(AsyncService):
         # Running deliveries by lease token (one message may be re-delivered to this very
         # worker after its lease expired, so the id alone does not name a delivery).
         self._running: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
-        # Handlers run at most `workers` at once; `prefetch` may hold more leased. Without
-        # a larger prefetch the claim limit alone bounds them, and no semaphore is needed.
-        self._slots = asyncio.Semaphore(cfg.workers) if cfg.prefetch > cfg.workers else None
+        self._slots: asyncio.Semaphore | None = None
         # Tokens whose lease this worker lost: counted once, no longer extended.
         self._lost: set[str] = set()
         self._pending: list[Settlement] = []
@@ -380,7 +380,7 @@ class MessageQueue(AsyncService):
             "processing_count": snapshot.processing,
             "dead_letter_count": snapshot.dead,
             "unhandled_count": snapshot.unhandled,
-            "workers": self.config.workers,
+            "workers": self._workers or self._workers_wanted(),
             "in_flight": len(self._running),
             "handled_types": self.handled_types,
             **self._local,
@@ -397,6 +397,10 @@ class MessageQueue(AsyncService):
         }
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def _workers_wanted(self) -> int:
+        any_async = any(is_async_callable(h) for h in self._handlers.values())
+        return self.config.handler_workers(any_async=any_async)
 
     def _describe(self) -> str:
         return f"message queue {self.name!r}"
@@ -424,9 +428,16 @@ class MessageQueue(AsyncService):
             t for t, h in self._handlers.items() if not is_async_callable(h)
         )
         self._claim_types = self.handled_types
+        cfg = self.config
+        self._workers = workers = self._workers_wanted()
+        self._capacity = cfg.prefetch or workers
+        # Handlers run at most `workers` at once; `prefetch` may hold more leased. Without
+        # a larger prefetch the claim limit alone bounds them, and no semaphore is needed.
+        self._slots = asyncio.Semaphore(workers) if cfg.prefetch > workers else None
         if self._sync_types:
-            size = self.config.sync_handler_threads or self.config.workers
-            self._sync_threads = SyncThreads(size, f"{self.name}-sync", self._thread_freed)
+            self._sync_threads = SyncThreads(
+                cfg.sync_threads(), f"{self.name}-sync", self._thread_freed
+            )
         self._tasks = [
             asyncio.create_task(self._exchange_loop(), name=f"meetq:{self.name}:exchange"),
             asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),

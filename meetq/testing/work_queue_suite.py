@@ -19,7 +19,7 @@ import pytest_asyncio
 from meetq import MessageQueue, QueueManager
 from meetq.core._durations import MAX_DURATION
 from meetq.core._validation import MAX_DEAD_LETTER_BATCH, MAX_PAYLOAD_DEPTH
-from meetq.core.config import MeetqConfig
+from meetq.core.config import MeetqConfig, MessageQueueConfig
 from meetq.core.errors import ClosedError, ConfigError, SerializationError, ValidationError
 from meetq.core.protocols import (
     OUTCOME_COUNTERS,
@@ -817,6 +817,83 @@ class WorkQueueContract(BackendContract):
             gate.set()
             await eventually(lambda: _processed(mq, 8))
         assert peak == 2
+
+    async def test_without_workers_async_handlers_are_not_capped_at_four(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # I/O-bound async handlers: the default keeps many in flight at once.
+        mq = make_queue()
+        n = MessageQueueConfig.DEFAULT_ASYNC_WORKERS
+        running = 0
+        gate = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            nonlocal running
+            running += 1
+            await gate.wait()
+            running -= 1
+
+        await mq.publish_batch([Message(type="job") for _ in range(n + 5)])
+        async with mq:
+            await eventually(lambda: running == n)
+            assert (await mq.stats())["workers"] == n
+            assert await mq.processing_count() == n  # no more leased than run
+            gate.set()
+            await eventually(lambda: _processed(mq, n + 5))
+
+    async def test_without_workers_plain_handlers_are_bounded_by_their_threads(
+        self, make_queue: MakeQueue
+    ) -> None:
+        mq = make_queue(sync_handler_threads=3)
+        release = threading.Event()
+        running = 0
+        peak = 0
+        lock = threading.Lock()
+
+        @mq.handler("job")
+        def job(msg: Message) -> None:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            release.wait(10)
+            with lock:
+                running -= 1
+
+        await mq.publish_batch([Message(type="job") for _ in range(8)])
+        try:
+            async with mq:
+                await eventually(lambda: running == 3)
+                stats = await mq.stats()
+                assert (stats["workers"], stats["sync_threads"]) == (3, 3)
+                release.set()
+                await eventually(lambda: _processed(mq, 8))
+        finally:
+            release.set()
+        assert peak == 3
+
+    async def test_explicit_workers_four_means_four(self, make_queue: MakeQueue) -> None:
+        mq = make_queue(workers=4)
+        running = 0
+        peak = 0
+        gate = asyncio.Event()
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await gate.wait()
+            running -= 1
+
+        await mq.publish_batch([Message(type="job") for _ in range(10)])
+        async with mq:
+            await eventually(lambda: running == 4)
+            assert await mq.processing_count() == 4
+            gate.set()
+            await eventually(lambda: _processed(mq, 10))
+        assert peak == 4
 
     async def test_stop_rejects_a_bad_grace_and_still_stops(self, make_queue: MakeQueue) -> None:
         mq = make_queue()

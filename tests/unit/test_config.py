@@ -126,6 +126,30 @@ def test_mapping_and_none_give_defaults_for_missing_keys() -> None:
     assert cfg.event_bus == MeetqConfig().event_bus
 
 
+def test_workers_default_fits_async_and_plain_handlers() -> None:
+    mq = load_config({}).message_queue
+    assert mq.workers is None
+    # Unset: async handlers run many at once, plain ones as many as the thread pool.
+    assert mq.handler_workers(any_async=True) == 100 == mq.DEFAULT_ASYNC_WORKERS
+    assert mq.handler_workers(any_async=False) == 4 == mq.sync_threads()
+    threads = load_config({"message_queue": {"sync_handler_threads": 6}}).message_queue
+    assert (threads.handler_workers(any_async=False), threads.sync_threads()) == (6, 6)
+    assert threads.handler_workers(any_async=True) == 100
+
+
+def test_explicit_workers_keep_their_meaning(tmp_path: Path) -> None:
+    # The guide's `workers: 4` is four, for async and plain handlers alike.
+    four = load_config(write(tmp_path, "message_queue:\n  workers: 4\n")).message_queue
+    assert four.handler_workers(any_async=True) == four.handler_workers(any_async=False) == 4
+    assert four.sync_threads() == 4
+    assert load_config({"message_queue": {"workers": None}}).message_queue.workers is None
+    assert load_config(environ={"MEETQ_MESSAGE_QUEUE__WORKERS": "null"}).message_queue == (
+        MeetqConfig().message_queue
+    )
+    with pytest.raises(ConfigError, match=r"message_queue.workers=0: must be between 1"):
+        load_config({"message_queue": {"workers": 0}})
+
+
 def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "")) == MeetqConfig()
 

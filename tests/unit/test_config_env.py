@@ -243,7 +243,7 @@ def test_a_section_that_is_not_a_mapping_is_still_named() -> None:
 def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEETQ_MESSAGE_QUEUE__WORKERS", "8")
     assert load_config().message_queue.workers == 8
-    assert load_config(environ={}).message_queue.workers == 4
+    assert load_config(environ={}).message_queue.workers is None
 
 
 async def test_the_manager_uses_them_and_explicit_arguments_are_not_overridden(
