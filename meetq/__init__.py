@@ -56,6 +56,7 @@ from meetq.manager._guide import (
 )
 from meetq.manager._manager import SERVICE_STARTED, SERVICE_STOPPING, QueueManager
 from meetq.manager._system import build_registry, initialize_queue_system, make_plugin_manager
+from meetq.queue._inspection import QueueInfo, traceback_summary
 from meetq.queue._message_queue import MessageQueue
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "PubSub",
     "PubSubMessage",
     "QueueFull",
+    "QueueInfo",
     "QueueManager",
     "ReceivedTask",
     "RedisConfig",
@@ -121,6 +123,7 @@ __all__ = [
     "register_common_handlers",
     "schedule_delayed_task",
     "shutdown_queue_system",
+    "traceback_summary",
 ]
 
 __version__ = "0.1.0"

@@ -201,7 +201,16 @@ class QueueSnapshot:
     - ``processing``: messages leased to a worker now;
     - ``dead``: dead letters kept, after the size and age caps are applied;
     - ``unhandled``: ready messages whose type no live worker handles now;
-    - ``counters``: the totals, one entry per name in ``COUNTER_NAMES``.
+    - ``counters``: the totals, one entry per name in ``COUNTER_NAMES``;
+    - ``delayed``: of ``waiting``, the messages held back (a delay or a retry's backoff)
+      and not yet made ready; one whose time has come may still count here until an
+      ``exchange`` of its type makes it ready;
+    - ``workers``: every type a live worker handles -> the names of the workers whose
+      ``heartbeat(..., worker=name)`` for it has not expired, sorted (a heartbeat without
+      a name keeps the type alive and lists no worker).
+
+    ``delayed`` and ``workers`` have defaults so a backend written before them still
+    builds a snapshot; the contract suite checks them.
     """
 
     waiting: dict[int, int]
@@ -209,6 +218,8 @@ class QueueSnapshot:
     dead: int
     unhandled: int
     counters: dict[str, int]
+    delayed: int = 0
+    workers: dict[str, list[str]] = attrs.field(factory=dict)
 
 
 MaintenanceAction = Literal["requeue_dead", "purge_waiting", "purge_dead", "sweep_unhandled"]
@@ -218,12 +229,14 @@ MaintenanceAction = Literal["requeue_dead", "purge_waiting", "purge_dead", "swee
 class Maintenance:
     """One maintenance job for ``WorkQueueBackend.maintain``; its result is a count.
 
-    - ``requeue_dead``: move up to ``limit`` oldest dead letters back to ready, attempts
-      reset, at the back of their priority; a record without a readable type or
-      priority stays a dead letter (and does not count against ``limit``). Returns how
-      many moved.
-    - ``purge_waiting``: remove every waiting message (not leased ones); how many.
-    - ``purge_dead``: remove every dead letter and its body; how many.
+    - ``requeue_dead``: move up to ``limit`` oldest dead letters (of ``message_type``
+      only, when it is not None) back to ready, attempts reset, at the back of their
+      priority; a record without a readable type or priority stays a dead letter (and
+      does not count against ``limit``). Returns how many moved.
+    - ``purge_waiting``: remove every waiting message (not leased ones), or at most
+      ``limit`` of them when ``limit`` > 0; how many.
+    - ``purge_dead``: remove every dead letter and its body, or the ``limit`` oldest when
+      ``limit`` > 0; how many.
     - ``sweep_unhandled``: dead-letter up to ``limit`` ready messages of types no live
       worker handled (``heartbeat``) for ``unhandled_timeout_ms``, counted from the later
       of the message becoming ready and the type's last handler going away. Each one's
@@ -234,6 +247,7 @@ class Maintenance:
     limit: int = 0
     unhandled_timeout_ms: int = 0
     reason: str = ""
+    message_type: str | None = None
 
 
 #: A wake-up callback: cheap, never raises, called on the event loop's thread.
@@ -306,12 +320,14 @@ class WorkQueueBackend(Protocol):
         """
         ...
 
-    async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
-        """Declare that a live worker handles ``types`` for the next ``ttl_ms``."""
+    async def heartbeat(self, types: Sequence[str], ttl_ms: int, worker: str = "") -> None:
+        """Declare that a live worker handles ``types`` for the next ``ttl_ms``; a
+        non-empty ``worker`` names it in ``inspect().workers`` for that long."""
         ...
 
     async def inspect(self) -> QueueSnapshot:
-        """Lengths, dead and unhandled counts and the totals, in one round trip."""
+        """Lengths, delayed, dead and unhandled counts, the totals and the live workers,
+        in one round trip (see ``QueueSnapshot``)."""
         ...
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:

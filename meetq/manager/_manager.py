@@ -18,6 +18,7 @@ from meetq.core.protocols import Backend
 from meetq.dispatch._dispatcher import TaskDispatcher
 from meetq.inprocess._event_bus import LocalEventBus
 from meetq.inprocess._scheduler import TaskScheduler
+from meetq.queue._inspection import QueueInfo
 from meetq.queue._message_queue import MessageQueue
 
 __all__ = ["SERVICE_STARTED", "SERVICE_STOPPING", "QueueManager"]
@@ -183,6 +184,14 @@ class QueueManager(AsyncService):
             if id(backend) not in closed:
                 closed.add(id(backend))
                 await backend.aclose()
+
+    async def inspect(self) -> dict[str, QueueInfo]:
+        """Every work queue this manager built, by queue name, each looked at in one
+        backend round trip (``MessageQueue.inspect``); empty when ``message_queue`` is
+        disabled. Works without ``start()``: it reads, it does not consume."""
+        if self._message_queue is None:
+            return {}
+        return {self._message_queue.name: await self._message_queue.inspect()}
 
     async def stats(self) -> dict[str, Any]:
         """Statistics of every built component, by component name."""

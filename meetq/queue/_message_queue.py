@@ -41,6 +41,7 @@ from meetq.core._usercode import SyncThreads, Ticket, UserCodeFailed, call_user
 from meetq.core._validation import (
     MAX_DEAD_LETTER_BATCH,
     check_count,
+    check_key,
     check_name,
     check_seconds,
     check_unix_time,
@@ -67,6 +68,7 @@ from meetq.core.protocols import (
 )
 from meetq.core.serialization import JsonSerializer, Serializer, decode_message, encode_message
 from meetq.core.types import DeadLetter, Message, Priority
+from meetq.queue._inspection import QueueInfo
 
 __all__ = ["MessageQueue"]
 
@@ -311,6 +313,24 @@ class MessageQueue(AsyncService):
         """Dead letters kept (after the size and age caps)."""
         return (await self._queue.inspect()).dead
 
+    async def inspect(self) -> QueueInfo:
+        """Waiting by priority, delayed, running, dead, unhandled, the totals and each
+        handled type with its live workers: one backend round trip, queue-wide (every
+        process on a shared backend), without consuming. See ``QueueInfo``."""
+        snapshot = await self._queue.inspect()
+        return QueueInfo.from_snapshot(self.name, self.backend.name, snapshot)
+
+    async def dead_letter(self, message_id: str) -> DeadLetter | None:
+        """The dead letter with id ``message_id``, or None.
+
+        Looks among the ``MAX_DEAD_LETTER_BATCH`` oldest (the backend lists dead letters
+        oldest first and has no lookup by id); a newer one is not found."""
+        check_key("message_id", message_id)
+        for letter in await self.dead_letters(MAX_DEAD_LETTER_BATCH):
+            if letter.id == message_id:
+                return letter
+        return None
+
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` dead letters (at most ``MAX_DEAD_LETTER_BATCH``), oldest first,
         each with its error and attempts.
@@ -343,22 +363,38 @@ class MessageQueue(AsyncService):
             )
         return result
 
-    async def requeue_dead_letters(self, max_count: int = 100) -> int:
+    async def requeue_dead_letters(
+        self, max_count: int = 100, *, message_type: str | None = None
+    ) -> int:
         """Put up to ``max_count`` (at most ``MAX_DEAD_LETTER_BATCH``) oldest dead letters
-        back in the queue, attempts reset; return how many moved.
+        back in the queue, attempts reset; return how many moved. With ``message_type``,
+        only dead letters of that type move.
 
         A dead letter whose record is unreadable (no type or priority to go back to)
         is left where it is, not lost; ``dead_letters()`` lists it with the reason."""
         _check_count("max_count", max_count)
-        return await self._queue.maintain(Maintenance(action="requeue_dead", limit=max_count))
+        if message_type is not None:
+            check_name("message_type", message_type)
+            message_type = plain_str(message_type)
+        return await self._queue.maintain(
+            Maintenance(action="requeue_dead", limit=max_count, message_type=message_type)
+        )
 
-    async def clear(self) -> int:
-        """Remove every waiting message (running ones finish); return how many."""
-        return await self._queue.maintain(Maintenance(action="purge_waiting"))
+    async def clear(self, max_count: int | None = None) -> int:
+        """Remove every waiting message (running ones finish), or at most ``max_count``
+        (at most ``MAX_DEAD_LETTER_BATCH``) of them; return how many."""
+        limit = _optional_count(max_count)
+        if limit == 0:
+            return 0
+        return await self._queue.maintain(Maintenance(action="purge_waiting", limit=max(0, limit)))
 
-    async def clear_dead_letters(self) -> int:
-        """Remove every dead letter; return how many."""
-        return await self._queue.maintain(Maintenance(action="purge_dead"))
+    async def clear_dead_letters(self, max_count: int | None = None) -> int:
+        """Remove every dead letter, or the ``max_count`` oldest (at most
+        ``MAX_DEAD_LETTER_BATCH``); return how many."""
+        limit = _optional_count(max_count)
+        if limit == 0:
+            return 0
+        return await self._queue.maintain(Maintenance(action="purge_dead", limit=max(0, limit)))
 
     async def stats(self) -> dict[str, Any]:
         """Queue-wide totals (shared by every process on a shared backend) and this
@@ -415,7 +451,9 @@ class MessageQueue(AsyncService):
         # backend is unreachable this raises and the queue stays startable.
         stop_listening = await self._queue.listen(self._kick.set)
         try:
-            await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
+            await self._queue.heartbeat(
+                    self.handled_types, self._heartbeat_ttl_ms, self.worker_name
+                )
             if self._lifecycle is Lifecycle.STOPPED:
                 # stop() ran while this start() waited on the backend: start nothing.
                 raise ClosedError(f"{self._describe()} was stopped while starting")
@@ -830,7 +868,9 @@ class MessageQueue(AsyncService):
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._queue.heartbeat(self.handled_types, self._heartbeat_ttl_ms)
+                await self._queue.heartbeat(
+                    self.handled_types, self._heartbeat_ttl_ms, self.worker_name
+                )
                 swept = await self._queue.maintain(sweep)
             except MeetqError as exc:
                 log.warning("meetq: %s: heartbeat failed: %s", self.name, exc)
@@ -849,3 +889,11 @@ def unhandled_reason(timeout_ms: int) -> str:
 
 def _check_count(field: str, value: object) -> None:
     check_count(field, value, MAX_DEAD_LETTER_BATCH)
+
+
+def _optional_count(max_count: object) -> int:
+    """A purge's ``max_count`` checked: -1 for None ("all of them", ``Maintenance.limit``
+    0), else the count (0 removes nothing and needs no round trip)."""
+    if max_count is None:
+        return -1
+    return check_count("max_count", max_count, MAX_DEAD_LETTER_BATCH)

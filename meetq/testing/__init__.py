@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from meetq.testing._suite import ContractSuite
     from meetq.testing.backend_suite import BackendObjectContract
     from meetq.testing.dispatcher_suite import TaskDispatcherContract
+    from meetq.testing.inspection_suite import InspectionContract
     from meetq.testing.pubsub_suite import PubSubContract
     from meetq.testing.work_queue_suite import WorkQueueContract
 
@@ -49,6 +50,7 @@ __all__ = [
     "Call",
     "Collector",
     "ContractSuite",
+    "InspectionContract",
     "PubSubContract",
     "RecordingBackend",
     "RedisServer",
@@ -68,6 +70,7 @@ _PYTEST_CLASSES = {
     "BackendContract": "meetq.testing._base",
     "BackendObjectContract": "meetq.testing.backend_suite",
     "ContractSuite": "meetq.testing._suite",
+    "InspectionContract": "meetq.testing.inspection_suite",
     "requires": "meetq.testing._marks",
     "PubSubContract": "meetq.testing.pubsub_suite",
     "TaskDispatcherContract": "meetq.testing.dispatcher_suite",

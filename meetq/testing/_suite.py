@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from meetq.testing.backend_suite import BackendObjectContract
 from meetq.testing.dispatcher_suite import TaskDispatcherContract
+from meetq.testing.inspection_suite import InspectionContract
 from meetq.testing.pubsub_suite import PubSubContract
 from meetq.testing.work_queue_suite import WorkQueueContract
 
@@ -12,6 +13,7 @@ __all__ = ["ContractSuite"]
 
 class ContractSuite(
     WorkQueueContract,
+    InspectionContract,
     PubSubContract,
     TaskDispatcherContract,
     BackendObjectContract,

@@ -112,12 +112,19 @@ def test_contract_mixins_do_not_shadow_each_other() -> None:
     from meetq.testing import (
         BackendObjectContract,
         ContractSuite,
+        InspectionContract,
         PubSubContract,
         TaskDispatcherContract,
         WorkQueueContract,
     )
 
-    mixins = (WorkQueueContract, PubSubContract, TaskDispatcherContract, BackendObjectContract)
+    mixins = (
+        WorkQueueContract,
+        InspectionContract,
+        PubSubContract,
+        TaskDispatcherContract,
+        BackendObjectContract,
+    )
     # ContractSuite is every mixin and nothing else, so binding it binds the whole suite.
     assert set(ContractSuite.__bases__) == set(mixins)
     seen: dict[str, str] = {}

@@ -479,6 +479,24 @@ async def test_heartbeat_expires_and_never_shortens(make: MakeQueue) -> None:
     assert (await other.inspect()).unhandled == 1
 
 
+async def test_named_heartbeats_list_live_workers_and_drop_expired_ones(
+    make: MakeQueue,
+) -> None:
+    q = make()
+    await q.heartbeat(["job", "a:b"], 60_000, "host:1")
+    await q.heartbeat(["job"], 1, "gone")
+    await q.heartbeat(["other"], 60_000)  # no name: the type lives, no worker listed
+    await wait_past(20)
+    await q.heartbeat(["job"], 60_000, "host:2")  # this call drops the lapsed "gone"
+    assert (await q.inspect()).workers == {
+        "a:b": ["host:1"],
+        "job": ["host:1", "host:2"],
+        "other": [],
+    }
+    members = await q._client.zrange(q._workers_key, 0, -1)
+    assert sorted(members) == [b"6:host:1a:b", b"6:host:1job", b"6:host:2job"]
+
+
 # -- robustness -------------------------------------------------------------------------
 
 

@@ -85,9 +85,11 @@ class MemoryWorkQueue:
         self._dedup: dict[str, str] = {}
         self._dead: dict[str, DeadRecord] = {}  # insertion order = failure order
         self._handlers: dict[str, float] = {}
+        self._workers: dict[tuple[str, str], float] = {}  # (worker, type) -> expiry
         self._counts: Counter[str] = Counter()
         self._waiting: Counter[int] = Counter()
         self._processing = 0
+        self._delayed_count = 0  # entries in state DELAYED (kept by _bump and the purge)
         self._listeners: list[WakeCallback] = []
         self._token_seq = itertools.count(1)
         self._token_prefix = uuid.uuid4().hex[:12]
@@ -96,6 +98,7 @@ class MemoryWorkQueue:
     # -- transitions -------------------------------------------------------------------
 
     def _bump(self, entry: _Entry, state: _State) -> int:
+        self._delayed_count += (state is _State.DELAYED) - (entry.state is _State.DELAYED)
         entry.state = state
         entry.version += 1
         return entry.version
@@ -330,11 +333,26 @@ class MemoryWorkQueue:
 
         return stop
 
-    async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
+    async def heartbeat(self, types: Sequence[str], ttl_ms: int, worker: str = "") -> None:
         self._check_open()
-        expiry = _now_ms() + ttl_ms
+        now = _now_ms()
+        expiry = now + ttl_ms
         for message_type in types:
             self._handlers[message_type] = max(self._handlers.get(message_type, 0.0), expiry)
+            if worker:
+                self._workers[(worker, message_type)] = expiry
+        # Expired worker entries go here, so the dict holds live workers only.
+        for key in [k for k, until in self._workers.items() if until <= now]:
+            del self._workers[key]
+
+    def _live_workers(self, now: float) -> dict[str, list[str]]:
+        live: dict[str, list[str]] = {
+            t: [] for t, until in self._handlers.items() if until > now
+        }
+        for (worker, message_type), until in self._workers.items():
+            if until > now and message_type in live:
+                live[message_type].append(worker)
+        return {t: sorted(names) for t, names in sorted(live.items())}
 
     def _unhandled_types(self, now: float) -> list[str]:
         known = self._ready.keys() | self._delayed.keys()
@@ -384,6 +402,8 @@ class MemoryWorkQueue:
             dead=len(self._dead),
             unhandled=self._unhandled_count(),
             counters={k: self._counts[k] for k in COUNTER_NAMES},
+            delayed=self._delayed_count,
+            workers=self._live_workers(_now_ms()),
         )
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:
@@ -395,24 +415,31 @@ class MemoryWorkQueue:
         self._check_open()
         action = request.action
         if action == "requeue_dead":
-            return self._requeue_dead(request.limit)
+            return self._requeue_dead(request.limit, request.message_type)
         if action == "purge_waiting":
-            return self._purge_waiting()
+            return self._purge_waiting(request.limit)
         if action == "purge_dead":
-            count = len(self._dead)
-            self._dead.clear()
-            return count
+            self._trim_dead()
+            doomed = list(self._dead)
+            if request.limit > 0:
+                doomed = doomed[: request.limit]
+            for dead_id in doomed:
+                del self._dead[dead_id]
+            return len(doomed)
         if action == "sweep_unhandled":
             return self._sweep_unhandled(
                 request.unhandled_timeout_ms, request.limit, request.reason
             )
         raise ValidationError("action", action, "not a maintenance action")
 
-    def _requeue_dead(self, max_count: int) -> int:
+    def _requeue_dead(self, max_count: int, message_type: str | None) -> int:
         self._trim_dead()
         now = _now_ms()
         moved = 0
-        for record in list(itertools.islice(self._dead.values(), max(0, max_count))):
+        records = (
+            r for r in self._dead.values() if message_type is None or r.type == message_type
+        )
+        for record in list(itertools.islice(records, max(0, max_count))):
             del self._dead[record.id]
             priority = record.priority
             entry = _Entry(
@@ -432,11 +459,14 @@ class MemoryWorkQueue:
             self._signal()
         return moved
 
-    def _purge_waiting(self) -> int:
+    def _purge_waiting(self, limit: int) -> int:
         removed = 0
         for entry in list(self._entries.values()):
+            if 0 < limit <= removed:
+                break
             if entry.state in (_State.READY, _State.DELAYED):
                 self._waiting[entry.priority] -= 1
+                self._delayed_count -= entry.state is _State.DELAYED
                 self._forget(entry)
                 removed += 1
         return removed

@@ -25,6 +25,8 @@ lives in one Redis Cluster slot (``P`` = ``meetq:{q}:``):
   due time, lease deadline).
 - ``P dedup`` (key -> id), ``P dead`` + ``P dinfo`` (dead letters beside their bodies),
   ``P counts``, ``P seq``, ``P types``, ``P handlers``; channel ``P notify``.
+- ``P workers``: ZSET ``<byte length>:<worker><type>`` -> heartbeat expiry, the live
+  workers of each type (heartbeat.lua drops expired entries).
 
 After ``ack`` or ``drop`` nothing of a message remains in any of them.
 
@@ -234,6 +236,19 @@ def _dead_info(raw: Any) -> dict[str, Any] | str:
     return info
 
 
+def _live_workers(live_types: Sequence[bytes], entries: Sequence[bytes]) -> dict[str, list[str]]:
+    """inspect.lua's live types and ``<len>:<worker><type>`` entries as type -> workers."""
+    live: dict[str, list[str]] = {_lossy_text(t): [] for t in live_types}
+    for entry in entries:
+        size, _, rest = entry.partition(b":")
+        if not size.isdigit() or int(size) > len(rest):
+            continue  # not written by heartbeat.lua: nothing to show for it
+        worker, message_type = _lossy_text(rest[: int(size)]), _lossy_text(rest[int(size) :])
+        if message_type in live:
+            live[message_type].append(worker)
+    return {t: sorted(names) for t, names in sorted(live.items())}
+
+
 class RedisWorkQueue:
     """One named work queue stored in Redis; see the module docstring for its keys.
 
@@ -256,6 +271,9 @@ class RedisWorkQueue:
         self._prefix = f"{key_prefix}:{{{queue_name}}}:"
         self._fixed: list[bytes] = [self._key(name) for name in _FIXED_KEYS]
         self._channel = self._fixed[-1]
+        # Not in the fixed layout (that would move every script's type triplets): the
+        # two scripts that use it take it as one key more (heartbeat.lua, inspect.lua).
+        self._workers_key = self._key("workers")
         self._type_keys: dict[str, tuple[bytes, bytes, bytes]] = {}
         # Token prefixes: a per-instance random part and a per-call counter; the script
         # appends its own number and returns each token whole.
@@ -708,10 +726,15 @@ class RedisWorkQueue:
                 with contextlib.suppress(redis.exceptions.RedisError, OSError):
                     await pubsub.aclose()
 
-    async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
-        """Declare that a live worker handles ``types`` for the next ``ttl_ms``."""
+    async def heartbeat(self, types: Sequence[str], ttl_ms: int, worker: str = "") -> None:
+        """Declare that a live worker handles ``types`` for the next ``ttl_ms``; a named
+        ``worker`` is listed in ``inspect().workers`` for that long."""
         if types:
-            await self._eval(_SCRIPTS["heartbeat"], self._fixed, [ttl_ms, *types])
+            await self._eval(
+                _SCRIPTS["heartbeat"],
+                [*self._fixed, self._workers_key],
+                [ttl_ms, worker, *types],
+            )
 
     async def _unhandled_types(self) -> list[str]:
         reply = await self._eval(_SCRIPTS["unhandled_types"], self._fixed, [])
@@ -741,19 +764,19 @@ class RedisWorkQueue:
     async def inspect(self) -> QueueSnapshot:
         """One script: counters, lengths, dead and unhandled counts.
 
-        It needs the keys of every unhandled type; a type it was not given comes back
-        named, and the call is repeated once with it (a second round trip only the
-        first time a type is seen by this instance).
+        It needs the keys of every type; a type it was not given comes back named, and
+        the call is repeated once with it (a second round trip only the first time a
+        type is seen by this instance).
         """
         opts = self._options
         for _ in range(2):
             names = self._known_types
             reply = await self._eval(
                 _SCRIPTS["inspect"],
-                self._keys_with(names),
+                [*self._keys_with(names), self._workers_key],
                 [opts.dead_letter_max_size, opts.dead_letter_max_age_ms, len(names), *names],
             )
-            missing = [_text(t) for t in reply[-1]]
+            missing = [_text(t) for t in reply[len(_COUNT_FIELDS) + 2]]
             if not missing:
                 break
             self._known_types = sorted({*names, *missing})
@@ -764,6 +787,8 @@ class RedisWorkQueue:
             dead=int(reply[len(_COUNT_FIELDS)]),
             unhandled=int(reply[len(_COUNT_FIELDS) + 1]),
             counters={name: int(values[name]) for name in COUNTER_NAMES},
+            delayed=int(reply[len(_COUNT_FIELDS) + 3]),
+            workers=_live_workers(reply[len(_COUNT_FIELDS) + 4], reply[len(_COUNT_FIELDS) + 5]),
         )
 
     async def _dead_list(self, limit: int, *, bodies: bool) -> list[Any]:
@@ -818,19 +843,22 @@ class RedisWorkQueue:
         """One maintenance job; each is one script after the reads it needs."""
         action = request.action
         if action == "requeue_dead":
-            return await self._requeue_dead(request.limit)
+            return await self._requeue_dead(request.limit, request.message_type)
         if action == "purge_waiting":
-            return await self._purge_waiting()
+            return await self._purge_waiting(max(0, request.limit))
         if action == "purge_dead":
-            return int(await self._eval(_SCRIPTS["clear_dead"], self._fixed, []))
+            return int(
+                await self._eval(_SCRIPTS["clear_dead"], self._fixed, [max(0, request.limit)])
+            )
         if action == "sweep_unhandled":
             return await self._sweep_unhandled(
                 request.unhandled_timeout_ms, request.limit, request.reason
             )
         raise ValidationError("action", action, "not a maintenance action")
 
-    async def _requeue_dead(self, max_count: int) -> int:
-        """Move up to ``max_count`` oldest dead letters back to ready, attempts reset.
+    async def _requeue_dead(self, max_count: int, message_type: str | None) -> int:
+        """Move up to ``max_count`` oldest dead letters (of ``message_type`` only, when
+        given) back to ready, attempts reset.
 
         Two steps: read the oldest ids with their types, then one script that takes
         those types' keys and skips any id that left the dead-letter queue meanwhile.
@@ -842,7 +870,7 @@ class RedisWorkQueue:
             # Unreadable records are skipped, so the window widens past them: a run of
             # corrupt oldest entries must not hide the good ones behind it.
             reply = await self._dead_list(window, bodies=False)
-            index, items, skipped = {}, [], 0
+            index, items, skipped, other = {}, [], 0, 0
             for i in range(1, len(reply), 2):
                 info = _dead_info(reply[i + 1])
                 if isinstance(info, str):
@@ -850,13 +878,18 @@ class RedisWorkQueue:
                     # letter (listed with the reason) rather than being lost.
                     skipped += 1
                     continue
+                if message_type is not None and info["type"] != message_type:
+                    other += 1
+                    continue
                 if len(items) == 3 * max_count:
                     break
                 t = index.get(info["type"])
                 if t is None:
                     t = index[info["type"]] = len(index) + 1
                 items += (reply[i], t, info["priority"])
-            wider = max_count + min(skipped, _MAX_SKIPPED_DEAD)
+            wider = max_count + min(skipped, _MAX_SKIPPED_DEAD) + other
+            if other:  # letters of other types may lie far ahead: widen geometrically
+                wider = max(wider, 2 * window)
             if len(items) == 3 * max_count or wider <= window or window >= int(reply[0]):
                 break
             window = wider
@@ -868,13 +901,14 @@ class RedisWorkQueue:
         )
         return int(moved)
 
-    async def _purge_waiting(self) -> int:
-        """Remove every waiting message (not leased ones); return how many."""
+    async def _purge_waiting(self, limit: int) -> int:
+        """Remove every waiting message (not leased ones), or at most ``limit`` > 0 of
+        them; return how many."""
         members = await self._command("clear", "SMEMBERS", self._fixed[11])
         types = sorted(_text(t) for t in members)
         if not types:
             return 0
-        return int(await self._eval(_SCRIPTS["clear"], self._keys_with(types), []))
+        return int(await self._eval(_SCRIPTS["clear"], self._keys_with(types), [limit]))
 
     async def aclose(self) -> None:
         """Stop the wake-up listener; the client stays open. Safe to call again."""

@@ -74,6 +74,7 @@ class ExampleWorkQueue:
         self._dead: dict[str, DeadRecord] = {}  # insertion order is failure order
         self._dedup: dict[str, str] = {}  # dedup key -> id of the job holding it
         self._handled_until: dict[str, float] = {}  # type -> end of its last heartbeat
+        self._worker_until: dict[tuple[str, str], float] = {}  # (worker, type) -> the same
         self._counts = dict.fromkeys(COUNTER_NAMES, 0)
         self._seq = itertools.count()
         self._listeners: list[WakeCallback] = []
@@ -250,11 +251,15 @@ class ExampleWorkQueue:
 
     # -- messages no live worker handles -------------------------------------------------
 
-    async def heartbeat(self, types: Sequence[str], ttl_ms: int) -> None:
+    async def heartbeat(self, types: Sequence[str], ttl_ms: int, worker: str = "") -> None:
         self._check_open()
         until = _now() + ttl_ms
         for t in types:  # a type is handled while any worker's heartbeat for it lasts
             self._handled_until[t] = max(self._handled_until.get(t, 0.0), until)
+            if worker:
+                self._worker_until[(worker, t)] = until
+        now = until - ttl_ms  # forget workers that stopped beating: live ones only
+        self._worker_until = {k: u for k, u in self._worker_until.items() if u > now}
 
     def _sweep_unhandled(self, unhandled_timeout_ms: int, limit: int, reason: str) -> int:
         now = _now()
@@ -279,12 +284,20 @@ class ExampleWorkQueue:
         for job in self._jobs.values():
             if job.state == WAITING:
                 waiting[job.priority] += 1
+        workers: dict[str, list[str]] = {
+            t: [] for t, until in sorted(self._handled_until.items()) if until > now
+        }
+        for (worker, t), until in sorted(self._worker_until.items()):
+            if until > now and t in workers:
+                workers[t].append(worker)
         return QueueSnapshot(
             waiting=waiting,
             processing=sum(job.state == LEASED for job in self._jobs.values()),
             dead=len(self._dead),
             unhandled=sum(self._unhandled(job, now) for job in self._jobs.values()),
             counters=dict(self._counts),
+            delayed=sum(job.state == WAITING and job.due > now for job in self._jobs.values()),
+            workers=workers,
         )
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:
@@ -296,25 +309,30 @@ class ExampleWorkQueue:
         self._check_open()
         self._trim_dead()
         if request.action == "requeue_dead":
-            return self._requeue_dead(request.limit)
+            return self._requeue_dead(request.limit, request.message_type)
+        # limit > 0: at most that many (oldest first); 0: all of them.
+        cut = request.limit if request.limit > 0 else None
         if request.action == "purge_waiting":  # waiting ones only; leased ones finish
-            waiting = [job for job in self._jobs.values() if job.state == WAITING]
+            waiting = [job for job in self._jobs.values() if job.state == WAITING][:cut]
             for job in waiting:
                 self._remove(job)
             return len(waiting)
         if request.action == "purge_dead":
-            count = len(self._dead)
-            self._dead.clear()
-            return count
+            doomed = list(self._dead)[:cut]
+            for dead_id in doomed:
+                del self._dead[dead_id]
+            return len(doomed)
         if request.action == "sweep_unhandled":
             return self._sweep_unhandled(
                 request.unhandled_timeout_ms, request.limit, request.reason
             )
         raise ValidationError("action", request.action, "not a maintenance action")
 
-    def _requeue_dead(self, limit: int) -> int:
+    def _requeue_dead(self, limit: int, message_type: str | None) -> int:
         now = _now()
-        records = list(self._dead.values())[: max(0, limit)]
+        records = [
+            r for r in self._dead.values() if message_type is None or r.type == message_type
+        ][: max(0, limit)]
         for record in records:
             del self._dead[record.id]
             self._jobs[record.id] = _Job(  # a new job: attempts reset, queued last
