@@ -101,13 +101,15 @@ class BackendNotFoundError(BackendError):
 
 
 class MissingDependencyError(BackendError):
-    """The selected backend needs a package that is not installed."""
+    """The selected backend (or an optional feature, ``feature``) needs a package that is
+    not installed."""
 
-    def __init__(self, backend: str, package: str, install: str) -> None:
+    def __init__(self, backend: str, package: str, install: str, *, feature: str = "") -> None:
         self.package = package
         self.install = install
+        subject = feature or f"backend {backend!r}"
         super().__init__(
-            f"backend {backend!r} needs the {package!r} package, which is not installed; "
+            f"{subject} needs the {package!r} package, which is not installed; "
             f"install it with: {install}",
             backend=backend,
         )

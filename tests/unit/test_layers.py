@@ -65,6 +65,7 @@ def _layer(name: str) -> str:
         "inprocess": "component",
         "dispatch": "dispatch",
         "manager": "manager",
+        "observability": "observability",
         "testing": "testing",
     }.get(top, "other")
 
@@ -91,6 +92,9 @@ def _allowed(importer: str, imported: str) -> bool:
         if dst == "backend":
             return imported.count(".") == 2
         return dst in ("kernel", "component", "dispatch", "manager")
+    if src == "observability":
+        # Built on the public components (their middleware and stats), never a backend.
+        return dst in ("kernel", "component", "dispatch", "manager", "observability")
     if src == "testing":
         # Through the public API, as a user's test would: never a backend module.
         return dst not in ("backend", "manager") or imported == "meetq.manager"

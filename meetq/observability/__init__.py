@@ -1,0 +1,22 @@
+"""Production observability: Prometheus metrics, OpenTelemetry traces, log fields.
+
+Each part needs its extra only when used: ``meetq[prometheus]`` for ``Metrics`` and
+``serve_metrics``, ``meetq[otel]`` for ``TracingMiddleware`` (``instrument_tracing`` is a
+no-op without it). docs/observability.md shows how to use them.
+"""
+
+from meetq.observability._prometheus import (
+    Metrics,
+    MetricsServer,
+    default_metrics,
+    instrument,
+    serve_metrics,
+)
+
+__all__ = [
+    "Metrics",
+    "MetricsServer",
+    "default_metrics",
+    "instrument",
+    "serve_metrics",
+]
