@@ -1,9 +1,11 @@
 """The contracts: what a backend must do, and what each component promises its users.
 
 A backend implements a few primitives (``WorkQueueBackend``, ``PubSubTransport``); the
-components in ``meetq.core`` add everything users touch (validation, serialization,
-retry policy, statistics) once, on top. The docstrings below *are* the contract that
-``meetq.testing`` checks on every backend.
+components (``meetq.queue``, ``meetq.broadcast``, ``meetq.inprocess``, ``meetq.dispatch``)
+add everything users touch (validation, serialization, retry policy, statistics) once, on
+top. The docstrings below *are* the contract that ``meetq.testing`` checks on every
+backend. This module imports no component: the kernel names what a component promises
+(``MessageQueueProtocol`` ...), the component implements it (``docs/architecture.md``).
 """
 
 from __future__ import annotations

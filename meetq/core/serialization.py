@@ -45,14 +45,6 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-def _not_utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 # Levels a serialized document may open: the payload's own limit plus the message
 # envelope around it. The rule itself is MAX_PAYLOAD_DEPTH, in one place.
 _ROOM = MAX_PAYLOAD_DEPTH + 1
@@ -74,7 +66,7 @@ def _find_unencodable(
         # int/str/float, so the handler would not get what was published.
         return (path, value, f"{kind.__name__} would arrive as a plain {_base_name(value)}")
     if isinstance(value, str):
-        if check_text and _not_utf8(value):
+        if check_text and not_utf8(value):
             return (path, value, "the string is not valid Unicode (lone surrogate)")
         return None
     if value is None or isinstance(value, bool):
@@ -94,7 +86,7 @@ def _find_unencodable(
         for key, item in value.items():
             if not isinstance(key, str):
                 return (f"{path}[{key!r}]", key, f"keys must be strings, not {type(key).__name__}")
-            if check_text and _not_utf8(key):
+            if check_text and not_utf8(key):
                 return (f"{path}[{key!r}]", key, "the key is not valid Unicode (lone surrogate)")
             found = _find_unencodable(
                 item, f"{path}.{key}", check_text=check_text, room=room - 1

@@ -134,7 +134,6 @@ class MessageQueue(AsyncService):
         # After a backend error the exchange loop pauses, doubling up to 2 s while it lasts.
         self._error_backoff = Backoff(max(cfg.poll_interval, 0.05), 2.0)
         self._lease_ms = max(1, int(cfg.visibility_timeout * 1000))
-        # Running deliveries by message id, and settlements not yet sent.
         # Running deliveries by lease token (one message may be re-delivered to this very
         # worker after its lease expired, so the id alone does not name a delivery).
         self._running: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
