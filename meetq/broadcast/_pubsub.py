@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -35,9 +33,15 @@ from meetq.core._backoff import Backoff
 from meetq.core._build import build_config
 from meetq.core._glob import glob_escape
 from meetq.core._lifecycle import AsyncService
+from meetq.core._publishing import default_source
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import UserCodeFailed, call_user, user_failure, user_runner
-from meetq.core._validation import check_seconds, check_text, is_async_callable
+from meetq.core._validation import (
+    check_channel,
+    check_seconds,
+    check_text,
+    is_async_callable,
+)
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import Backend, PubSubTransport, TransportMessage
@@ -58,15 +62,9 @@ PubSubHandler = Callable[[PubSubMessage], Any]
 #: Called after a reconnect, once every subscription is confirmed again.
 ReconnectCallback = Callable[[], Any]
 
-MAX_CHANNEL_LENGTH = 1000
 # After an unexpected reader failure the reader restarts after 10 ms; if it keeps failing
 # without routing anything, it waits twice as long each time, up to one second.
 _READER_RESTART = Backoff(0.01, 1.0)
-
-
-def _default_source() -> str:
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    return f"{name or 'python'}:{os.getpid()}"
 
 
 class _Subscriber:
@@ -157,7 +155,7 @@ class PubSub(AsyncService):
             raise ValidationError("source", source, "expected a non-empty string or None")
         if source is not None:
             check_text("source", source)
-        self.source = source or _default_source()
+        self.source = source or default_source()
         self._prefix = f"{self.config.namespace}:"
         # Patterns are the transport contract's globs: the namespace is quoted in them.
         self._pattern_prefix = glob_escape(self._prefix)
@@ -720,10 +718,6 @@ class PubSub(AsyncService):
         }
 
 
-def _check_channel(field: str, value: object) -> None:
-    if not isinstance(value, str) or not value or len(value) > MAX_CHANNEL_LENGTH:
-        raise ValidationError(
-            field, value, f"expected a non-empty string of at most {MAX_CHANNEL_LENGTH} characters"
-        )
-    # Redis cannot carry it, and memory would accept a channel no publish can reach.
-    check_text(field, value)
+# The rule lives in core: the sync publisher (meetq.sync) checks channels with it too.
+_check_channel = check_channel
+

@@ -24,6 +24,8 @@ MAX_TYPE_LENGTH = 200
 MAX_PAYLOAD_DEPTH = 100
 #: The most dead letters one ``dead_letters()`` or ``requeue_dead_letters()`` call handles.
 MAX_DEAD_LETTER_BATCH = 10_000
+# PubSub channel names (the namespace prefix not counted).
+MAX_CHANNEL_LENGTH = 1000
 
 
 def not_utf8(text: str) -> bool:
@@ -82,6 +84,16 @@ def check_unix_time(field: str, value: object) -> float:
             field, value, "expected a Unix time in seconds, from 0 to about 100 years ahead"
         )
     return seconds
+
+
+def check_channel(field: str, value: object) -> None:
+    """A PubSub channel name: a non-empty string Redis can carry."""
+    if not isinstance(value, str) or not value or len(value) > MAX_CHANNEL_LENGTH:
+        raise ValidationError(
+            field, value, f"expected a non-empty string of at most {MAX_CHANNEL_LENGTH} characters"
+        )
+    # Redis cannot carry it, and memory would accept a channel no publish can reach.
+    check_text(field, value)
 
 
 def check_count(field: str, value: object, maximum: int) -> int:

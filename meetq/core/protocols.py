@@ -38,6 +38,8 @@ __all__ = [
     "QueueSnapshot",
     "Settlement",
     "StoredMessage",
+    "SyncBackend",
+    "SyncWorkQueue",
     "TaskDispatcherProtocol",
     "TaskSchedulerProtocol",
     "TransportMessage",
@@ -409,6 +411,51 @@ class Backend(Protocol):
         """Release everything (idempotent). Afterwards every call on the queues and
         transports it made raises ``ClosedError``: the same on every backend, checked by
         the contract suite."""
+        ...
+
+
+class SyncWorkQueue(Protocol):
+    """The producer's side of one work queue, for plain (non-async) code: ``meetq.sync``.
+
+    The same stored queue as ``WorkQueueBackend`` with the same name, and the same
+    semantics for these three calls (core validates and encodes first). Safe to call
+    from many threads at once; no event loop needed. Every call ends within the
+    backend's configured bound (``BackendUnavailableError``); after the backend's
+    ``close`` it raises ``ClosedError``.
+    """
+
+    def enqueue(self, messages: Sequence[StoredMessage]) -> list[str]:
+        """As ``WorkQueueBackend.enqueue``: all or none, a dedup hit returns the holder."""
+        ...
+
+    def inspect(self) -> QueueSnapshot:
+        """As ``WorkQueueBackend.inspect``."""
+        ...
+
+    def maintain(self, request: Maintenance) -> int:
+        """As ``WorkQueueBackend.maintain`` (the sync producer asks ``requeue_dead``)."""
+        ...
+
+
+@runtime_checkable
+class SyncBackend(Protocol):
+    """A backend's blocking face, built by ``BackendSpec.sync_factory``.
+
+    It reaches the same queues and channels as the async backend built from the same
+    config (another process on one Redis; the in-process broker on memory). Thread-safe;
+    after ``os.fork`` the child must not share the parent's connections (rebuild them).
+    """
+
+    name: str
+
+    def work_queue(self, queue_name: str, options: WorkQueueOptions) -> SyncWorkQueue: ...
+
+    def publish(self, channel: str, data: bytes) -> int:
+        """As ``PubSubTransport.publish``: ``channel`` is the full (namespaced) name."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (idempotent); later calls raise ``ClosedError``."""
         ...
 
 

@@ -16,13 +16,14 @@ import attrs
 
 from meetq.core.config import MeetqConfig, check_section_class
 from meetq.core.errors import (
+    BackendError,
     BackendNotFoundError,
     ConfigError,
     MissingDependencyError,
     PluginError,
     ValidationError,
 )
-from meetq.core.protocols import CAPABILITIES, Backend
+from meetq.core.protocols import CAPABILITIES, Backend, SyncBackend
 
 __all__ = ["BackendContext", "BackendRegistry", "BackendSpec", "Requirement"]
 
@@ -82,7 +83,9 @@ class BackendSpec:
     suite skips a test marked ``meetq.testing.requires(...)`` by it, never by name.
     ``config`` is the attrs class of the backend's own top-level config section (its
     ``SECTION`` names it; every key made with the field helpers of ``meetq.backend``):
-    ``load_config`` validates that section with it.
+    ``load_config`` validates that section with it. ``sync_factory`` (optional) builds
+    the backend's blocking face for ``meetq.sync``; without it the sync producer refuses
+    the backend, naming it.
     """
 
     name: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_\-]*$"))
@@ -94,6 +97,7 @@ class BackendSpec:
     requires: tuple[Requirement, ...] = attrs.field(default=(), converter=_requirements)
     config: type[Any] | None = attrs.field(default=None)
     description: str = ""
+    sync_factory: Callable[[BackendContext], SyncBackend] | None = None
 
     @config.validator
     def _check_config(self, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -176,3 +180,18 @@ class BackendRegistry:
             if importlib.util.find_spec(requirement.module) is None:
                 raise MissingDependencyError(spec.name, requirement.module, requirement.install)
         return spec.factory(context)
+
+    def create_sync(self, name: str, context: BackendContext, *, key: str = "type") -> SyncBackend:
+        """Like ``create``, for ``meetq.sync``; ``BackendError`` if the backend has no
+        sync face."""
+        spec = self.get(name, key=key)
+        if spec.sync_factory is None:
+            raise BackendError(
+                f"config {key}={name!r}: backend {spec.name!r} (plugin {self.owner(name)!r}) "
+                "offers no sync producer; publish from async code, or use memory or redis",
+                backend=spec.name,
+            )
+        for requirement in spec.requires:
+            if importlib.util.find_spec(requirement.module) is None:
+                raise MissingDependencyError(spec.name, requirement.module, requirement.install)
+        return spec.sync_factory(context)

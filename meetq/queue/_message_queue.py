@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -35,6 +34,13 @@ from typing import Any, TypeVar
 from meetq.core._backoff import Backoff
 from meetq.core._build import build_config
 from meetq.core._lifecycle import AsyncService, Lifecycle
+from meetq.core._publishing import (
+    check_batch,
+    prepare_batch,
+    prepare_message,
+    queue_options,
+    queue_totals,
+)
 from meetq.core._queues import open_work_queue
 from meetq.core._ratelog import LogEvery
 from meetq.core._usercode import SyncThreads, Ticket, UserCodeFailed, call_user
@@ -44,7 +50,6 @@ from meetq.core._validation import (
     check_key,
     check_name,
     check_seconds,
-    check_unix_time,
     is_async_callable,
     plain_str,
 )
@@ -64,9 +69,8 @@ from meetq.core.protocols import (
     Settlement,
     StoredMessage,
     WorkQueueBackend,
-    WorkQueueOptions,
 )
-from meetq.core.serialization import JsonSerializer, Serializer, decode_message, encode_message
+from meetq.core.serialization import JsonSerializer, Serializer, decode_message
 from meetq.core.types import DeadLetter, Message, Priority
 from meetq.queue._inspection import QueueInfo
 
@@ -76,8 +80,6 @@ log = logging.getLogger("meetq.message_queue")
 
 Handler = Callable[[Message], Any]
 H = TypeVar("H", bound=Handler)
-
-_MAX_BATCH = 100_000
 
 
 class MessageQueue(AsyncService):
@@ -119,10 +121,7 @@ class MessageQueue(AsyncService):
         self._queue: WorkQueueBackend = open_work_queue(
             backend,
             cfg.queue_name,
-            WorkQueueOptions(
-                dead_letter_max_size=cfg.dead_letter_max_size,
-                dead_letter_max_age_ms=int(cfg.dead_letter_max_age * 1000),
-            ),
+            queue_options(cfg),
         )
         self._handlers: dict[str, Handler] = {}
         # Set at start(), once the handlers (async or plain) are known: handler_workers().
@@ -210,28 +209,8 @@ class MessageQueue(AsyncService):
     def _prepare(
         self, message: object, delay: object, not_before: object, field: str
     ) -> StoredMessage:
-        if not isinstance(message, Message):
-            raise ValidationError(field, message, "expected a meetq.Message")
-        delay_s = 0.0
-        if delay is not None and not_before is not None:
-            raise ValidationError("delay", delay, "give delay or not_before, not both")
-        if delay is not None:
-            delay_s = check_seconds("delay", delay)
-        if not_before is not None:
-            delay_s = max(0.0, check_unix_time("not_before", not_before) - time.time())
-        try:
-            body = encode_message(message, self.serializer, max_retries=self.config.max_retries)
-        except ValidationError as exc:
-            # "message.payload.x" reads better as "<field>.payload.x".
-            inner = exc.field.removeprefix("message")
-            raise type(exc)(f"{field}{inner}", exc.value, exc.problem) from None
-        return StoredMessage(
-            id=message.id,
-            type=message.type,
-            priority=int(message.priority),
-            body=body,
-            delay_ms=int(delay_s * 1000),
-            dedup_key=message.dedup_key,
+        return prepare_message(
+            message, delay, not_before, field, self.serializer, self.config.max_retries
         )
 
     async def publish(
@@ -258,15 +237,10 @@ class MessageQueue(AsyncService):
         self, messages: Sequence[Message], *, delay: float | None = None
     ) -> list[str]:
         """Validate every message, then store them all or none in one round trip."""
-        if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
-            raise ValidationError("messages", messages, "expected a list of meetq.Message")
-        if len(messages) > _MAX_BATCH:
-            raise ValidationError(
-                "messages", f"<{len(messages)} messages>", f"at most {_MAX_BATCH} per batch"
-            )
+        check_batch(messages)
         if self._middleware.publishing and messages:
             return await self._publish_observed(messages, delay, None, single=False)
-        stored = [self._prepare(m, delay, None, f"messages[{i}]") for i, m in enumerate(messages)]
+        stored = prepare_batch(messages, delay, self.serializer, self.config.max_retries)
         if not stored:
             return []
         return await self._queue.enqueue(stored)
@@ -400,21 +374,8 @@ class MessageQueue(AsyncService):
         worker's own figures (``workers``, ``in_flight``, ``lease_lost``, ...). One
         backend round trip."""
         snapshot = await self._queue.inspect()
-        counts, lengths = snapshot.counters, snapshot.waiting
-        by_name = {p.name.lower(): lengths.get(int(p), 0) for p in Priority}
         return {
-            "queue_name": self.name,
-            "backend": self.backend.name,
-            "total_published": counts.get("published", 0),
-            "total_processed": counts.get("processed", 0),
-            "total_failed": counts.get("failed", 0),
-            "total_retried": counts.get("retried", 0),
-            "total_dead_letter": counts.get("dead_letter", 0),
-            "total_dropped": counts.get("dropped", 0),
-            "queue_length": {**by_name, "total": sum(lengths.values())},
-            "processing_count": snapshot.processing,
-            "dead_letter_count": snapshot.dead,
-            "unhandled_count": snapshot.unhandled,
+            **queue_totals(self.name, self.backend.name, snapshot),
             "workers": self._workers or self._workers_wanted(),
             "in_flight": len(self._running),
             "handled_types": self.handled_types,

@@ -66,6 +66,7 @@ def _layer(name: str) -> str:
         "dispatch": "dispatch",
         "manager": "manager",
         "observability": "observability",
+        "sync": "sync",
         "testing": "testing",
     }.get(top, "other")
 
@@ -95,6 +96,10 @@ def _allowed(importer: str, imported: str) -> bool:
     if src == "observability":
         # Built on the public components (their middleware and stats), never a backend.
         return dst in ("kernel", "component", "dispatch", "manager", "observability")
+    if src == "sync":
+        # The blocking producer: the kernel's rules, and the registry the manager builds;
+        # backends only through their sync_factory, no async component.
+        return dst == "kernel" or imported == "meetq.manager" or imported.startswith("meetq.sync")
     if src == "testing":
         # Through the public API, as a user's test would: never a backend module.
         return dst not in ("backend", "manager") or imported == "meetq.manager"

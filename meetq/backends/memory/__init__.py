@@ -9,12 +9,20 @@ Capabilities: none beyond the contract (not ``durable``, not ``cross_process``):
 messages live as long as a backend is attached to their broker.
 Config keys: ``type: memory`` in ``message_queue`` or ``event_bus``; its own ``memory:``
 section, ``MemoryConfig`` in ``_config.py``: ``broker`` (default ``"default"``; another
-name for a separate broker, ``isolated`` for a private one).
+name for a separate broker, ``isolated`` for a private one) and ``sync_call_timeout``
+(the bound of a ``meetq.sync`` call, handed to the broker's loop by ``_sync.py``).
 """
 
 from __future__ import annotations
 
-from meetq.backend import Backend, BackendContext, BackendRegistry, BackendSpec, hookimpl
+from meetq.backend import (
+    Backend,
+    BackendContext,
+    BackendRegistry,
+    BackendSpec,
+    SyncBackend,
+    hookimpl,
+)
 from meetq.backends.memory._config import MemoryConfig
 
 __all__ = ["plugin"]
@@ -24,6 +32,13 @@ def _create(context: BackendContext) -> Backend:
     from meetq.backends.memory._backend import MemoryBackend
 
     return MemoryBackend(broker=context.config.section(MemoryConfig).broker)
+
+
+def _create_sync(context: BackendContext) -> SyncBackend:
+    from meetq.backends.memory._sync import MemorySyncBackend
+
+    cfg = context.config.section(MemoryConfig)
+    return MemorySyncBackend(broker=cfg.broker, call_timeout=cfg.sync_call_timeout)
 
 
 class _MemoryPlugin:
@@ -36,6 +51,7 @@ class _MemoryPlugin:
                 capabilities=frozenset(),
                 config=MemoryConfig,
                 description="in-process queues and broadcast; nothing survives the process",
+                sync_factory=_create_sync,
             )
         )
 

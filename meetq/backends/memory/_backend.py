@@ -9,12 +9,14 @@ closes only what it handed out (each later call on those raises ``ClosedError``)
 the last one closes, the broker's queues and messages are gone, as nothing in memory
 outlives its users. ``broker: isolated`` (and ``MemoryBackend()`` built in code) gets a
 private broker. Brokers are per event loop because their queues and waiters belong to
-one; memory queues are not shared across threads.
+one; memory queues are not shared across threads (the sync producer, ``_sync.py``,
+hands its calls to the loop that holds the broker).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, cast
@@ -29,7 +31,7 @@ from meetq.core.protocols import (
     WorkQueueOptions,
 )
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "loops_holding"]
 
 
 class _Broker:
@@ -69,7 +71,9 @@ class _Broker:
             await self.router.aclose()
 
 
-# Named brokers, per event loop (dropped with their loop).
+# Named brokers, per event loop (dropped with their loop). Changed on each loop's own
+# thread; the lock is for the sync producer, which looks for a broker from its threads.
+_NAMED_LOCK = threading.Lock()
 _NAMED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Broker]] = (
     weakref.WeakKeyDictionary()
 )
@@ -83,8 +87,16 @@ def _named_brokers() -> dict[str, _Broker]:
         return _NAMED_WITHOUT_LOOP
     brokers = _NAMED.get(loop)
     if brokers is None:
-        brokers = _NAMED[loop] = {}
+        with _NAMED_LOCK:
+            brokers = _NAMED[loop] = {}
     return brokers
+
+
+def loops_holding(broker: str) -> list[asyncio.AbstractEventLoop]:
+    """The running event loops holding a broker named ``broker`` (any thread may ask)."""
+    with _NAMED_LOCK:
+        held = [loop for loop, brokers in _NAMED.items() if broker in brokers]
+    return [loop for loop in held if loop.is_running() and not loop.is_closed()]
 
 
 class _QueueHandle:
@@ -140,7 +152,8 @@ class MemoryBackend:
             brokers = _named_brokers()
             found = brokers.get(broker)
             if found is None:
-                found = brokers[broker] = _Broker()
+                with _NAMED_LOCK:
+                    found = brokers[broker] = _Broker()
             self._broker = found
         self._broker.users += 1
         self._handles: dict[str, _QueueHandle] = {}
@@ -181,5 +194,6 @@ class MemoryBackend:
         if broker.users == 0:
             brokers = _named_brokers()
             if brokers.get(self.broker_name) is broker:
-                del brokers[self.broker_name]
+                with _NAMED_LOCK:
+                    del brokers[self.broker_name]
             await broker.aclose()

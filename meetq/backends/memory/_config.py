@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import attrs
 
-from meetq.backend import str_field
+from meetq.backend import duration_field, str_field
 
 __all__ = ["ISOLATED", "MemoryConfig"]
 
@@ -23,3 +23,7 @@ class MemoryConfig:
     # Backends built from configs naming one broker share its queues and channels, as
     # processes on one Redis do; "isolated" gives each backend a private one.
     broker: str = str_field("default", max_len=200)
+    # The sync producer (meetq.sync) hands each call to the event loop holding the
+    # broker; a loop that does not run it within this long (blocked, stopping) fails
+    # the call with BackendUnavailableError.
+    sync_call_timeout: float = duration_field(5.0, 1.0, minimum=0.001)

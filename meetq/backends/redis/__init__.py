@@ -11,7 +11,8 @@ time bounds — socket and connect timeouts, health checks, TCP keepalive —
 max_connections, key_prefix; ``MEETQ_REDIS_URL`` is the short form of
 ``MEETQ_REDIS__URL``).
 Registering this plugin does not import ``redis``; selecting it without the package
-installed raises ``MissingDependencyError`` with the install command.
+installed raises ``MissingDependencyError`` with the install command. ``meetq.sync``
+builds its blocking face (``_sync.py``: redis-py's sync client, the same scripts).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from meetq.backend import (
     BackendRegistry,
     BackendSpec,
     Requirement,
+    SyncBackend,
     hookimpl,
 )
 from meetq.backends.redis._config import RedisConfig
@@ -35,6 +37,12 @@ def _create(context: BackendContext) -> Backend:
     from meetq.backends.redis._backend import RedisBackend
 
     return RedisBackend.from_context(context)
+
+
+def _create_sync(context: BackendContext) -> SyncBackend:
+    from meetq.backends.redis._sync import RedisSyncBackend
+
+    return RedisSyncBackend(context.config.section(RedisConfig), client=context.client)
 
 
 class _RedisPlugin:
@@ -49,6 +57,7 @@ class _RedisPlugin:
                 requires=(Requirement(module="redis", install="pip install 'meetq[redis]'"),),
                 config=RedisConfig,
                 description="durable, cross-process queues and Pub/Sub on Redis",
+                sync_factory=_create_sync,
             )
         )
 

@@ -43,15 +43,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import inspect
 import itertools
-import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Final
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Final, TypeVar
 
 import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
@@ -65,10 +62,23 @@ from meetq.backends.redis._connection import (
     untimed_pool,
 )
 from meetq.backends.redis._deadline import SharedDeadline
+from meetq.backends.redis._scripts import SCRIPTS as _SCRIPTS
+from meetq.backends.redis._scripts import Call as _Call
+from meetq.backends.redis._scripts import (
+    QueueKeys,
+    dead_info,
+    dead_list_call,
+    enqueue_call,
+    enqueue_ids,
+    inspect_steps,
+    requeue_steps,
+)
+from meetq.backends.redis._scripts import Script as _Script
+from meetq.backends.redis._scripts import lossy_text as _lossy_text
+from meetq.backends.redis._scripts import text as _text
 from meetq.core._backoff import Backoff
 from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import (
-    COUNTER_NAMES,
     Claimed,
     DeadRecord,
     ExchangeResult,
@@ -83,44 +93,12 @@ from meetq.core.protocols import (
 
 __all__ = ["RedisWorkQueue"]
 
-log = logging.getLogger("meetq.redis.work_queue")
+T = TypeVar("T")
 
-_LUA_DIR = Path(__file__).parent / "lua"
+log = logging.getLogger("meetq.redis.work_queue")
 
 # Outcome -> the one-letter code exchange.lua reads.
 _OUTCOME_CODES: Final = {"ack": "a", "retry": "r", "dead": "d", "drop": "x", "release": "l"}
-
-# Fixed key names, in the order _lib.lua documents (KEYS[1..14]).
-_FIXED_KEYS: Final = (
-    "m:body",
-    "m:score",
-    "m:attempts",
-    "m:token",
-    "m:dedup",
-    "m:ready_at",
-    "dedup",
-    "dead",
-    "dinfo",
-    "counts",
-    "seq",
-    "types",
-    "handlers",
-    "notify",
-)
-# The counter fields inspect.lua returns, in _lib.lua's COUNT_FIELDS order.
-_COUNT_FIELDS: Final = (
-    "published",
-    "processed",
-    "failed",
-    "retried",
-    "dead_letter",
-    "dropped",
-    "waiting:0",
-    "waiting:1",
-    "waiting:2",
-    "waiting:3",
-    "processing",
-)
 
 # Always ask redis-py for raw bytes: bodies are binary, and a client built with
 # decode_responses=True must not turn them into text.
@@ -140,40 +118,6 @@ _IDLE_RECHECK = 0.25
 _FAULT_LOG_EVERY = 60.0
 
 
-class _Script:
-    """One Lua script: the shared helpers plus its own file, known by its SHA1."""
-
-    __slots__ = ("name", "sha", "source")
-
-    def __init__(self, name: str, prelude: str) -> None:
-        self.name = name
-        self.source = prelude + "\n" + (_LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
-        self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
-
-
-def _load_scripts() -> dict[str, _Script]:
-    prelude = (_LUA_DIR / "_lib.lua").read_text(encoding="utf-8")
-    names = (
-        "enqueue",
-        "enqueue_one",
-        "exchange",
-        "extend",
-        "heartbeat",
-        "inspect",
-        "unhandled_types",
-        "sweep",
-        "dead_list",
-        "requeue",
-        "clear",
-        "clear_dead",
-    )
-    return {name: _Script(name, prelude) for name in names}
-
-
-_SCRIPTS: Final = _load_scripts()
-
-# One script call: the script, its KEYS, its ARGV (what the enqueue coalescer queues).
-_Call = tuple[_Script, Sequence[bytes], Sequence[Any]]
 _NOSCRIPT: Final = redis.exceptions.NoScriptError
 
 
@@ -189,64 +133,6 @@ def _as_bytes(value: Any) -> bytes:
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-# How many unreadable dead-letter records one requeue call looks past.
-_MAX_SKIPPED_DEAD: Final = 10_000
-
-
-def _lossy_text(value: bytes | str) -> str:
-    # An id written by hand may not be UTF-8; showing it beats failing the whole listing.
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-_DEAD_INFO_TEXT: Final = ("type", "error", "traceback")
-_DEAD_INFO_NUMBERS: Final = ("attempts", "failed_at", "priority")
-
-
-def _dead_info(raw: Any) -> dict[str, Any] | str:
-    """A dead letter's ``dinfo`` record checked field by field, or why it is unusable.
-
-    The record is written by our scripts, but the key is plain Redis: anyone can
-    overwrite it, and one bad record must not make ``dead_letters()`` raise."""
-    if raw is None:
-        return "its record is missing"
-    try:
-        info = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        return f"the record is not JSON ({type(exc).__name__}): {raw[:60]!r}"
-    if not isinstance(info, dict):
-        return f"the record is not a JSON object: {raw[:60]!r}"
-    for name in _DEAD_INFO_TEXT:
-        if not isinstance(info.get(name), str):
-            return f"field {name!r} of the record is not a string"
-    for name in _DEAD_INFO_NUMBERS:
-        value = info.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"field {name!r} of the record is not a number"
-        if not -(2**53) <= value <= 2**53:  # also false for NaN
-            return f"field {name!r} of the record is out of range"
-    info["attempts"], info["priority"] = int(info["attempts"]), int(info["priority"])
-    if not 0 <= info["priority"] <= 3 or not info["type"]:
-        return "the record names no valid type and priority"
-    return info
-
-
-def _live_workers(live_types: Sequence[bytes], entries: Sequence[bytes]) -> dict[str, list[str]]:
-    """inspect.lua's live types and ``<len>:<worker><type>`` entries as type -> workers."""
-    live: dict[str, list[str]] = {_lossy_text(t): [] for t in live_types}
-    for entry in entries:
-        size, _, rest = entry.partition(b":")
-        if not size.isdigit() or int(size) > len(rest):
-            continue  # not written by heartbeat.lua: nothing to show for it
-        worker, message_type = _lossy_text(rest[: int(size)]), _lossy_text(rest[int(size) :])
-        if message_type in live:
-            live[message_type].append(worker)
-    return {t: sorted(names) for t, names in sorted(live.items())}
 
 
 class RedisWorkQueue:
@@ -268,13 +154,14 @@ class RedisWorkQueue:
         self.name = queue_name
         self._client = client
         self._options = options
-        self._prefix = f"{key_prefix}:{{{queue_name}}}:"
-        self._fixed: list[bytes] = [self._key(name) for name in _FIXED_KEYS]
-        self._channel = self._fixed[-1]
-        # Not in the fixed layout (that would move every script's type triplets): the
-        # two scripts that use it take it as one key more (heartbeat.lua, inspect.lua).
-        self._workers_key = self._key("workers")
-        self._type_keys: dict[str, tuple[bytes, bytes, bytes]] = {}
+        # The key names, shared with the sync producer (_scripts.py builds both's calls).
+        self._keys = QueueKeys(key_prefix, queue_name)
+        self._prefix = self._keys.prefix
+        self._fixed = self._keys.fixed
+        self._channel = self._keys.channel
+        self._workers_key = self._keys.workers
+        self._key = self._keys.key
+        self._keys_with = self._keys.with_types
         # Token prefixes: a per-instance random part and a per-call counter; the script
         # appends its own number and returns each token whole.
         self._token_base = uuid.uuid4().hex[:12]
@@ -286,13 +173,10 @@ class RedisWorkQueue:
             if outcome in _OUTCOME_CODES
         ).encode()
         self._listeners: list[WakeCallback] = []
-        # The types whose keys inspect() passes; grows when the script names a new one.
-        self._known_types: list[str] = []
         self._first_attempt = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._packed_heads: dict[tuple[str, tuple[bytes, ...]], bytes] = {}
-        self._single_keys: dict[str, tuple[bytes, ...]] = {}  # enqueue_one's, per type
         self._idle: list[tuple[Any, float]] = []
         # Types the last exchange that named them skipped as corrupt -> the fault text.
         self.corrupt_types: dict[str, str] = {}
@@ -329,24 +213,15 @@ class RedisWorkQueue:
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _key(self, name: str) -> bytes:
-        return (self._prefix + name).encode("utf-8")
-
-    def _keys_of(self, message_type: str) -> tuple[bytes, bytes, bytes]:
-        keys = self._type_keys.get(message_type)
-        if keys is None:
-            keys = self._type_keys[message_type] = (
-                self._key(f"ready:{message_type}"),
-                self._key(f"delayed:{message_type}"),
-                self._key(f"lease:{message_type}"),
-            )
-        return keys
-
-    def _keys_with(self, types: Sequence[str]) -> list[bytes]:
-        keys = list(self._fixed)
-        for message_type in types:
-            keys.extend(self._keys_of(message_type))
-        return keys
+    async def _run(self, steps: Generator[_Call, Any, T]) -> T:
+        """Drive a multi-step call of ``_scripts`` (each step one EVALSHA)."""
+        call = next(steps)
+        while True:
+            reply = await self._eval(*call)
+            try:
+                call = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     async def _eval(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         """EVALSHA in one round trip; on NOSCRIPT (a restarted or flushed server) load
@@ -500,34 +375,10 @@ class RedisWorkQueue:
         """Store all ``messages`` atomically; return their ids (a dedup hit: the holder's)."""
         if not messages:
             return []
-        if len(messages) == 1 and messages[0].dedup_key is None:
-            m = messages[0]
-            # The one-message publish is the latency path: its keys are built once per
-            # type, as the tuple the packed-head cache is keyed by.
-            keys = self._single_keys.get(m.type)
-            if keys is None:
-                keys = self._single_keys[m.type] = tuple(self._keys_with((m.type,)))
-            await self._enqueues.call(
-                (_SCRIPTS["enqueue_one"], keys, (m.id, m.type, m.priority, m.delay_ms, m.body))
-            )
-            return [m.id]
-        index: dict[str, int] = {}
-        body: list[Any] = []
-        for m in messages:
-            t = index.get(m.type)
-            if t is None:
-                t = index[m.type] = len(index) + 1
-            # "" means no key; a real key travels behind "=" so even "" stays a key.
-            key = "" if m.dedup_key is None else "=" + m.dedup_key
-            body += (m.id, t, m.priority, m.delay_ms, key, m.body)
-        names = list(index)
-        turned_away: Any = await self._enqueues.call(
-            (_SCRIPTS["enqueue"], self._keys_with(names), [len(names), *names, *body])
-        )
-        ids = [m.id for m in messages]
-        for i in range(0, len(turned_away), 2):
-            ids[int(turned_away[i]) - 1] = _text(turned_away[i + 1])
-        return ids
+        # The one-message publish (the latency path) builds its keys once per type, as
+        # the tuple the packed-head cache is keyed by (QueueKeys.single).
+        reply = await self._enqueues.call(enqueue_call(self._keys, messages))
+        return enqueue_ids(messages, reply)
 
     async def exchange(
         self,
@@ -768,40 +619,11 @@ class RedisWorkQueue:
         the call is repeated once with it (a second round trip only the first time a
         type is seen by this instance).
         """
-        opts = self._options
-        for _ in range(2):
-            names = self._known_types
-            reply = await self._eval(
-                _SCRIPTS["inspect"],
-                [*self._keys_with(names), self._workers_key],
-                [opts.dead_letter_max_size, opts.dead_letter_max_age_ms, len(names), *names],
-            )
-            missing = [_text(t) for t in reply[len(_COUNT_FIELDS) + 2]]
-            if not missing:
-                break
-            self._known_types = sorted({*names, *missing})
-        values = dict(zip(_COUNT_FIELDS, reply, strict=False))
-        return QueueSnapshot(
-            waiting={p: int(values[f"waiting:{p}"]) for p in range(4)},
-            processing=int(values["processing"]),
-            dead=int(reply[len(_COUNT_FIELDS)]),
-            unhandled=int(reply[len(_COUNT_FIELDS) + 1]),
-            counters={name: int(values[name]) for name in COUNTER_NAMES},
-            delayed=int(reply[len(_COUNT_FIELDS) + 3]),
-            workers=_live_workers(reply[len(_COUNT_FIELDS) + 4], reply[len(_COUNT_FIELDS) + 5]),
-        )
+        return await self._run(inspect_steps(self._keys, self._options))
 
     async def _dead_list(self, limit: int, *, bodies: bool) -> list[Any]:
-        opts = self._options
         reply: list[Any] = await self._eval(
-            _SCRIPTS["dead_list"],
-            self._fixed,
-            [
-                opts.dead_letter_max_size,
-                opts.dead_letter_max_age_ms,
-                max(0, limit),
-                "1" if bodies else "0",
-            ],
+            *dead_list_call(self._keys, self._options, limit, bodies=bodies)
         )
         return reply
 
@@ -811,7 +633,7 @@ class RedisWorkQueue:
         records = []
         for i in range(1, len(reply), 3):
             dead_id, body = _lossy_text(reply[i]), reply[i + 2] or b""
-            info = _dead_info(reply[i + 1])
+            info = dead_info(reply[i + 1])
             if isinstance(info, str):  # reported, not raised; requeue leaves it in place
                 records.append(
                     DeadRecord(
@@ -863,43 +685,9 @@ class RedisWorkQueue:
         Two steps: read the oldest ids with their types, then one script that takes
         those types' keys and skips any id that left the dead-letter queue meanwhile.
         """
-        index: dict[str, int] = {}
-        items: list[Any] = []
-        window = max_count
-        while True:
-            # Unreadable records are skipped, so the window widens past them: a run of
-            # corrupt oldest entries must not hide the good ones behind it.
-            reply = await self._dead_list(window, bodies=False)
-            index, items, skipped, other = {}, [], 0, 0
-            for i in range(1, len(reply), 2):
-                info = _dead_info(reply[i + 1])
-                if isinstance(info, str):
-                    # No type or priority: no ready set to go back to. It stays a dead
-                    # letter (listed with the reason) rather than being lost.
-                    skipped += 1
-                    continue
-                if message_type is not None and info["type"] != message_type:
-                    other += 1
-                    continue
-                if len(items) == 3 * max_count:
-                    break
-                t = index.get(info["type"])
-                if t is None:
-                    t = index[info["type"]] = len(index) + 1
-                items += (reply[i], t, info["priority"])
-            wider = max_count + min(skipped, _MAX_SKIPPED_DEAD) + other
-            if other:  # letters of other types may lie far ahead: widen geometrically
-                wider = max(wider, 2 * window)
-            if len(items) == 3 * max_count or wider <= window or window >= int(reply[0]):
-                break
-            window = wider
-        if not items:
-            return 0
-        names = list(index)
-        moved = await self._eval(
-            _SCRIPTS["requeue"], self._keys_with(names), [len(names), *names, *items]
+        return await self._run(
+            requeue_steps(self._keys, self._options, max_count, message_type)
         )
-        return int(moved)
 
     async def _purge_waiting(self, limit: int) -> int:
         """Remove every waiting message (not leased ones), or at most ``limit`` > 0 of
