@@ -12,11 +12,19 @@ from meetq.observability._prometheus import (
     instrument,
     serve_metrics,
 )
+from meetq.observability._tracing import (
+    TracingMiddleware,
+    instrument_tracing,
+    tracing_available,
+)
 
 __all__ = [
     "Metrics",
     "MetricsServer",
+    "TracingMiddleware",
     "default_metrics",
     "instrument",
+    "instrument_tracing",
     "serve_metrics",
+    "tracing_available",
 ]

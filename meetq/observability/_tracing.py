@@ -1,0 +1,164 @@
+"""OpenTelemetry spans for meetq (the ``otel`` extra: ``pip install 'meetq[otel]'``, the API
+only; the application installs and configures the SDK and its exporter).
+
+Design (why it looks like this):
+
+- Built on middleware (``meetq.core.middleware``), after the messaging semantic
+  conventions: ``send {queue}`` (PRODUCER) around a publish, ``process {queue}``
+  (CONSUMER) around a delivery, with ``messaging.system="meetq"``,
+  ``messaging.destination.name``, ``messaging.operation.type``, ``messaging.message.id``
+  and meetq's own ``messaging.meetq.*`` (priority, attempt, message type, outcome).
+- The trace context travels in ``Message.headers`` (``traceparent``/``tracestate``, through
+  the globally configured propagator): ``before_publish`` returns the message with them
+  added. The process span *links* to the send span rather than being its child: a
+  message may be processed long after, and more than once, and the conventions say so.
+- The process span is the current span while an ``async`` handler runs (the hooks run in
+  the delivery's own task), so the handler's own spans nest under it.
+- Without opentelemetry-api installed, ``instrument_tracing`` does nothing and returns
+  None; ``TracingMiddleware()`` raises ``MissingDependencyError`` saying what to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import attrs
+
+from meetq.core.errors import MissingDependencyError, ValidationError
+from meetq.core.middleware import Delivery, Outcome
+from meetq.core.types import Message
+from meetq.manager._manager import QueueManager
+from meetq.queue._message_queue import MessageQueue
+
+__all__ = ["TracingMiddleware", "instrument_tracing", "tracing_available"]
+
+INSTALL = "pip install 'meetq[otel]'"
+SYSTEM = "meetq"
+
+
+def tracing_available() -> bool:
+    """Whether opentelemetry-api can be imported."""
+    try:
+        import opentelemetry.trace  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TracingMiddleware:
+    """Middleware that makes the send and process spans (the module doc says which).
+
+    ``tracer_provider`` defaults to the global one (``trace.set_tracer_provider``).
+    """
+
+    def __init__(self, tracer_provider: Any = None) -> None:
+        try:
+            from opentelemetry import propagate, trace
+            from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+        except ImportError:
+            raise MissingDependencyError(
+                "otel", "opentelemetry-api", INSTALL, feature="meetq's OpenTelemetry tracing"
+            ) from None
+        from opentelemetry import context as otel_context
+
+        self._trace = trace
+        self._propagate = propagate
+        self._context = otel_context
+        self._link = Link
+        self._producer = SpanKind.PRODUCER
+        self._consumer = SpanKind.CONSUMER
+        self._status = Status
+        self._error_code = StatusCode.ERROR
+        self._tracer = trace.get_tracer("meetq", tracer_provider=tracer_provider)
+        # Send spans between before_publish and after_publish, by (queue, message id).
+        self._sending: dict[tuple[str, str], Any] = {}
+
+    def before_publish(self, queue: str, message: Message) -> Message:
+        span = self._tracer.start_span(
+            f"send {queue}",
+            kind=self._producer,
+            attributes={
+                "messaging.system": SYSTEM,
+                "messaging.destination.name": queue,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.message.id": message.id,
+                "messaging.meetq.message_type": message.type,
+                "messaging.meetq.priority": message.priority.name.lower(),
+            },
+        )
+        self._sending[(queue, message.id)] = span
+        headers = dict(message.headers)
+        self._propagate.inject(headers, context=self._trace.set_span_in_context(span))
+        return attrs.evolve(message, headers=headers)
+
+    def after_publish(
+        self, queue: str, message: Message, message_id: str | None, error: BaseException | None
+    ) -> None:
+        span = self._sending.pop((queue, message.id), None)
+        if span is None:
+            return
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(self._status(self._error_code, str(error)))
+        span.end()
+
+    def before_process(self, delivery: Delivery) -> None:
+        message = delivery.message
+        sent = self._trace.get_current_span(self._propagate.extract(message.headers))
+        sent_context = sent.get_span_context()
+        links = [self._link(sent_context)] if sent_context.is_valid else []
+        span = self._tracer.start_span(
+            f"process {delivery.queue}",
+            kind=self._consumer,
+            links=links,
+            attributes={
+                "messaging.system": SYSTEM,
+                "messaging.destination.name": delivery.queue,
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+                "messaging.message.id": message.id,
+                "messaging.meetq.message_type": message.type,
+                "messaging.meetq.priority": message.priority.name.lower(),
+                "messaging.meetq.attempt": delivery.attempt,
+                "messaging.meetq.worker": delivery.worker,
+            },
+        )
+        token = self._context.attach(self._trace.set_span_in_context(span))
+        delivery.scratch[self] = (span, token)
+
+    def after_process(
+        self, delivery: Delivery, outcome: Outcome, duration: float, error: str | None
+    ) -> None:
+        held = delivery.scratch.pop(self, None)
+        if held is None:
+            return
+        span, token = held
+        # Same task as before_process, so the token is this context's; if a hook of
+        # another middleware swapped the context in between, detaching would fail: harmless.
+        with contextlib.suppress(Exception):
+            self._context.detach(token)
+        span.set_attribute("messaging.meetq.outcome", outcome)
+        if error is not None and outcome != "release":
+            span.set_status(self._status(self._error_code, error))
+        span.end()
+
+
+def instrument_tracing(*targets: object, tracer_provider: Any = None) -> TracingMiddleware | None:
+    """Trace ``targets`` (a ``QueueManager``'s message queue, or ``MessageQueue``s) with
+    one ``TracingMiddleware``; return it, or None (and do nothing) when
+    opentelemetry-api is not installed."""
+    if not tracing_available():
+        return None
+    middleware = TracingMiddleware(tracer_provider)
+    for target in targets:
+        if isinstance(target, QueueManager):
+            mq = target.get_message_queue()
+            if mq is not None:
+                mq.add_middleware(middleware)
+        elif isinstance(target, MessageQueue):
+            target.add_middleware(middleware)
+        else:
+            raise ValidationError("target", target, "expected a QueueManager or MessageQueue")
+    return middleware
