@@ -56,7 +56,10 @@ CONFIRM_TIMEOUT = 30.0
 # probed after this long (and gives the PING this long to be answered).
 IDLE_PROBE = 15.0
 
-_MESSAGE = {b"message": 1, "message": 1, b"pmessage": 2, "pmessage": 2}
+# The pushes the reader turns into messages, as Redis sends them:
+# [b"message", channel, data] and [b"pmessage", pattern, channel, data].
+_PLAIN, _PATTERN = 1, 2
+_MESSAGE = {b"message": _PLAIN, "message": _PLAIN, b"pmessage": _PATTERN, "pmessage": _PATTERN}
 _CONFIRMATIONS = frozenset({"subscribe", "psubscribe", "unsubscribe", "punsubscribe"})
 _DRIVER_ERRORS = (redis.exceptions.RedisError, OSError)
 # What a failed call raises: the caller sees a meetq error, never a driver one.
@@ -397,9 +400,9 @@ class RedisPubSubTransport:
                 continue
             self._traffic += 1
             kind = _MESSAGE.get(response[0])
-            if kind == 1:
+            if kind == _PLAIN:  # [b"message", channel, data]
                 yield TransportMessage(channel=_text(response[1]), data=_data(response[2]))
-            elif kind == 2:
+            elif kind == _PATTERN:  # [b"pmessage", pattern, channel, data]
                 yield TransportMessage(
                     channel=_text(response[2]), data=_data(response[3]), pattern=_text(response[1])
                 )

@@ -429,25 +429,13 @@ class RedisWorkQueue:
                     "",
                 )
         reply = await self._eval(_SCRIPTS["exchange"], self._keys_with(names), args)
-        settled = [flag == 0x31 for flag in reply[0]]  # b"1" / b"0" per settlement
-        if reply[1] or self.corrupt_types:
-            faults = reply[1]
-            self._note_faults(
-                names,
-                {names[faults[i] - 1]: _text(faults[i + 1]) for i in range(0, len(faults), 2)},
-            )
-        claimed = [
-            Claimed(
-                id=_text(reply[i]),
-                type=names[reply[i + 1] - 1],
-                priority=reply[i + 2],
-                body=reply[i + 3],
-                attempt=reply[i + 4],
-                token=_text(reply[i + 5]),
-            )
-            for i in range(2, len(reply), 6)
-        ]
-        return ExchangeResult(settled=settled, claimed=claimed)
+        flags, faults = reply[_EXCHANGE_FLAGS], reply[_EXCHANGE_FAULTS]
+        if faults or self.corrupt_types:
+            self._note_faults(names, _exchange_faults(faults, names))
+        return ExchangeResult(
+            settled=[flag == 0x31 for flag in flags],  # b"1" / b"0" per settlement
+            claimed=_exchange_claimed(reply, names),
+        )
 
     def _note_faults(self, names: Sequence[str], skipped: dict[str, str]) -> None:
         """Track the types this exchange skipped as corrupt; log each once a minute."""
@@ -692,7 +680,7 @@ class RedisWorkQueue:
     async def _purge_waiting(self, limit: int) -> int:
         """Remove every waiting message (not leased ones), or at most ``limit`` > 0 of
         them; return how many."""
-        members = await self._command("clear", "SMEMBERS", self._fixed[11])
+        members = await self._command("clear", "SMEMBERS", self._key("types"))
         types = sorted(_text(t) for t in members)
         if not types:
             return 0
@@ -716,3 +704,35 @@ class RedisWorkQueue:
         if self._pool is not None:
             with contextlib.suppress(redis.exceptions.RedisError, OSError):
                 await self._pool.disconnect()
+
+
+# exchange.lua's reply (its header): the settled flags, the faults, then per claimed
+# message _CLAIMED_FIELDS values: id, type index (1-based, into the names passed), priority,
+# body, attempt, lease token.
+_EXCHANGE_FLAGS: Final = 0
+_EXCHANGE_FAULTS: Final = 1
+_EXCHANGE_CLAIMED: Final = 2
+_CLAIMED_FIELDS: Final = 6
+
+
+def _exchange_faults(faults: Sequence[Any], names: Sequence[str]) -> dict[str, str]:
+    """The skipped types, by name, with the text naming their corrupt key (the faults
+    come flat: type index, text, ...)."""
+    return {names[faults[i] - 1]: _text(faults[i + 1]) for i in range(0, len(faults), 2)}
+
+
+def _exchange_claimed(reply: Sequence[Any], names: Sequence[str]) -> list[Claimed]:
+    return [
+        Claimed(
+            id=_text(message_id),
+            type=names[type_index - 1],
+            priority=priority,
+            body=body,
+            attempt=attempt,
+            token=_text(token),
+        )
+        for message_id, type_index, priority, body, attempt, token in (
+            reply[i : i + _CLAIMED_FIELDS]
+            for i in range(_EXCHANGE_CLAIMED, len(reply), _CLAIMED_FIELDS)
+        )
+    ]
