@@ -1,7 +1,7 @@
 """Concurrent publishes on a real redis-server: coalesced, one answer per caller.
 
-Publishes made while one is on the wire go out together in the next write (one EVALSHA
-each, on one connection); a lone publish goes out at once in its caller's task. The
+Publishes made while round trips are on the wire go out together in the next write (one
+EVALSHA each, on one connection); a lone publish goes out at once in its caller's task. The
 queue's coalescer counts the two paths (``sent_alone``, ``batches``), which is how the
 structural tests below see which path a publish took without timing anything.
 """
@@ -72,11 +72,12 @@ async def test_concurrent_publishes_share_round_trips_and_connections(
         pipe = _coalescer(mq)
         sent = [Message(type="t", payload={"i": i}) for i in range(1000)]
         assert await asyncio.gather(*(mq.publish(m) for m in sent)) == [m.id for m in sent]
-        # The first went out alone; the 999 that came while it was on the wire, together.
-        assert pipe.sent_alone == 2
-        assert 1 <= pipe.batches <= 2
-        # One connection carried them (a connection each used to be opened).
-        assert (await raw.info("clients"))["connected_clients"] <= before + 1
+        # The first ones went out alone (one per round trip allowed in flight); the rest,
+        # made while those were on the wire, in shared writes.
+        assert pipe.sent_alone <= 1 + pipe.max_in_flight
+        assert pipe.batches <= 1000 // 8
+        # A connection per round trip in flight carried them (not one per publish).
+        assert (await raw.info("clients"))["connected_clients"] <= before + pipe.max_in_flight
         assert await mq.queue_length() == 1001
     finally:
         await qm.stop()

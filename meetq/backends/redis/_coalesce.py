@@ -9,10 +9,14 @@ while it is on the wire queue up, and when it returns one task sends all of them
 write on one connection and hands each caller its own reply. Each call stays its own
 command (one EVALSHA per publish, not one script for the batch), so one message's
 failure is that caller's error alone and the others are stored: all-or-nothing stays
-per message. One round trip in flight at a time per queue: Redis runs scripts one after
-another anyway, and the callers a batch wakes usually publish again at once, so the
-sender yields one loop step before it stops, to take them along instead of leaving the
-next call to go out alone.
+per message. At most two round trips are in flight per queue (``MAX_IN_FLIGHT``), on
+two connections, and a write carries at most ``MAX_BATCH`` calls: so Redis can run the
+scripts of one write while this process parses the replies of the other and its callers
+publish again, instead of the two taking turns; more in flight would only queue in
+Redis, which runs scripts one after another. (On the shared 2-core bench machine the gain
+is within its noise: bench/bench_concurrency.py.) The callers a batch wakes usually
+publish again at once, so a sender yields one loop step before it stops, to take them
+along instead of leaving the next call to go out alone.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ __all__ = ["Coalescer"]
 
 Item = TypeVar("Item")
 
-# Calls per write; more wait for the next one (a bounded reply to parse per round trip).
-MAX_BATCH = 1000
+# Calls per write; more wait for the next one. Small enough that the two writes in
+# flight take turns in Redis, large enough to spread a write's cost over many calls.
+MAX_BATCH = 64
+MAX_IN_FLIGHT = 2
 
 
 class Coalescer(Generic[Item]):
@@ -45,36 +51,41 @@ class Coalescer(Generic[Item]):
         *,
         name: str,
         max_batch: int = MAX_BATCH,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._send_one = send_one
         self._send_many = send_many
         self._name = name
         self._max_batch = max_batch
-        self._busy = False
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0  # round trips on the wire (each holds a connection)
         self._queued: list[tuple[Item, asyncio.Future[object]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()
         self.sent_alone = 0
         self.batches = 0
 
     async def call(self, item: Item) -> object:
-        if not self._busy:
-            self._busy = True
+        if self._in_flight < self.max_in_flight:
+            self._in_flight += 1
             self.sent_alone += 1
             try:
                 return await self._send_one(item)
             finally:
-                self._handed_on()
+                self._slot_freed()
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queued.append((item, future))
         return await future
 
-    def _handed_on(self) -> None:
+    def _slot_freed(self) -> None:
+        # Calls queue only while every slot is taken, so each slot checks as it frees.
         if self._queued:
-            self._sender = asyncio.create_task(self._send_queued(), name=self._name)
+            sender = asyncio.create_task(self._send_queued(), name=self._name)
+            self._senders.add(sender)
         else:
-            self._busy = False
+            self._in_flight -= 1
 
     async def _send_queued(self) -> None:
+        """Hold one slot and send what is queued until nothing is."""
         try:
             while True:
                 taken = self._queued[: self._max_batch]
@@ -88,11 +99,14 @@ class Coalescer(Generic[Item]):
                     if not self._queued:
                         return
         finally:
-            self._busy = False
-            self._sender = None
-            for _, future in self._queued:  # only when this task itself was cancelled
-                future.cancel()
-            self._queued.clear()
+            self._in_flight -= 1
+            task = asyncio.current_task()
+            if task is not None:
+                self._senders.discard(task)
+            if self._in_flight == 0:  # this sender was cancelled: nobody will send these
+                for _, future in self._queued:
+                    future.cancel()
+                self._queued.clear()
 
     async def _send_batch(self, batch: list[tuple[Item, asyncio.Future[object]]]) -> None:
         self.batches += 1
@@ -116,7 +130,6 @@ class Coalescer(Generic[Item]):
                 future.set_result(reply)
 
     async def aclose(self) -> None:
-        """Wait for the batch on the wire (it ends within the client's bounds)."""
-        sender = self._sender
-        if sender is not None:
-            await asyncio.gather(sender, return_exceptions=True)
+        """Wait for the batches on the wire (they end within the client's bounds)."""
+        while self._senders:
+            await asyncio.gather(*self._senders, return_exceptions=True)
