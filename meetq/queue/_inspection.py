@@ -55,7 +55,11 @@ class QueueInfo:
         return cls(
             queue=queue,
             backend=backend,
-            waiting={p.name.lower(): snapshot.waiting.get(int(p), 0) for p in Priority},
+            # Highest first, the order a reader scans them in.
+            waiting={
+                p.name.lower(): snapshot.waiting.get(int(p), 0)
+                for p in sorted(Priority, reverse=True)
+            },
             delayed=snapshot.delayed,
             running=snapshot.processing,
             dead=snapshot.dead,

@@ -68,6 +68,8 @@ def _layer(name: str) -> str:
         "observability": "observability",
         "sync": "sync",
         "testing": "testing",
+        "cli": "command",
+        "__main__": "command",
     }.get(top, "other")
 
 
@@ -100,6 +102,12 @@ def _allowed(importer: str, imported: str) -> bool:
         # The blocking producer: the kernel's rules, and the registry the manager builds;
         # backends only through their sync_factory, no async component.
         return dst == "kernel" or imported == "meetq.manager" or imported.startswith("meetq.sync")
+    if src == "command":
+        # The top: the command may use every layer's public face, never a backend's
+        # insides (only through the registry, as a user's config picks one) nor testing.
+        return dst not in ("backend", "testing")
+    if dst == "command":
+        return False  # nothing in the package depends on the command line
     if src == "testing":
         # Through the public API, as a user's test would: never a backend module.
         return dst not in ("backend", "manager") or imported == "meetq.manager"
