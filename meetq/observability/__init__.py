@@ -5,6 +5,7 @@ Each part needs its extra only when used: ``meetq[prometheus]`` for ``Metrics`` 
 no-op without it). docs/observability.md shows how to use them.
 """
 
+from meetq.core._logfields import LOG_FIELDS
 from meetq.observability._prometheus import (
     Metrics,
     MetricsServer,
@@ -19,6 +20,7 @@ from meetq.observability._tracing import (
 )
 
 __all__ = [
+    "LOG_FIELDS",
     "Metrics",
     "MetricsServer",
     "TracingMiddleware",

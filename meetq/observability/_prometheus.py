@@ -7,7 +7,7 @@ Design (why it looks like this):
   Label children are cached per label tuple, so a message costs a dict lookup and an
   ``inc()``/``observe()``, not prometheus-client's locked ``labels()`` call.
 - Gauges and the PubSub / event-bus counters come from a collector that reads
-  ``MessageQueue.stats()`` (one backend round trip per queue) and ``PubSub.stats()`` /
+  ``MessageQueue.inspect()`` (one backend round trip per queue) and ``PubSub.stats()`` /
   ``LocalEventBus.stats()``. Prometheus collects synchronously on its HTTP thread while
   those are async on the components' loop: a scrape from another thread runs ``refresh()``
   on that loop (``run_coroutine_threadsafe``) and waits at most ``stats_timeout`` seconds;
@@ -33,6 +33,7 @@ from meetq.core.middleware import Delivery, Outcome
 from meetq.core.types import Message, Priority
 from meetq.inprocess._event_bus import LocalEventBus
 from meetq.manager._manager import QueueManager
+from meetq.queue._inspection import QueueInfo
 from meetq.queue._message_queue import MessageQueue
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ class Metrics:
         self._pubsubs: list[PubSub] = []
         self._buses: list[LocalEventBus] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue_stats: dict[str, dict[str, Any]] = {}
+        self._queue_info: dict[str, QueueInfo] = {}
         self._pubsub_stats: list[dict[str, int]] = []
         reg.register(_Collector(self))
 
@@ -191,13 +192,13 @@ class Metrics:
             self._loop = asyncio.get_running_loop()
 
     async def refresh(self) -> None:
-        """Read every instrumented component's stats now (one backend round trip per
-        queue); the collector serves this snapshot until the next one."""
+        """Read every instrumented component's figures now (``MessageQueue.inspect()``:
+        one backend round trip per queue); the collector serves them until the next."""
         self._bind_loop()
-        queue_stats = {}
+        queue_info = {}
         for mq in self._queues:
-            queue_stats[mq.name] = await mq.stats()
-        self._queue_stats = queue_stats
+            queue_info[mq.name] = await mq.inspect()
+        self._queue_info = queue_info
         self._pubsub_stats = [await ps.stats() for ps in self._pubsubs]
 
     def _fresh(self) -> None:
@@ -229,8 +230,8 @@ class Metrics:
         self._fresh()
         messages = GaugeMetricFamily(
             "meetq_queue_messages",
-            "Messages in a queue by state (waiting includes delayed ones) and priority "
-            "(empty for running and dead).",
+            "Messages in a queue by state (waiting, of which delayed; running; dead) and "
+            "priority (empty but for waiting).",
             labels=["queue", "state", "priority"],
         )
         unhandled = GaugeMetricFamily(
@@ -238,13 +239,13 @@ class Metrics:
             "Ready messages whose type no live worker handles.",
             labels=["queue"],
         )
-        for name, stats in self._queue_stats.items():
-            lengths = stats["queue_length"]
+        for name, info in self._queue_info.items():
             for priority in _PRIORITY_NAMES.values():
-                messages.add_metric([name, "waiting", priority], lengths.get(priority, 0))
-            messages.add_metric([name, "running", ""], stats["processing_count"])
-            messages.add_metric([name, "dead", ""], stats["dead_letter_count"])
-            unhandled.add_metric([name], stats["unhandled_count"])
+                messages.add_metric([name, "waiting", priority], info.waiting.get(priority, 0))
+            messages.add_metric([name, "delayed", ""], info.delayed)
+            messages.add_metric([name, "running", ""], info.running)
+            messages.add_metric([name, "dead", ""], info.dead)
+            unhandled.add_metric([name], info.unhandled)
         yield messages
         yield unhandled
         if self._pubsubs:

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from meetq.core._backoff import Backoff
 from meetq.core._build import build_config
 from meetq.core._lifecycle import AsyncService, Lifecycle
+from meetq.core._logfields import message_log_fields
 from meetq.core._publishing import (
     check_batch,
     prepare_batch,
@@ -593,6 +594,7 @@ class MessageQueue(AsyncService):
                         self.name,
                         settlement.lease.id,
                         settlement.outcome,
+                        extra=self._log_fields(settlement.lease, None),
                     )
             for claimed in result.claimed:
                 if not self._claiming:
@@ -645,6 +647,9 @@ class MessageQueue(AsyncService):
             async with asyncio.timeout(self.config.poll_interval):
                 await self._kick.wait()
 
+    def _log_fields(self, ref: Claimed | LeaseRef, attempt: int | None) -> dict[str, Any]:
+        return message_log_fields(self.name, self.worker_name, ref.id, ref.type, attempt)
+
     def _max_attempts(self, message: Message) -> int:
         retries = self.config.max_retries if message.max_retries is None else message.max_retries
         return retries + 1
@@ -686,6 +691,7 @@ class MessageQueue(AsyncService):
             claimed.type,
             claimed.attempt,
             error,
+            extra=self._log_fields(claimed, claimed.attempt),
         )
         return Settlement(lease=lease, outcome="drop", error=error, traceback=tb)
 
@@ -706,7 +712,12 @@ class MessageQueue(AsyncService):
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # a bug of ours; the message is retried, not lost
-            log.exception("meetq: %s: delivery of message %s failed", self.name, claimed.id)
+            log.exception(
+                "meetq: %s: delivery of message %s failed",
+                self.name,
+                claimed.id,
+                extra=self._log_fields(claimed, claimed.attempt),
+            )
             settlement = self._failure(claimed, None, f"internal error: {exc!r}", "", retry=True)
         finally:
             self._running.pop(claimed.token, None)
@@ -729,6 +740,7 @@ class MessageQueue(AsyncService):
                 self.name,
                 claimed.id,
                 exc,
+                extra=self._log_fields(claimed, claimed.attempt),
             )
             return Settlement(
                 lease=lease,
@@ -776,6 +788,7 @@ class MessageQueue(AsyncService):
             claimed.id,
             claimed.attempt,
             error,
+            extra=self._log_fields(claimed, claimed.attempt),
         )
         return self._failure(claimed, message, error, "")
 
@@ -789,6 +802,7 @@ class MessageQueue(AsyncService):
             claimed.type,
             claimed.attempt,
             failure.error,
+            extra=self._log_fields(claimed, claimed.attempt),
         )
         return self._failure(claimed, message, failure.error, failure.format_traceback())
 
@@ -813,7 +827,10 @@ class MessageQueue(AsyncService):
                     self._lost.add(lease.token)
                     self._local["lease_lost"] += 1
                     log.warning(
-                        "meetq: %s: lease of message %s was lost while it ran", self.name, lease.id
+                        "meetq: %s: lease of message %s was lost while it ran",
+                        self.name,
+                        lease.id,
+                        extra=self._log_fields(lease, None),
                     )
 
     async def _janitor(self) -> None:

@@ -68,6 +68,7 @@ async def test_scraped_counters_and_gauges_match_what_happened(
     await mq.publish_batch([Message(type="bad") for _ in range(2)])
     # Never handled here: they stay waiting, for the gauges.
     await mq.publish_batch([Message(type="idle", priority=Priority.LOW) for _ in range(3)])
+    await mq.publish(Message(type="idle"), delay=3600)
 
     server = serve_metrics(0, addr="127.0.0.1", registry=registry)
     try:
@@ -75,6 +76,7 @@ async def test_scraped_counters_and_gauges_match_what_happened(
             await eventually(lambda: len(handled) == 9, timeout=30)  # 5 ok + 2 x 2 bad
             await eventually(lambda: _settled(mq), timeout=30)
             stats = await mq.stats()
+            info = await mq.inspect()
             samples = await asyncio.to_thread(_scrape, server.port)
     finally:
         server.close()
@@ -84,6 +86,7 @@ async def test_scraped_counters_and_gauges_match_what_happened(
     assert _get(samples, published, queue="jobs", type="ok", priority="high") == 1
     assert _get(samples, published, queue="jobs", type="bad", priority="normal") == 2
     assert _get(samples, published, queue="jobs", type="idle", priority="low") == 3
+    assert _get(samples, published, queue="jobs", type="idle", priority="normal") == 1
 
     processed = "meetq_messages_processed_total"
     assert _get(samples, processed, queue="jobs", type="ok", outcome="ack") == 5
@@ -100,22 +103,14 @@ async def test_scraped_counters_and_gauges_match_what_happened(
 
     gauge = "meetq_queue_messages"
     assert _get(samples, gauge, queue="jobs", state="waiting", priority="low") == 3
-    assert stats["queue_length"]["low"] == 3
-    for name in ("critical", "high", "normal"):
-        assert (
-            _get(samples, gauge, queue="jobs", state="waiting", priority=name)
-            == (stats["queue_length"][name])
-        )
-    assert (
-        _get(samples, gauge, queue="jobs", state="dead", priority="")
-        == (stats["dead_letter_count"])
-        == 2
-    )
-    assert (
-        _get(samples, gauge, queue="jobs", state="running", priority="")
-        == (stats["processing_count"])
-        == 0
-    )
+    assert info.waiting["low"] == 3 and info.waiting["normal"] == 1 and info.delayed == 1
+    for name in ("critical", "high", "normal", "low"):
+        got = _get(samples, gauge, queue="jobs", state="waiting", priority=name)
+        assert got == info.waiting[name] == stats["queue_length"][name]
+    assert _get(samples, gauge, queue="jobs", state="delayed", priority="") == info.delayed
+    assert _get(samples, gauge, queue="jobs", state="dead", priority="") == info.dead == 2
+    assert _get(samples, gauge, queue="jobs", state="running", priority="") == info.running == 0
+    assert stats["dead_letter_count"] == 2
     assert not any("id" in dict(labels) for _, labels in samples)  # no message ids
 
 
