@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from meetq.broadcast._pubsub import PubSub
 from meetq.core._durations import parse_duration
@@ -60,40 +60,32 @@ SYSTEM_EVENTS = "system_events"
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | MeetqConfig | None
 
 
+C = TypeVar("C")
+
+
+def _needed(component: C | None, section: str, helper: str, needs: str) -> C:
+    """``component``, or the ``ConfigError`` naming the section a guide helper needs."""
+    if component is None:
+        raise ConfigError(f"{section}.enabled", False, f"{helper} needs {needs}")
+    return component
+
+
 def _pubsub(qm: QueueManager, helper: str) -> PubSub:
-    pubsub = qm.get_pubsub()
-    if pubsub is None:
-        raise ConfigError(
-            "event_bus.enabled", False, f"{helper} needs the PubSub; enable event_bus"
-        )
-    return pubsub
+    return _needed(qm.get_pubsub(), "event_bus", helper, "the PubSub; enable event_bus")
 
 
 def _event_bus(qm: QueueManager, helper: str) -> LocalEventBus:
-    bus = qm.get_event_bus()
-    if bus is None:
-        raise ConfigError(
-            "event_bus.enabled", False, f"{helper} needs the local event bus; enable event_bus"
-        )
-    return bus
+    return _needed(qm.get_event_bus(), "event_bus", helper, "the local event bus; enable event_bus")
 
 
 def _message_queue(qm: QueueManager, helper: str) -> MessageQueue:
-    mq = qm.get_message_queue()
-    if mq is None:
-        raise ConfigError(
-            "message_queue.enabled", False, f"{helper} needs the message queue; enable it"
-        )
-    return mq
+    return _needed(qm.get_message_queue(), "message_queue", helper, "the message queue; enable it")
 
 
 def _scheduler(qm: QueueManager, helper: str) -> TaskScheduler:
-    scheduler = qm.get_task_scheduler()
-    if scheduler is None:
-        raise ConfigError(
-            "task_scheduler.enabled", False, f"{helper} needs the task scheduler; enable it"
-        )
-    return scheduler
+    return _needed(
+        qm.get_task_scheduler(), "task_scheduler", helper, "the task scheduler; enable it"
+    )
 
 
 async def register_common_handlers(qm: QueueManager, service_name: str) -> None:
