@@ -42,6 +42,11 @@ from meetq.core.types import LocalEvent, new_id
 
 __all__ = ["EventHandler", "LocalEventBus"]
 
+# Bound once: emit() asks for the calling thread on every event.
+_get_ident = threading.get_ident
+# Every key's exact type is str: checked in C (no generator frame per key).
+_ONLY_STR = frozenset({str})
+
 log = logging.getLogger("meetq.event_bus")
 
 #: A handler receives one ``LocalEvent``; it may be ``async def`` or a plain function.
@@ -204,7 +209,7 @@ class LocalEventBus(AsyncService):
         (The loop's own path takes no lock, so racing other threads for the last slots
         it may overshoot ``buffer_size`` by one event per racing thread.)
         """
-        if threading.get_ident() != self._loop_thread:
+        if _get_ident() != self._loop_thread:
             self._emit_elsewhere(event_type, payload, source)
             return
         if self._closed:
@@ -370,7 +375,7 @@ class LocalEventBus(AsyncService):
             and event_type in self._known_types
             and type(payload) is dict
             and (source is None or type(source) is str)
-            and all(type(key) is str for key in payload)
+            and _ONLY_STR.issuperset(map(type, payload))
         ):
             self._id_counter += 1
             # The id is unique within the process by the counter, across processes by
