@@ -61,3 +61,42 @@ async def test_stats_is_one_round_trip(meetq_redis_url: str, meetq_namespace: st
         assert seen["unhandled_count"] == 3
     finally:
         await qm.stop()
+
+
+async def test_every_inspection_call_is_one_round_trip(
+    meetq_redis_url: str, meetq_namespace: str
+) -> None:
+    qm = await initialize_queue_system(
+        {
+            "redis": {"url": meetq_redis_url, "key_prefix": meetq_namespace},
+            "message_queue": {"type": "redis", "queue_name": "looks_rt"},
+            "event_bus": {"enabled": False},
+            "task_dispatcher": {"enabled": False},
+        }
+    )
+    try:
+        mq = qm.get_message_queue()
+        assert mq is not None
+        await mq.publish_batch([Message(type="a"), Message(type="b", priority="low")])
+        await mq.stats()  # the handle learns the queue's types (see above)
+        seen: dict[str, Any] = {}
+        looks = {
+            "queue_length": lambda: mq.queue_length(),
+            "queue_length(low)": lambda: mq.queue_length("low"),
+            "processing_count": lambda: mq.processing_count(),
+            "dead_letter_count": lambda: mq.dead_letter_count(),
+            "dead_letters": lambda: mq.dead_letters(10),
+        }
+        for call in looks.values():
+            await call()  # a script's first use on a server loads it (NOSCRIPT, SCRIPT LOAD)
+        for name, call in looks.items():
+
+            async def look(name: str = name, call: Any = call) -> None:
+                seen[name] = await call()
+
+            assert await _sent_by_clients(meetq_redis_url, look) == ["EVALSHA"], name
+        assert seen["queue_length"] == 2 and seen["queue_length(low)"] == 1
+        assert seen["processing_count"] == 0 and seen["dead_letter_count"] == 0
+        assert seen["dead_letters"] == []
+    finally:
+        await qm.stop()
