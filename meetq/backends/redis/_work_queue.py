@@ -6,11 +6,12 @@ strict priority then FIFO through one ready ZSET per type scored
 ``(3 - priority) * 2**44 + seq``; leases with tokens so a late settlement from a worker
 that lost its lease changes nothing (the script makes each token and returns it); push
 wake-ups on a Pub/Sub channel, handed to ``listen`` callbacks; ``inspect`` is one
-script; concurrent ``enqueue`` calls coalesce (``_coalesce.py``): those made while one
-is on the wire go out together, one EVALSHA each, in the next write on one connection;
-the clock is Redis ``TIME``, so every process agrees on it. Core's rules arrive as data:
-the dead-letter caps and the outcome-to-counter policy in ``WorkQueueOptions``, retry delays
-in each ``Settlement``, the sweep's reason text in ``Maintenance``.
+script; concurrent ``enqueue`` calls coalesce (``_coalesce.py``): those made while
+round trips are on the wire (two at most) go out together, one EVALSHA each, in the next
+write on one connection; the clock is Redis ``TIME``, so every process agrees on it.
+Core's rules arrive as data: the dead-letter caps and the outcome-to-counter policy in
+``WorkQueueOptions``, retry delays in each ``Settlement``, the sweep's reason text in
+``Maintenance``.
 Capabilities: ``durable``, ``cross_process`` (declared by ``RedisBackend``).
 Config keys: ``redis.key_prefix`` (via ``RedisBackend``); per queue
 ``WorkQueueOptions.dead_letter_max_size`` and ``dead_letter_max_age_ms``.
