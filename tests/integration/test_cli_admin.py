@@ -26,7 +26,7 @@ from click.testing import CliRunner
 import meetq
 from meetq import Message, Priority
 from meetq.cli import _admin, main
-from meetq.testing import QUICK, eventually, free_port
+from meetq.testing import QUICK, RedisServer, eventually, free_port
 
 BOUND = 30.0  # seconds a subprocess may take before the test fails
 
@@ -172,6 +172,26 @@ def test_check_exits_nonzero_against_a_dead_redis_and_zero_against_a_live_one(
     assert down.returncode == 1, down.stdout
     assert down.stderr.startswith("meetq: ")
     assert time.monotonic() - began < BOUND
+
+
+def test_check_ends_within_its_timeout_against_a_frozen_redis(
+    tmp_path: Path, meetq_redis_server: RedisServer, meetq_namespace: str
+) -> None:
+    # SIGSTOP: the port accepts connections and nothing ever answers.
+    config = _write_config(tmp_path, meetq_redis_server.url, meetq_namespace)
+    assert _cli("check", "--config", str(config)).returncode == 0
+    meetq_redis_server.freeze()
+    try:
+        began = time.monotonic()
+        frozen = _cli("check", "--config", str(config), "--timeout", "1")
+        took = time.monotonic() - began
+    finally:
+        meetq_redis_server.thaw()
+    assert frozen.returncode == 1, frozen.stdout
+    assert "meetq: " in frozen.stderr
+    # The probe's own bound, plus start-up and closing the client (no fixed sleep):
+    # far below redis.socket_timeout's 5 s twice over.
+    assert took < BOUND
 
 
 def test_dlq_requeue_max_moves_exactly_five(config: Path, small_chunks: int) -> None:
