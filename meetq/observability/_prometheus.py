@@ -4,8 +4,12 @@ Design (why it looks like this):
 
 - Counters and histograms come from middleware (``meetq.core.middleware``) on each
   instrumented ``MessageQueue``: they count what *this process* published and processed.
-  Label children are cached per label tuple, so a message costs a dict lookup and an
-  ``inc()``/``observe()``, not prometheus-client's locked ``labels()`` call.
+  The middleware keeps plain ints and bucket counts in dicts by label tuple (a message
+  costs a dict lookup, a bisect and two additions, on the loop thread, with no lock);
+  they become Prometheus samples only when collected. prometheus-client's own
+  ``Counter``/``Histogram`` (a lock and a ``labels()`` lookup per call) cost a no-op
+  drain about a fifth of its throughput. A scrape copies each dict's items in one C-level
+  call, so it never sees one change size mid-read.
 - Gauges and the PubSub / event-bus counters come from a collector that reads
   ``MessageQueue.inspect()`` (one backend round trip per queue) and ``PubSub.stats()`` /
   ``LocalEventBus.stats()``. Prometheus collects synchronously on its HTTP thread while
@@ -20,6 +24,7 @@ Design (why it looks like this):
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import contextlib
 import logging
@@ -63,29 +68,33 @@ def _require() -> Any:
     return prometheus_client
 
 
+class _Histogram:
+    """One label set's histogram, kept as plain numbers: per-bucket (not cumulative)
+    counts with the overflow last, and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * (buckets + 1)
+        self.total = 0.0
+
+
 class _MetricsMiddleware:
-    """The per-message half of ``Metrics``: counters and histograms."""
+    """The per-message half of ``Metrics``: plain counts and bucket counts by label tuple,
+    turned into Prometheus samples only when collected (see the module doc)."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._published = metrics.published
-        self._processed = metrics.processed
-        self._processing = metrics.processing_seconds
-        self._wait = metrics.wait_seconds
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (str(id(metric)), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def __init__(self) -> None:
+        self.published: dict[tuple[str, str, str], int] = {}
+        self.processed: dict[tuple[str, str, str], int] = {}
+        self.processing: dict[tuple[str, str], _Histogram] = {}
+        self.wait: dict[tuple[str, str], _Histogram] = {}
 
     def after_publish(
         self, queue: str, message: Message, message_id: str | None, error: BaseException | None
     ) -> None:
         if error is None:
-            priority = _PRIORITY_NAMES[int(message.priority)]
-            self._child(self._published, queue, message.type, priority).inc()
+            key = (queue, message.type, _PRIORITY_NAMES[message.priority])
+            self.published[key] = self.published.get(key, 0) + 1
 
     def before_process(self, delivery: Delivery) -> None:
         # Publish to handler start, from the message's own timestamp: only the first
@@ -93,17 +102,47 @@ class _MetricsMiddleware:
         # attempt's run). A delayed message's wait includes its delay.
         if delivery.attempt == 1:
             message = delivery.message
-            wait = max(0.0, time.time() - message.timestamp)
-            priority = _PRIORITY_NAMES[int(message.priority)]
-            self._child(self._wait, delivery.queue, priority).observe(wait)
+            wait = time.time() - message.timestamp
+            key = (delivery.queue, _PRIORITY_NAMES[message.priority])
+            hist = self.wait.get(key)
+            if hist is None:
+                hist = self.wait[key] = _Histogram(len(WAIT_BUCKETS))
+            hist.counts[bisect.bisect_left(WAIT_BUCKETS, wait)] += 1
+            hist.total += max(0.0, wait)
 
     def after_process(
         self, delivery: Delivery, outcome: Outcome, duration: float, error: str | None
     ) -> None:
         kind = delivery.message.type
-        self._child(self._processing, delivery.queue, kind).observe(duration)
+        key = (delivery.queue, kind)
+        hist = self.processing.get(key)
+        if hist is None:
+            hist = self.processing[key] = _Histogram(len(PROCESSING_BUCKETS))
+        hist.counts[bisect.bisect_left(PROCESSING_BUCKETS, duration)] += 1
+        hist.total += duration
         if outcome != "release":  # handed back uncharged: not processed
-            self._child(self._processed, delivery.queue, kind, outcome).inc()
+            counted = (delivery.queue, kind, outcome)
+            self.processed[counted] = self.processed.get(counted, 0) + 1
+
+
+def _histogram_family(
+    name: str, text: str, labels: list[str], buckets: tuple[float, ...], data: dict[Any, _Histogram]
+) -> Metric:
+    from prometheus_client.core import HistogramMetricFamily
+
+    family = HistogramMetricFamily(name, text, labels=labels)
+    for key, hist in list(data.items()):
+        counts = list(hist.counts)  # one copy: the loop thread may add meanwhile
+        cumulative, running = [], 0
+        for bound, count in zip((*buckets, float("inf")), counts, strict=True):
+            running += count
+            cumulative.append((_bucket_label(bound), running))
+        family.add_metric(list(key), cumulative, hist.total)
+    return family
+
+
+def _bucket_label(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
 class Metrics:
@@ -122,33 +161,7 @@ class Metrics:
         self.registry: CollectorRegistry = pc.REGISTRY if registry is None else registry
         self.stats_timeout = stats_timeout
         reg = self.registry
-        self.published = pc.Counter(
-            "meetq_messages_published",
-            "Messages this process published, by queue, type and priority.",
-            ["queue", "type", "priority"],
-            registry=reg,
-        )
-        self.processed = pc.Counter(
-            "meetq_messages_processed",
-            "Deliveries this process settled, by outcome (ack, retry, dead, dropped).",
-            ["queue", "type", "outcome"],
-            registry=reg,
-        )
-        self.processing_seconds = pc.Histogram(
-            "meetq_message_processing_seconds",
-            "Handler run time of a delivery, until it was settled.",
-            ["queue", "type"],
-            buckets=PROCESSING_BUCKETS,
-            registry=reg,
-        )
-        self.wait_seconds = pc.Histogram(
-            "meetq_message_wait_seconds",
-            "From a message's timestamp (its publish) to its first handler start.",
-            ["queue", "priority"],
-            buckets=WAIT_BUCKETS,
-            registry=reg,
-        )
-        self.middleware = _MetricsMiddleware(self)
+        self.middleware = _MetricsMiddleware()
         self._queues: list[MessageQueue] = []
         self._pubsubs: list[PubSub] = []
         self._buses: list[LocalEventBus] = []
@@ -227,6 +240,7 @@ class Metrics:
         """The collector's metrics, from a fresh snapshot where one can be had."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        yield from self._collect_counts()
         self._fresh()
         messages = GaugeMetricFamily(
             "meetq_queue_messages",
@@ -279,6 +293,42 @@ class Metrics:
             pending.add_metric([], sum(s["pending_events"] for s in bus_stats))
             yield events
             yield pending
+
+
+    def _collect_counts(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        mw = self.middleware
+        published = CounterMetricFamily(
+            "meetq_messages_published",
+            "Messages this process published, by queue, type and priority.",
+            labels=["queue", "type", "priority"],
+        )
+        for key, count in list(mw.published.items()):
+            published.add_metric(list(key), count)
+        yield published
+        processed = CounterMetricFamily(
+            "meetq_messages_processed",
+            "Deliveries this process settled, by outcome (ack, retry, dead, dropped).",
+            labels=["queue", "type", "outcome"],
+        )
+        for key, count in list(mw.processed.items()):
+            processed.add_metric(list(key), count)
+        yield processed
+        yield _histogram_family(
+            "meetq_message_processing_seconds",
+            "Handler run time of a delivery, until it was settled.",
+            ["queue", "type"],
+            PROCESSING_BUCKETS,
+            mw.processing,
+        )
+        yield _histogram_family(
+            "meetq_message_wait_seconds",
+            "From a message's timestamp (its publish) to its first handler start.",
+            ["queue", "priority"],
+            WAIT_BUCKETS,
+            mw.wait,
+        )
 
 
 class _Collector:
