@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,7 +26,9 @@ __all__ = [
     "Call",
     "QueueKeys",
     "Script",
+    "dead_entries",
     "dead_info",
+    "dead_kept",
     "dead_list_call",
     "enqueue_call",
     "enqueue_ids",
@@ -191,6 +193,17 @@ def enqueue_ids(messages: Sequence[StoredMessage], reply: Any) -> list[str]:
     return ids
 
 
+# inspect.lua's reply (its header): the COUNT_FIELDS values, then these.
+(
+    _INSPECT_DEAD,
+    _INSPECT_UNHANDLED,
+    _INSPECT_MISSING,
+    _INSPECT_DELAYED,
+    _INSPECT_LIVE_TYPES,
+    _INSPECT_WORKERS,
+) = range(len(COUNT_FIELDS), len(COUNT_FIELDS) + 6)
+
+
 def inspect_steps(
     keys: QueueKeys, options: WorkQueueOptions
 ) -> Generator[Call, Any, QueueSnapshot]:
@@ -205,7 +218,7 @@ def inspect_steps(
             [*keys.with_types(names), keys.workers],
             [options.dead_letter_max_size, options.dead_letter_max_age_ms, len(names), *names],
         )
-        missing = [text(t) for t in reply[len(COUNT_FIELDS) + 2]]
+        missing = [text(t) for t in reply[_INSPECT_MISSING]]
         if not missing:
             break
         keys.known_types = sorted({*names, *missing})
@@ -213,11 +226,11 @@ def inspect_steps(
     return QueueSnapshot(
         waiting={p: int(values[f"waiting:{p}"]) for p in range(4)},
         processing=int(values["processing"]),
-        dead=int(reply[len(COUNT_FIELDS)]),
-        unhandled=int(reply[len(COUNT_FIELDS) + 1]),
+        dead=int(reply[_INSPECT_DEAD]),
+        unhandled=int(reply[_INSPECT_UNHANDLED]),
         counters={name: int(values[name]) for name in COUNTER_NAMES},
-        delayed=int(reply[len(COUNT_FIELDS) + 3]),
-        workers=live_workers(reply[len(COUNT_FIELDS) + 4], reply[len(COUNT_FIELDS) + 5]),
+        delayed=int(reply[_INSPECT_DELAYED]),
+        workers=live_workers(reply[_INSPECT_LIVE_TYPES], reply[_INSPECT_WORKERS]),
     )
 
 
@@ -237,6 +250,19 @@ def live_workers(live_types: Sequence[bytes], entries: Sequence[bytes]) -> dict[
         if message_type in live:
             live[message_type].append(worker)
     return {t: sorted(names) for t, names in sorted(live.items())}
+
+
+def dead_entries(reply: Sequence[Any], *, bodies: bool) -> Iterator[tuple[Any, Any, Any]]:
+    """dead_list.lua's entries as (id, info JSON, body — None without ``bodies``);
+    ``reply[0]`` is how many dead letters are kept (``dead_kept``)."""
+    step = 3 if bodies else 2
+    for i in range(1, len(reply), step):
+        yield reply[i], reply[i + 1], reply[i + 2] if bodies else None
+
+
+def dead_kept(reply: Sequence[Any]) -> int:
+    """How many dead letters dead_list.lua found kept, after the caps."""
+    return int(reply[0])
 
 
 def dead_list_call(keys: QueueKeys, options: WorkQueueOptions, limit: int, *, bodies: bool) -> Call:
@@ -269,8 +295,8 @@ def requeue_steps(
         # corrupt oldest entries must not hide the good ones behind it.
         reply = yield dead_list_call(keys, options, window, bodies=False)
         index, items, skipped, other = {}, [], 0, 0
-        for i in range(1, len(reply), 2):
-            info = dead_info(reply[i + 1])
+        for dead_id, raw_info, _ in dead_entries(reply, bodies=False):
+            info = dead_info(raw_info)
             if isinstance(info, str):
                 # No type or priority: no ready set to go back to. It stays a dead
                 # letter (listed with the reason) rather than being lost.
@@ -284,11 +310,11 @@ def requeue_steps(
             t = index.get(info["type"])
             if t is None:
                 t = index[info["type"]] = len(index) + 1
-            items += (reply[i], t, info["priority"])
+            items += (dead_id, t, info["priority"])
         wider = max_count + min(skipped, MAX_SKIPPED_DEAD) + other
         if other:  # letters of other types may lie far ahead: widen geometrically
             wider = max(wider, 2 * window)
-        if len(items) == 3 * max_count or wider <= window or window >= int(reply[0]):
+        if len(items) == 3 * max_count or wider <= window or window >= dead_kept(reply):
             break
         window = wider
     if not items:

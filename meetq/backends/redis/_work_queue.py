@@ -67,6 +67,7 @@ from meetq.backends.redis._scripts import SCRIPTS as _SCRIPTS
 from meetq.backends.redis._scripts import Call as _Call
 from meetq.backends.redis._scripts import (
     QueueKeys,
+    dead_entries,
     dead_info,
     dead_list_call,
     enqueue_call,
@@ -620,9 +621,9 @@ class RedisWorkQueue:
         """Up to ``limit`` dead letters, oldest first."""
         reply = await self._dead_list(limit, bodies=True)
         records = []
-        for i in range(1, len(reply), 3):
-            dead_id, body = _lossy_text(reply[i]), reply[i + 2] or b""
-            info = dead_info(reply[i + 1])
+        for raw_id, raw_info, raw_body in dead_entries(reply, bodies=True):
+            dead_id, body = _lossy_text(raw_id), raw_body or b""
+            info = dead_info(raw_info)
             if isinstance(info, str):  # reported, not raised; requeue leaves it in place
                 records.append(
                     DeadRecord(
