@@ -1,6 +1,6 @@
 """Many tasks at once on one process: concurrent publishers, I/O-bound async handlers.
 
-    python bench/bench_concurrency.py [--runs 3] [--tree NAME=DIR ...]
+    python bench/bench_concurrency.py [--runs 3] [--tree NAME=DIR ...] [--only latency,...]
 
 Starts its own redis-server on a free loopback port. Every sample is a fresh child
 process; with ``--tree`` the meetq rows run again with ``DIR/meetq`` first on
@@ -226,6 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tree", action="append", default=[], help="NAME=DIR")
+    parser.add_argument("--only", default="", help="rows to run: publish,sleep,latency,bare")
     parser.add_argument("--child")
     parser.add_argument("--url")
     args = parser.parse_args()
@@ -238,22 +239,25 @@ def main() -> None:
     for spec in args.tree:
         name, _, path = spec.partition("=")
         trees.append((name, os.path.abspath(path)))
+    wanted = set(filter(None, args.only.split(",")))
+    meetq_kinds = [k for k in MEETQ_KINDS if not wanted or k.split(":")[0] in wanted]
+    bare_kinds = [k for k in BARE_KINDS if not wanted or "bare" in wanted]
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with RedisServer() as server:
         for _ in range(args.runs):
-            for kind in MEETQ_KINDS:
+            for kind in meetq_kinds:
                 for name, path in trees:
                     samples.setdefault((kind, name), []).append(_run(kind, server.url, path))
-            for kind in BARE_KINDS:
+            for kind in bare_kinds:
                 samples.setdefault((kind, "-"), []).append(_run(kind, server.url, None))
     width = max(len(label) for label in LABELS.values())
     names = [name for name, _ in trees]
     print(f"{args.runs} runs, medians; python {sys.version.split()[0]}")
     print(f"{'':{width}} | " + " | ".join(f"{n:34}" for n in names))
-    for kind in MEETQ_KINDS:
+    for kind in meetq_kinds:
         cells = [_cell(samples[(kind, n)], kind) for n in names]
         print(f"{LABELS[kind]:{width}} | " + " | ".join(f"{c:34}" for c in cells))
-    for kind in BARE_KINDS:
+    for kind in bare_kinds:
         print(f"{LABELS[kind]:{width}} | {_cell(samples[(kind, '-')], kind)}")
 
 

@@ -65,18 +65,31 @@ class Coalescer(Generic[Item]):
         self.batches = 0
 
     async def call(self, item: Item) -> object:
-        if self._in_flight < self.max_in_flight:
-            self._in_flight += 1
-            self.sent_alone += 1
+        if self.take_slot():
             try:
                 return await self._send_one(item)
             finally:
-                self._slot_freed()
+                self.slot_done()
+        return await self.queue(item)
+
+    # The latency path inlines call(): a caller that takes a slot sends the item itself
+    # (no frame of ours in between) and calls slot_done() after, whatever happened.
+    def take_slot(self) -> bool:
+        """True: a round trip may start now, and the caller makes it."""
+        if self._in_flight < self.max_in_flight:
+            self._in_flight += 1
+            self.sent_alone += 1
+            return True
+        return False
+
+    def queue(self, item: Item) -> asyncio.Future[object]:
+        """The future of ``item``'s reply, sent in a coming batch."""
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queued.append((item, future))
-        return await future
+        return future
 
-    def _slot_freed(self) -> None:
+    def slot_done(self) -> None:
+        """The round trip of a ``take_slot()`` ended: its slot sends what queued meanwhile."""
         # Calls queue only while every slot is taken, so each slot checks as it frees.
         if self._queued:
             sender = asyncio.create_task(self._send_queued(), name=self._name)

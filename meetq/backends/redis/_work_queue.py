@@ -203,6 +203,10 @@ class RedisWorkQueue:
         # timers; one shared timer bounds each call by the client's socket_timeout.
         self._bounds = bounds_of(client)
         self._pool: Any = untimed_pool(client) if self._fast else None
+        # redis-py >= 5.1; without it (5.0) every connection goes straight back.
+        self._pool_has_room: Callable[[], bool] = getattr(
+            self._pool, "can_get_connection", lambda: False
+        )
         timeout = self._bounds.socket_timeout
         self._deadline: Any = (
             SharedDeadline(timeout, "redis.socket_timeout").scope
@@ -287,7 +291,8 @@ class RedisWorkQueue:
                 await conn.disconnect(nowait=True)
                 await pool.release(conn)
                 raise
-        await self._keep(conn)
+        if not self._keep(conn):
+            await pool.release(conn)
         return replies
 
     def _pack(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> bytes:
@@ -325,25 +330,19 @@ class RedisWorkQueue:
                 await conn.disconnect(nowait=True)
                 await pool.release(conn)
                 raise
-        await self._keep(conn)
+        if not self._keep(conn):
+            await pool.release(conn)
         return reply
 
-    async def _keep(self, conn: Any) -> None:
-        """Keep a connection that just answered for the next call, or give it back.
+    def _keep(self, conn: Any) -> bool:
+        """Keep a connection that just answered for the next call; False: give it back.
 
         Only while the pool has more to give: a call waiting for a connection of a full
         pool would otherwise wait out its timeout beside an idle one."""
-        pool = self._pool
-        if len(self._idle) < _MAX_IDLE and not self._closed and self._pool_has_room(pool):
+        if len(self._idle) < _MAX_IDLE and not self._closed and self._pool_has_room():
             self._idle.append((conn, asyncio.get_running_loop().time()))
-        else:
-            await pool.release(conn)
-
-    @staticmethod
-    def _pool_has_room(pool: Any) -> bool:
-        # redis-py >= 5.1; without it (5.0) every connection goes straight back.
-        has_room = getattr(pool, "can_get_connection", None)
-        return bool(has_room()) if has_room is not None else False
+            return True
+        return False
 
     async def _take_connection(self, pool: Any) -> Any:
         """A connection used moments ago, or one from the pool.
@@ -379,7 +378,15 @@ class RedisWorkQueue:
             return []
         # The one-message publish (the latency path) builds its keys once per type, as
         # the tuple the packed-head cache is keyed by (QueueKeys.single).
-        reply = await self._enqueues.call(enqueue_call(self._keys, messages))
+        call = enqueue_call(self._keys, messages)
+        pipe = self._enqueues
+        if pipe.take_slot():  # nothing waits: out at once (Coalescer.call, inlined)
+            try:
+                reply = await self._eval(*call)
+            finally:
+                pipe.slot_done()
+        else:
+            reply = await pipe.queue(call)
         return enqueue_ids(messages, reply)
 
     async def exchange(
