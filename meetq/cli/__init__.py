@@ -1,8 +1,8 @@
 """The ``meetq`` command (``pip install 'meetq[cli]'``; docs/cli.md).
 
 The group stays small: every command lives in a module of its own and is added below
-(``_admin.py``: ``stats``, ``dlq``, ``queue``, ``publish``, ``check``). Reached as the
-``meetq`` console script and as ``python -m meetq``.
+(``_worker.py``: ``worker``; ``_admin.py``: ``stats``, ``dlq``, ``queue``, ``publish``,
+``check``). Reached as the ``meetq`` console script and as ``python -m meetq``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ except ModuleNotFoundError:  # the extra is missing: say how to get it, no trace
 
 from meetq import __version__
 from meetq.cli._admin import check, dlq, publish, queue, stats
+from meetq.cli._worker import worker
 
 __all__ = ["main"]
 
@@ -29,5 +30,5 @@ def main() -> None:
     """Run meetq workers and look inside their queues."""
 
 
-for _command in (stats, dlq, queue, publish, check):
+for _command in (worker, stats, dlq, queue, publish, check):
     main.add_command(_command)

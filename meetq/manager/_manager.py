@@ -12,6 +12,7 @@ from typing import Any
 
 from meetq.broadcast._pubsub import PubSub
 from meetq.core._lifecycle import AsyncService, Lifecycle
+from meetq.core._validation import check_seconds
 from meetq.core.config import MeetqConfig
 from meetq.core.errors import ConfigError, MeetqError
 from meetq.core.protocols import Backend
@@ -147,20 +148,23 @@ class QueueManager(AsyncService):
         except MeetqError as exc:  # a full event buffer must not fail stop()
             log.warning("meetq: could not emit %r: %s", SERVICE_STOPPING, exc)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop every component, then close the backends (idempotent).
 
-        Each component gets its own ``shutdown_grace`` plus one bounded backend call
-        (``redis.socket_timeout``). Cancelling ``stop()`` raises ``CancelledError``;
-        calling it again then finishes what the cancelled call left.
+        Each component gets its own ``shutdown_grace`` (or ``grace`` seconds, for every
+        component that has one) plus one bounded backend call (``redis.socket_timeout``).
+        Cancelling ``stop()`` raises ``CancelledError``; calling it again then finishes
+        what the cancelled call left.
         """
+        if grace is not None:
+            grace = check_seconds("grace", grace)
         async with self._stop_lock:
             if self._stop_done:
                 return
-            await self._stop_all()
+            await self._stop_all(grace)
             self._stop_done = True
 
-    async def _stop_all(self) -> None:
+    async def _stop_all(self, grace: float | None) -> None:
         bus = self._event_bus
         if bus is not None and bus.lifecycle is Lifecycle.RUNNING and not self._stopping_announced:
             self._stopping_announced = True  # once, even if a cancelled stop() is re-run
@@ -176,7 +180,10 @@ class QueueManager(AsyncService):
             if component is None:
                 continue
             try:
-                await component.stop()
+                if isinstance(component, TaskDispatcher):
+                    await component.stop()  # it runs no handlers of its own
+                else:
+                    await component.stop(grace)
             except Exception:  # one failing component must not keep the others running
                 log.exception("meetq: stopping %s failed", type(component).__name__)
         closed: set[int] = set()

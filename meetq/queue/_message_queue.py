@@ -142,6 +142,9 @@ class MessageQueue(AsyncService):
         self._lost: set[str] = set()
         self._pending: list[Settlement] = []
         self._kick = asyncio.Event()
+        # Set while the last claim found nothing ready for the handled types and no
+        # handler runs (wait_idle, `meetq worker --burst`); cleared by the next claim.
+        self._idle = asyncio.Event()
         self._stop_listening: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # new / running / stopped is the base's (AsyncService.lifecycle); these two are
@@ -370,6 +373,19 @@ class MessageQueue(AsyncService):
             return 0
         return await self._queue.maintain(Maintenance(action="purge_dead", limit=max(0, limit)))
 
+    async def wait_idle(self) -> None:
+        """Wait until this queue's workers run no handler and their last claim found
+        nothing ready for the handled types (what ``meetq worker --burst`` waits for).
+
+        Delayed messages not yet due, messages of types this queue does not handle and
+        messages other processes hold do not count. Returns at once when this queue
+        consumes nothing (not started, no handlers). A message published after it
+        returned is claimed as usual while the queue keeps running.
+        """
+        if not self._tasks:
+            return
+        await self._idle.wait()
+
     async def stats(self) -> dict[str, Any]:
         """Queue-wide totals (shared by every process on a shared backend) and this
         worker's own figures (``workers``, ``in_flight``, ``lease_lost``, ...). One
@@ -596,6 +612,8 @@ class MessageQueue(AsyncService):
                         settlement.outcome,
                         extra=self._log_fields(settlement.lease, None),
                     )
+            if result.claimed:
+                self._idle.clear()
             for claimed in result.claimed:
                 if not self._claiming:
                     # stop() began while this exchange was on the wire: hand these back
@@ -609,6 +627,8 @@ class MessageQueue(AsyncService):
             if free > 0 and len(result.claimed) < free and not self._pending:
                 # Nothing more for us right now: sleep until a publish wakes us, a
                 # handler finishes, or poll_interval passes as a fallback.
+                if not self._running:
+                    self._idle.set()
                 await self._wait_for_work_or_kick()
 
     def _start_delivery(self, claimed: Claimed) -> None:

@@ -1338,6 +1338,35 @@ class WorkQueueContract(BackendContract):
         assert finished.is_set()
         assert (await mq.stats())["total_processed"] == 1
 
+    async def test_wait_idle_returns_once_nothing_is_ready_for_the_handlers(
+        self, make_queue: MakeQueue
+    ) -> None:
+        # What `meetq worker --burst` waits for: every ready message of a handled type
+        # taken and settled; a message not yet due or of another type does not count.
+        mq = make_queue(workers=2)
+        seen: list[str] = []
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            seen.append(msg.id)
+
+        await asyncio.wait_for(mq.wait_idle(), 10)  # not started: consumes nothing
+        ids = await mq.publish_batch([Message(type="job") for _ in range(7)])
+        await mq.publish(Message(type="job"), delay=600)
+        await mq.publish(Message(type="unhandled_here"))
+        async with mq:
+            await asyncio.wait_for(mq.wait_idle(), 10)
+            assert sorted(seen) == sorted(ids)
+            stats = await mq.stats()
+            assert (stats["in_flight"], stats["processing_count"]) == (0, 0)
+            assert stats["total_processed"] == 7
+            assert await mq.queue_length() == 2
+            # Idle again after new work came and went.
+            late = await mq.publish(Message(type="job"))
+            await eventually(lambda: late in seen)
+            await asyncio.wait_for(mq.wait_idle(), 10)
+            assert (await mq.stats())["total_processed"] == 8
+
     async def test_register_rules(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
 

@@ -308,3 +308,39 @@ async def test_task_scheduler_runs_a_task_through_the_manager() -> None:
     assert stats["task_scheduler"]["buffer_size"] == 10
     with pytest.raises(meetq.ClosedError):  # stopped with the manager
         scheduler.submit_task(Task(type="double", handler=double, payload={"n": 1}))
+
+
+async def test_stop_grace_bounds_every_component_and_releases_uncharged() -> None:
+    # `meetq worker --grace`: one grace for the handlers, whatever shutdown_grace says.
+    # Two backends on one named broker: the second looks after the first closed.
+    config = {
+        "message_queue": {"type": "memory", "shutdown_grace": "1h"},
+        "memory": {"broker": "stop-grace"},
+        **_NO_BUS,
+    }
+    qm = await meetq.initialize_queue_system(config)
+    mq = qm.get_message_queue()
+    assert mq is not None
+    started = asyncio.Event()
+
+    @mq.handler("stuck")
+    async def stuck(msg: Message) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    await mq.publish(Message(type="stuck"))
+    await qm.start()
+    await asyncio.wait_for(started.wait(), 10)
+    with pytest.raises(meetq.ValidationError) as info:
+        await qm.stop(grace=-1)
+    assert info.value.field == "grace"
+    other = await meetq.initialize_queue_system(config)  # keeps the broker alive
+    await asyncio.wait_for(qm.stop(grace=0.05), 10)  # far below the hour
+    other_mq = other.get_message_queue()
+    assert other_mq is not None
+    stats = await other_mq.stats()
+    await other.stop()
+    assert (stats["queue_length"]["total"], stats["total_retried"]) == (1, 0)
+
+
+_NO_BUS = {"event_bus": {"enabled": False}}
