@@ -355,22 +355,3 @@ async def test_the_supervisor_does_not_restart_a_child_that_cannot_run(spawn: An
     assert not supervisor.events("worker_restarting")
     assert len(supervisor.events("worker_started")) == 2
 
-
-async def test_children_of_a_killed_supervisor_drain_by_themselves(
-    spawn: Any, mq: meetq.MessageQueue, client: redis.asyncio.Redis, meetq_namespace: str
-) -> None:
-    await mq.publish_batch(_jobs(2, hold=True))
-    supervisor = await spawn("--processes", "2")
-    children = [r["child_pid"] for r in await supervisor.wait_event("worker_started", 2)]
-    await _wait_len(client, meetq_namespace, "started", 2)
-    supervisor.signal(signal.SIGKILL)
-    # Its stderr stays open while the children (which share it) live, and wait() waits
-    # for that too: wait on its exit status alone.
-    await eventually(lambda: supervisor.proc.returncode is not None, timeout=BOUND)
-    assert supervisor.proc.returncode == -signal.SIGKILL
-    # Their stdin pipe closed: each drains as after a first signal, so the held
-    # handlers still finish once the gate opens, and the children exit.
-    await client.set(f"{meetq_namespace}:gate", 1)
-    await eventually(lambda: not any(_alive(pid) for pid in children), timeout=BOUND)
-    await _wait_len(client, meetq_namespace, "done", 2)
-    assert {a for _, a, _ in await _records(client, meetq_namespace, "done")} == {1}
