@@ -27,6 +27,7 @@ __all__ = [
     "Backend",
     "Claimed",
     "DeadRecord",
+    "DeliveryCallback",
     "ExchangeResult",
     "LeaseRef",
     "LocalEventBusProtocol",
@@ -256,6 +257,9 @@ class Maintenance:
 
 #: A wake-up callback: cheap, never raises, called on the event loop's thread.
 WakeCallback = Callable[[], None]
+#: Takes a delivery a backend handed over at enqueue (``listen``): True when the caller
+#: runs it, False when the backend must release it. The same rules as ``WakeCallback``.
+DeliveryCallback = Callable[[Claimed], bool]
 
 
 @runtime_checkable
@@ -311,9 +315,21 @@ class WorkQueueBackend(Protocol):
         """Push the deadline of each held lease ``lease_ms`` ahead; False where lost."""
         ...
 
-    async def listen(self, callback: WakeCallback) -> Callable[[], None]:
+    async def listen(
+        self, callback: WakeCallback, deliver: DeliveryCallback | None = None
+    ) -> Callable[[], None]:
         """Call ``callback()`` whenever a message may have become ready; return a
         function that ends the calls (idempotent).
+
+        A backend MAY hand a message over at enqueue instead: when an exchange of the
+        caller that passed ``deliver`` left it idle (it claimed fewer than it asked),
+        the backend may lease the next message of its types to it — a delivery like
+        one ``exchange`` returns, attempt and token recorded, every guarantee above
+        kept (a message of those types ready ahead of it goes first) — and pass it to
+        ``deliver(claimed)``. The caller runs it and settles it through ``exchange``
+        (True), or refuses it (False: no free slot, stopping), and then the backend
+        releases it, uncharged. An ``exchange`` that claims nothing ends the hand-offs
+        to its caller. Backends that never hand over ignore ``deliver``.
 
         Returns once the wake-up path is primed, so a message stored after ``listen``
         returns leads to a call — or, when the path is down, within a bounded time

@@ -17,7 +17,10 @@ The consuming side of one ``MessageQueue`` is a small pool:
 
 Wake-ups are a callback the backend calls (``WorkQueueBackend.listen``): it sets the
 exchange loop's kick event directly, with no task in between. The loop also wakes every
-``poll_interval`` on its own, which covers a wake-up path that is down.
+``poll_interval`` on its own, which covers a wake-up path that is down. A backend may
+also hand a message over at enqueue to an idle worker (Redis does): the second
+callback starts its handler at once, with no claim round trip, or — when every slot
+was taken meanwhile — hands it back uncharged in the next exchange.
 """
 
 from __future__ import annotations
@@ -158,6 +161,9 @@ class MessageQueue(AsyncService):
         self._sync_types: frozenset[str] = frozenset()
         self._claim_types: list[str] = []
         self._held_for_threads = False
+        # The last exchange asked for more than it got: the backend may hand messages
+        # over at enqueue until an exchange claims nothing (stop() sends that one).
+        self._maybe_parked = False
         self._tickets: dict[str, Ticket] = {}  # lease token -> the thread it will run on
         self._sync_released = 0
         self._threads_taken_log = LogEvery()
@@ -426,7 +432,7 @@ class MessageQueue(AsyncService):
             return
         # Prime the wake-up path so a publish right after start() is not missed. If the
         # backend is unreachable this raises and the queue stays startable.
-        stop_listening = await self._queue.listen(self._kick.set)
+        stop_listening = await self._queue.listen(self._kick.set, self._handed)
         try:
             await self._queue.heartbeat(
                     self.handled_types, self._heartbeat_ttl_ms, self.worker_name
@@ -566,13 +572,16 @@ class MessageQueue(AsyncService):
             slots = self._capacity - len(self._running) if self._claiming else 0
             types, free = self._claimable(slots)
             settlements, self._pending = self._pending, []
-            if not settlements and free <= 0:
+            if not settlements and free <= 0 and not (draining and self._maybe_parked):
                 if draining:
                     return
                 self._kick.clear()
                 await self._kick.wait()
                 continue
             self._kick.clear()
+            # An exchange that claims nothing ends the backend's hand-offs to us; one
+            # that fails leaves it unknown.
+            self._maybe_parked = self._maybe_parked or free > 0
             try:
                 result = await self._queue.exchange(
                     settlements, types=types, claim=max(0, free), lease_ms=self._lease_ms
@@ -597,6 +606,7 @@ class MessageQueue(AsyncService):
                 await self._back_off(backoff)
                 continue
             failures = 0
+            self._maybe_parked = free > 0 and len(result.claimed) < free
             for settlement, ok in zip(settlements, result.settled, strict=True):
                 if ok:
                     self._lost.discard(settlement.lease.token)
@@ -630,6 +640,21 @@ class MessageQueue(AsyncService):
                 if not self._running:
                     self._idle.set()
                 await self._wait_for_work_or_kick()
+
+    def _handed(self, claimed: Claimed) -> bool:
+        """A delivery the backend handed over at enqueue: run it now if a slot is free,
+        else refuse it and the backend releases it uncharged (a claim took the slot)."""
+        if (
+            not self._claiming
+            or claimed.type not in self._handlers
+            or claimed.token in self._running
+            or len(self._running) >= self._capacity
+        ):
+            return False
+        self._start_delivery(claimed)
+        if self._pending:  # released at once for want of a thread: settle it soon
+            self._kick.set()
+        return True
 
     def _start_delivery(self, claimed: Claimed) -> None:
         if claimed.type in self._sync_types:

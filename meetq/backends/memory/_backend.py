@@ -25,6 +25,7 @@ from meetq.backends.memory._config import ISOLATED
 from meetq.core._validation import check_queue_options
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
+    DeliveryCallback,
     PubSubTransport,
     WakeCallback,
     WorkQueueBackend,
@@ -115,9 +116,11 @@ class _QueueHandle:
                     self.__dict__[name] = value
         self.__dict__["listen"] = self._listen
 
-    async def _listen(self, callback: WakeCallback) -> Callable[[], None]:
+    async def _listen(
+        self, callback: WakeCallback, deliver: DeliveryCallback | None = None
+    ) -> Callable[[], None]:
         # Kept, so closing this backend ends its wake-ups on the shared queue too.
-        stop = await self._queue.listen(callback)
+        stop = await self._queue.listen(callback, deliver)
         self._unlisten.append(stop)
         return stop
 

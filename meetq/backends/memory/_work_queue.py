@@ -27,6 +27,7 @@ from meetq.core.protocols import (
     COUNTER_NAMES,
     Claimed,
     DeadRecord,
+    DeliveryCallback,
     ExchangeResult,
     LeaseRef,
     Maintenance,
@@ -323,7 +324,11 @@ class MemoryWorkQueue:
             result.append(entry is not None)
         return result
 
-    async def listen(self, callback: WakeCallback) -> Callable[[], None]:
+    async def listen(
+        self, callback: WakeCallback, deliver: DeliveryCallback | None = None
+    ) -> Callable[[], None]:
+        # No hand-off at enqueue here (``deliver`` unused): a wake-up is a direct call
+        # in the same process, already as fast as a hand-off would be.
         self._check_open()
         self._listeners.append(callback)
 

@@ -152,12 +152,20 @@ class QueueKeys:
             keys.extend(self.of_type(message_type))
         return keys
 
+    def parked(self, types: Sequence[str], nclaim: int) -> list[bytes]:
+        """The keys of ``types``, then the parked keys of the first ``nclaim`` of them
+        (exchange.lua; enqueue_one.lua with its one type)."""
+        keys = self.with_types(types)
+        keys.append(self.key("parked"))
+        keys.extend(self.key(f"parked:{t}") for t in types[:nclaim])
+        return keys
+
     def single(self, message_type: str) -> tuple[bytes, ...]:
         # The one-message publish is the latency path: its keys are built once per
         # type, as the tuple a packed-head cache can be keyed by.
         keys = self._single.get(message_type)
         if keys is None:
-            keys = self._single[message_type] = tuple(self.with_types((message_type,)))
+            keys = self._single[message_type] = tuple(self.parked((message_type,), 1))
         return keys
 
 

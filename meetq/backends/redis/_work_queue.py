@@ -5,7 +5,10 @@ single round trip, so a worker pays one network hop per batch of settlements and
 strict priority then FIFO through one ready ZSET per type scored
 ``(3 - priority) * 2**44 + seq``; leases with tokens so a late settlement from a worker
 that lost its lease changes nothing (the script makes each token and returns it); push
-wake-ups on a Pub/Sub channel, handed to ``listen`` callbacks; ``inspect`` is one
+wake-ups on a Pub/Sub channel, handed to ``listen`` callbacks; hand-off at enqueue: a
+worker whose last exchange left it idle is *parked*, and the next publish of its types
+is leased to it inside ``enqueue_one`` and sent on the worker's own channel, so it
+starts without a claim round trip (see ``lua/enqueue_one.lua``); ``inspect`` is one
 script; concurrent ``enqueue`` calls coalesce (``_coalesce.py``): those made while
 round trips are on the wire (two at most) go out together, one EVALSHA each, in the next
 write on one connection; the clock is Redis ``TIME``, so every process agrees on it.
@@ -28,6 +31,9 @@ lives in one Redis Cluster slot (``P`` = ``meetq:{q}:``):
   ``P counts``, ``P seq``, ``P types``, ``P handlers``; channel ``P notify``.
 - ``P workers``: ZSET ``<byte length>:<worker><type>`` -> heartbeat expiry, the live
   workers of each type (heartbeat.lua drops expired entries).
+- ``P parked`` (HASH worker channel -> free slots and lease ms) and ``P parked:T`` (ZSET
+  worker channel -> park deadline): the idle workers a publish may hand off to; each
+  worker's channel is ``P w:<random>``.
 
 After ``ack`` or ``drop`` nothing of a message remains in any of them.
 
@@ -79,10 +85,11 @@ from meetq.backends.redis._scripts import Script as _Script
 from meetq.backends.redis._scripts import lossy_text as _lossy_text
 from meetq.backends.redis._scripts import text as _text
 from meetq.core._backoff import Backoff
-from meetq.core.errors import ClosedError, ValidationError
+from meetq.core.errors import ClosedError, MeetqError, ValidationError
 from meetq.core.protocols import (
     Claimed,
     DeadRecord,
+    DeliveryCallback,
     ExchangeResult,
     LeaseRef,
     Maintenance,
@@ -110,6 +117,11 @@ _RAW: Final = {NEVER_DECODE: True}
 # how long the listener waits in silence before it PINGs, and for the reply, when the
 # client has no health_check_interval (or socket_timeout) to say; the reconnect backoff.
 _SUBSCRIBE_WAIT = 5.0
+# How long one exchange parks an idle worker for hand-offs. An idle worker exchanges
+# every poll_interval and so renews it; kept short because a frozen worker (still
+# subscribed) would receive the hand-offs of that window and hold them until their
+# lease expires.
+_PARK_MS = 1000
 _LISTEN_IDLE = 15.0
 _LISTEN_BACKOFF = Backoff(0.1, 5.0)
 # Connections kept between calls (at most _MAX_IDLE), and how long one may sit idle
@@ -175,6 +187,16 @@ class RedisWorkQueue:
             if outcome in _OUTCOME_CODES
         ).encode()
         self._listeners: list[WakeCallback] = []
+        # Hand-offs: this instance's own channel and the callbacks that take deliveries.
+        # Parked only while exactly one is registered (the caller of exchange is then
+        # known) and the subscription stands.
+        self._handoff = self._key(f"w:{uuid.uuid4().hex}")
+        self._deliverers: list[DeliveryCallback] = []
+        self._subscribed = False
+        self._orphans: set[asyncio.Task[Any]] = set()
+        # A client that decodes replies would hand bodies over as text: no hand-offs.
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        self._can_hand_off = not kwargs.get("decode_responses", False)
         self._first_attempt = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
@@ -402,6 +424,24 @@ class RedisWorkQueue:
         One EVALSHA: due delayed messages and expired leases of ``types`` become ready,
         then the best ``claim`` scores across ``types`` are leased.
         """
+        channel = (
+            self._handoff
+            if len(self._deliverers) == 1 and self._subscribed and self._can_hand_off
+            else b""
+        )
+        return await self._exchange(
+            settlements, types=types, claim=claim, lease_ms=lease_ms, channel=channel
+        )
+
+    async def _exchange(
+        self,
+        settlements: Sequence[Settlement],
+        *,
+        types: Sequence[str],
+        claim: int,
+        lease_ms: int,
+        channel: bytes,
+    ) -> ExchangeResult:
         index: dict[str, int] = {}
         for message_type in types:
             if message_type not in index:
@@ -422,6 +462,8 @@ class RedisWorkQueue:
             nclaim,
             len(names),
             self._policy,
+            channel,
+            _PARK_MS,
             *names,
         ]
         for s in settlements:
@@ -437,7 +479,9 @@ class RedisWorkQueue:
                     s.delay_ms,
                     "",
                 )
-        reply = await self._eval(_SCRIPTS["exchange"], self._keys_with(names), args)
+        reply = await self._eval(
+            _SCRIPTS["exchange"], self._keys.parked(names, nclaim), args
+        )
         flags, faults = reply[_EXCHANGE_FLAGS], reply[_EXCHANGE_FAULTS]
         if faults or self.corrupt_types:
             self._note_faults(names, _exchange_faults(faults, names))
@@ -480,9 +524,11 @@ class RedisWorkQueue:
         reply = await self._eval(_SCRIPTS["extend"], self._keys_with(list(index)), args)
         return [flag == 0x31 for flag in reply]
 
-    async def listen(self, callback: WakeCallback) -> Callable[[], None]:
-        """Call ``callback`` on every wake-up on the notify channel until the returned
-        function is called.
+    async def listen(
+        self, callback: WakeCallback, deliver: DeliveryCallback | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback`` on every wake-up on the notify channel, and ``deliver`` on
+        every hand-off to this instance, until the returned function is called.
 
         The first call starts the listener and returns once the subscription is
         confirmed (or failed, or ``_SUBSCRIBE_WAIT`` passed), so a publish after it
@@ -490,6 +536,8 @@ class RedisWorkQueue:
         """
         self._check_open()
         self._listeners.append(callback)
+        if deliver is not None:
+            self._deliverers.append(deliver)
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name=f"meetq:{self.name}:wakeups")
         if not self._first_attempt.is_set():
@@ -500,12 +548,53 @@ class RedisWorkQueue:
         def stop() -> None:
             if callback in self._listeners:
                 self._listeners.remove(callback)
+            if deliver is not None and deliver in self._deliverers:
+                self._deliverers.remove(deliver)
 
         return stop
 
     def _wake(self) -> None:
         for callback in list(self._listeners):
             callback()
+
+    def _handed(self, data: bytes) -> None:
+        """A hand-off from enqueue_one.lua: to the deliverer, or back to the queue."""
+        try:
+            head, _, rest = data.partition(b"\n")
+            id_len, type_len, token_len, priority, attempt = (int(v) for v in head.split())
+            a, b = id_len, id_len + type_len
+            claimed = Claimed(
+                id=_text(rest[:a]),
+                type=_text(rest[a:b]),
+                priority=priority,
+                body=rest[b + token_len :],
+                attempt=attempt,
+                token=_text(rest[b : b + token_len]),
+            )
+        except (ValueError, UnicodeDecodeError):
+            # Not one of ours (a stray PUBLISH): a real hand-off's lease expires anyway.
+            log.warning("meetq: %s: unreadable hand-off ignored: %r", self.name, data[:80])
+            return
+        if self._deliverers and self._deliverers[0](claimed):
+            return
+        # Refused (no free slot) or its worker stopped listening meanwhile: back to
+        # ready at once, uncharged.
+        lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
+        task = asyncio.create_task(self._release_orphan(lease))
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
+
+    async def _release_orphan(self, lease: LeaseRef) -> None:
+        try:
+            await self._exchange(
+                [Settlement(lease=lease, outcome="release")],
+                types=[],
+                claim=0,
+                lease_ms=1,
+                channel=b"",
+            )
+        except (MeetqError, OSError) as exc:  # the lease expires and it is redelivered
+            log.warning("meetq: %s: could not release hand-off %s: %s", self.name, lease.id, exc)
 
     async def _listen(self) -> None:
         """Keep one subscription to the notify channel; each message calls the listeners.
@@ -526,7 +615,9 @@ class RedisWorkQueue:
         while not self._closed:
             pubsub = self._client.pubsub()
             try:
-                await pubsub.subscribe(self._channel)
+                # Hand-off channel first: confirmed before notify's confirmation, which
+                # is what allows parking (_subscribed).
+                await pubsub.subscribe(self._handoff, self._channel)
                 ping_due: float | None = None  # the PONG (or any traffic) is due by then
                 while True:
                     wait = probe_after if ping_due is None else max(0.0, ping_due - loop.time())
@@ -544,11 +635,17 @@ class RedisWorkQueue:
                     kind = message["type"]
                     kind = kind.decode() if isinstance(kind, bytes) else kind
                     if kind == "message":
-                        self._wake()
+                        if _as_bytes(message["channel"]) == self._handoff:
+                            self._handed(message["data"])
+                        else:
+                            self._wake()
                     elif kind == "subscribe":
+                        if _as_bytes(message["channel"]) != self._channel:
+                            continue  # the hand-off channel: its confirmation says nothing new
                         if subscribed_before:
                             self._wake()
                         subscribed_before = True
+                        self._subscribed = True
                         failures = 0
                         self._first_attempt.set()
                         if lost_since is not None:
@@ -559,6 +656,7 @@ class RedisWorkQueue:
                             )
                             lost_since = None
             except Exception as exc:  # any failure: workers fall back to polling; retry
+                self._subscribed = False
                 self._first_attempt.set()
                 if lost_since is None:
                     lost_since = loop.time()
@@ -701,10 +799,14 @@ class RedisWorkQueue:
             return
         self._closed = True
         self._listeners.clear()
+        self._deliverers.clear()
+        self._subscribed = False
         await self._enqueues.aclose()
         idle, self._idle = self._idle, []
         for conn, _ in idle:
             await self._pool.release(conn)
+        for orphan in list(self._orphans):
+            orphan.cancel()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()

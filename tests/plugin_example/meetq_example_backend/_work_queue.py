@@ -39,7 +39,13 @@ from meetq.backend import (
     ValidationError,
     WorkQueueOptions,
 )
-from meetq.core.protocols import COUNTER_NAMES, Maintenance, QueueSnapshot, WakeCallback
+from meetq.core.protocols import (
+    COUNTER_NAMES,
+    DeliveryCallback,
+    Maintenance,
+    QueueSnapshot,
+    WakeCallback,
+)
 
 __all__ = ["ExampleWorkQueue"]
 
@@ -237,7 +243,9 @@ class ExampleWorkQueue:
             held.append(job is not None)
         return held
 
-    async def listen(self, callback: WakeCallback) -> Callable[[], None]:
+    async def listen(
+        self, callback: WakeCallback, deliver: DeliveryCallback | None = None
+    ) -> Callable[[], None]:  # no hand-off at enqueue: ``deliver`` is never called
         # Primed at once: the next _notify() calls it. Delays and backoffs that end are
         # found by core's poll_interval timer, which the contract allows.
         self._check_open()

@@ -1,10 +1,13 @@
 -- exchange: apply settlements, make due/expired messages ready, lease up to `claim`.
--- KEYS: the fixed layout of _lib.lua, then one ready/delayed/lease triplet per type.
+-- KEYS: the fixed layout of _lib.lua, then one ready/delayed/lease triplet per type,
+--   then parked (HASH worker channel -> 'free lease_ms') and parked:T (ZSET worker
+--   channel -> park deadline ms) of each of the C claimed types (see enqueue_one.lua).
 -- ARGV[1] lease ms, [2] claim, [3] token prefix, [4] dead-letter max size,
 --   [5] dead-letter max age ms, [6] C = how many leading types to claim from,
 --   [7] T = number of types, [8] the counter policy: per outcome code the counters a
 --   settlement of it adds one to, 'a=processed;r=failed,retried;...' (core's rule,
---   passed as data), [9 .. 8+T] type names (triplet order),
+--   passed as data), [9] the caller's hand-off channel ('' = it takes no hand-offs),
+--   [10] how long a park holds (ms), [11 .. 10+T] type names (triplet order),
 --   then 6 values per settlement: outcome (a ack, r retry, d dead, x drop, l release),
 --   type index, id, token, delay ms (retry) or error (dead), traceback (dead).
 -- Returns {settled flags as a '1'/'0' string, the faults (flat: type index, text naming
@@ -24,7 +27,9 @@ local lease_ms, claim = tonumber(ARGV[1]), tonumber(ARGV[2])
 local prefix = ARGV[3]
 local dead_max, dead_age = tonumber(ARGV[4]), tonumber(ARGV[5])
 local nclaim, ntypes = tonumber(ARGV[6]), tonumber(ARGV[7])
-local first = 9 + ntypes
+local channel, park_ms = ARGV[9], tonumber(ARGV[10])
+local first = 11 + ntypes
+local K_PARKED = KEYS[15 + 3 * ntypes]
 -- The counter policy: outcome code -> list of counter names.
 local policy = {}
 for code, names in string.gmatch(ARGV[8], '(%a)=([%w_,]*)') do
@@ -78,7 +83,7 @@ if nsettle > 0 then
       -- It ends as a dead letter: counted as one, unless a release (never charged).
       if code ~= 'l' then count_outcome('d') end
       if code == 'd' then why, trace = ARGV[o + 4] .. ' (and ' .. why .. ')', ARGV[o + 5] end
-      dead[#dead + 1] = {id, ARGV[8 + t], UNKNOWN_PRIORITY, why, trace}
+      dead[#dead + 1] = {id, ARGV[10 + t], UNKNOWN_PRIORITY, why, trace}
     elseif ok then
       flags[i + 1] = '1'
       count('processing', -1)
@@ -105,7 +110,7 @@ if nsettle > 0 then
         ready_at[#ready_at + 1] = now
         wake = true
       elseif code == 'd' then
-        dead[#dead + 1] = {id, ARGV[8 + t], p, ARGV[o + 4], ARGV[o + 5]}
+        dead[#dead + 1] = {id, ARGV[10 + t], p, ARGV[o + 4], ARGV[o + 5]}
       else
         gone[#gone + 1] = id
       end
@@ -127,7 +132,7 @@ if claim > 0 and nclaim > 0 then
   for t = 1, nclaim do
     if not bad[t] then
       sound[#sound + 1] = t
-      moved = moved + promote(12 + 3 * t, now, ARGV[8 + t], dead_caps)
+      moved = moved + promote(12 + 3 * t, now, ARGV[10 + t], dead_caps)
     end
   end
 
@@ -184,10 +189,10 @@ if claim > 0 and nclaim > 0 then
       local had = attempts[i]
       count('waiting:' .. p, -1)
       if had and not string.match(had, '^-?%d+$') then
-        corrupt[#corrupt + 1] = {id, ARGV[8 + t], p,
+        corrupt[#corrupt + 1] = {id, ARGV[10 + t], p,
           field_fault(K_ATT, id, had, 'an integer'), ''}
       elseif not bodies[i] then
-        corrupt[#corrupt + 1] = {id, ARGV[8 + t], p,
+        corrupt[#corrupt + 1] = {id, ARGV[10 + t], p,
           'meetq: corrupt key ' .. K_BODY .. ': no field ' .. id .. ' (the body is gone)', ''}
       else
         leased = leased + 1
@@ -217,8 +222,42 @@ if claim > 0 and nclaim > 0 then
   end
   -- Promoted more than we took: let other idle workers know.
   if moved > leased then wake = true end
+  -- Park: this caller took everything of its types and has slots left, so a message
+  -- published next may come straight to it (enqueue_one.lua). The park ends before the
+  -- first of its types' delayed messages or leases comes due: those must go through a
+  -- claim, in priority order. The parked keys are only a shortcut: checked here, just
+  -- before their writes, and one corrupt means no parking, never a failed exchange.
+  if channel ~= '' then
+    local park = n < claim and #sound == nclaim and not wrong_type(K_PARKED, 'hash')
+    for t = 1, nclaim do
+      if park and wrong_type(KEYS[15 + 3 * ntypes + t], 'zset') then park = false end
+    end
+    local until_ms = now + park_ms
+    if park then
+      for _, t in ipairs(sound) do
+        for _, k in ipairs({KEYS[13 + 3 * t], KEYS[14 + 3 * t]}) do
+          local head = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')[2]
+          if head and tonumber(head) < until_ms then until_ms = tonumber(head) end
+        end
+      end
+      park = until_ms > now
+    end
+    if park then
+      for t = 1, nclaim do
+        local k = KEYS[15 + 3 * ntypes + t]
+        redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+        redis.call('ZADD', k, until_ms, channel)
+      end
+      redis.call('HSET', K_PARKED, channel, (claim - leased) .. ' ' .. lease_ms)
+    elseif redis.pcall('HDEL', K_PARKED, channel) == 1 then
+      -- A busy worker pays this one HDEL; the rest only when it was parked.
+      for t = 1, nclaim do redis.pcall('ZREM', KEYS[15 + 3 * ntypes + t], channel) end
+    end
+  end
+elseif channel ~= '' then
+  -- Claims nothing: no more hand-offs (a stopping or full worker).
+  redis.pcall('HDEL', K_PARKED, channel)
 end
-
 flush_counts()
 if wake then redis.call('PUBLISH', K_NOTIFY, '1') end
 return out
