@@ -374,38 +374,75 @@ class TransportMessage:
 
 @runtime_checkable
 class PubSubTransport(Protocol):
-    """At-most-once broadcast of byte strings on named channels.
+    """At-most-once broadcast of byte strings on named channels: one "connection".
 
-    ``subscribe``/``psubscribe`` return once the subscription is confirmed: a message
-    published after that is delivered to ``messages()``. On a lost connection the
-    transport reconnects with backoff, re-subscribes everything and calls the
-    ``on_reconnect`` callbacks; messages published while disconnected are lost.
+    Guarantees every implementation gives (``meetq.testing.PubSubContract`` checks them):
+
+    - **Confirmed subscriptions**: ``subscribe``/``psubscribe`` return once the
+      subscription is in force: a message published after that reaches ``messages()``.
+    - **Order**: messages of one channel arrive in the order they were published.
+    - **Patterns** follow Redis's ``PSUBSCRIBE`` glob rules byte for byte on the UTF-8
+      channel name (``*``, ``?``, ``[...]`` with ranges, ``^`` negation and ``\\``
+      escapes; a reversed range ``[b-a]`` means ``[a-b]``, ``[]`` matches nothing, an
+      unclosed ``[`` runs to the end). No pattern may break a later publish.
+    - **At most once**: on a lost connection the transport reconnects with backoff,
+      re-subscribes everything and then calls the ``on_reconnect`` callbacks; messages
+      published meanwhile are lost.
+    - **Bounded time**: every call ends within the backend's configured bound, raising
+      ``BackendUnavailableError``; after ``aclose()`` every call raises ``ClosedError``.
     """
 
     name: str
 
     async def publish(self, channel: str, data: bytes) -> int:
-        """Send to ``channel``; return the number of receiving connections."""
+        """Send ``data`` to ``channel``; return how many subscriptions received it (as
+        Redis counts: one per matching channel subscription or pattern, so a connection
+        holding both a channel and a matching pattern counts twice)."""
         ...
 
-    async def publish_many(self, channel: str, items: Sequence[bytes]) -> list[int]: ...
+    async def publish_many(self, channel: str, items: Sequence[bytes]) -> list[int]:
+        """``publish`` each of ``items`` in order, in as few round trips as the backend
+        can; one receiver count per item."""
+        ...
 
-    async def subscribe(self, channels: Sequence[str]) -> None: ...
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """Subscribe to each of ``channels`` (exact names); return once confirmed.
+        Subscribing to a channel already held is harmless."""
+        ...
 
-    async def unsubscribe(self, channels: Sequence[str]) -> None: ...
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        """Stop receiving ``channels``; names not held are ignored. A message already
+        received stays in ``messages()``."""
+        ...
 
-    async def psubscribe(self, patterns: Sequence[str]) -> None: ...
+    async def psubscribe(self, patterns: Sequence[str]) -> None:
+        """Subscribe to each glob of ``patterns``; return once confirmed. A received
+        message then carries the ``pattern`` it matched."""
+        ...
 
-    async def punsubscribe(self, patterns: Sequence[str]) -> None: ...
+    async def punsubscribe(self, patterns: Sequence[str]) -> None:
+        """Stop receiving ``patterns``; patterns not held are ignored."""
+        ...
 
-    def messages(self) -> AsyncIterator[TransportMessage]: ...
+    def messages(self) -> AsyncIterator[TransportMessage]:
+        """Every received message, in arrival order, for one consumer (the PubSub
+        reader); the iteration ends when the transport is closed."""
+        ...
 
-    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None: ...
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call ``callback`` after each reconnect, once every subscription is renewed
+        (a transport that never disconnects accepts it and never calls it)."""
+        ...
 
     @property
-    def reconnects(self) -> int: ...
+    def reconnects(self) -> int:
+        """How many times the transport has reconnected since it was made."""
+        ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close the connection; ``messages()`` ends; later calls raise ``ClosedError``.
+        Idempotent."""
+        ...
 
 
 @runtime_checkable
