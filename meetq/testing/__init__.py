@@ -16,11 +16,11 @@ more than the contract is marked ``@requires(CAP_DURABLE)`` and skipped, naming 
 missing capability, on a backend whose ``BackendSpec`` does not declare it — never by
 backend name. ``RecordingBackend`` wraps any backend to record calls and inject faults.
 
-``RecordingBackend``, ``Call``, ``Collector``, ``RedisServer``, ``RedisServerUnavailable``,
-``free_port``, ``eventually``, ``wait_until``, ``QUICK`` and ``TIMEOUT`` need nothing
-beyond meetq, so a script or another test runner can use them. The contract classes and
-``requires`` need ``pytest`` and ``pytest-asyncio`` (``pip install 'meetq[test]'``) and
-load on first use.
+``RecordingBackend``, ``Call``, ``Collector``, ``RedisServer``, ``RedisSentinelSetup``,
+``RedisServerUnavailable``, ``free_port``, ``eventually``, ``wait_until``, ``QUICK`` and
+``TIMEOUT`` need nothing beyond meetq, so a script or another test runner can use them.
+The contract classes and ``requires`` need ``pytest`` and ``pytest-asyncio``
+(``pip install 'meetq[test]'``) and load on first use.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from meetq.testing._helpers import QUICK, TIMEOUT, Collector, eventually, wait_until
 from meetq.testing._recording import Call, RecordingBackend
+from meetq.testing._redis_sentinel import RedisSentinelSetup
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, free_port
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ __all__ = [
     "InspectionContract",
     "PubSubContract",
     "RecordingBackend",
+    "RedisSentinelSetup",
     "RedisServer",
     "RedisServerUnavailable",
     "TaskDispatcherContract",

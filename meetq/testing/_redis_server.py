@@ -2,10 +2,11 @@
 
 The server listens on a free loopback port, keeps its files in a temporary directory,
 and persists nothing unless asked. Tests that need to cut the connection (reconnect
-tests) can ``stop()`` it and ``start()`` it again on the same port; tests of an
-unresponsive server ``freeze()`` it (SIGSTOP: it keeps its sockets and answers nothing,
-like a hung host) and ``thaw()`` it. ``stop()`` thaws a frozen server first, so a test
-that fails while it is frozen still leaves no process behind.
+tests) can ``stop()`` it and ``start()`` it again on the same port; tests of a crash
+``kill()`` it (SIGKILL); tests of an unresponsive server ``freeze()`` it (SIGSTOP: it
+keeps its sockets and answers nothing, like a hung host) and ``thaw()`` it. ``stop()``
+thaws a frozen server first, so a test that fails while it is frozen still leaves no
+process behind.
 """
 
 from __future__ import annotations
@@ -60,10 +61,8 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the server and wait until it accepts connections."""
-        if self._process is not None and self._process.poll() is None:
-            return
+    def _arguments(self) -> list[str]:
+        """The command line (a subclass may run another kind of redis-server)."""
         args = [
             self.binary,
             "--port",
@@ -84,6 +83,13 @@ class RedisServer:
         if not self.persistence:
             args += ["--save", "", "--appendonly", "no"]
         args += list(self.extra_args)
+        return args
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        args = self._arguments()
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -114,6 +120,19 @@ class RedisServer:
         """Resume a frozen server (SIGCONT); harmless on one that is not frozen."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive (frozen counts as alive)."""
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: no shutdown, connections reset at once.
+        ``start()`` brings it back on the same port."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def stop(self) -> None:
         """Stop the server (its data is gone unless ``persistence`` was asked for)."""

@@ -11,6 +11,10 @@ its own name and does nothing (a second registration would raise).
   is set: then it fails, so a CI run can never pass by skipping every Redis test.
 - ``meetq_redis_server`` (function): a private server of the test's own, which the test
   may ``stop()`` and ``start()`` again on the same port.
+- ``meetq_redis_sentinel`` (session): a ``RedisSentinelSetup`` — a master, two replicas
+  and three sentinels watching it as ``SERVICE`` — that a test may fail over
+  (``kill_master()``, ``freeze_master()``); it is healed before every test that uses it,
+  so each finds a whole setup. Skipped or failed like ``meetq_redis_url``.
 - ``meetq_namespace`` (function): a key prefix no other test uses.
 - the ``meetq_requires(*capabilities)`` mark (``meetq.testing.requires``), registered so
   ``--strict-markers`` accepts it.
@@ -18,15 +22,24 @@ its own name and does nothing (a second registration would raise).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
 
 import pytest
 
+from meetq.testing._redis_sentinel import RedisSentinelSetup
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, env_redis_url
 
-__all__ = ["meetq_namespace", "meetq_redis_server", "meetq_redis_url", "pytest_configure"]
+__all__ = [
+    "meetq_namespace",
+    "meetq_redis_sentinel",
+    "meetq_redis_server",
+    "meetq_redis_url",
+    "pytest_configure",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,6 +56,29 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+class _Startable(Protocol):
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+_T = TypeVar("_T", bound=_Startable)
+
+
+@contextlib.contextmanager
+def _started(make: Callable[[], _T]) -> Iterator[_T]:
+    """``make()`` started, closed afterwards; skipped (failed under CI) if unavailable."""
+    try:
+        started = make()
+        started.start()
+    except RedisServerUnavailable as exc:
+        _unavailable(str(exc))
+        raise AssertionError("unreachable") from exc
+    try:
+        yield started
+    finally:
+        started.close()
+
+
 @pytest.fixture(scope="session")
 def meetq_redis_url() -> Iterator[str]:
     """A real Redis for the session: ``MEETQ_TEST_REDIS_URL`` or a private redis-server."""
@@ -50,31 +86,28 @@ def meetq_redis_url() -> Iterator[str]:
     if url is not None:
         yield url
         return
-    try:
-        server = RedisServer()
-        server.start()
-    except RedisServerUnavailable as exc:
-        _unavailable(str(exc))
-        raise AssertionError("unreachable") from exc
-    try:
+    with _started(RedisServer) as server:
         yield server.url
-    finally:
-        server.close()
 
 
 @pytest.fixture
 def meetq_redis_server() -> Iterator[RedisServer]:
     """A private redis-server of this test's own, which it may stop and start again."""
-    try:
-        server = RedisServer()
-        server.start()
-    except RedisServerUnavailable as exc:
-        _unavailable(str(exc))
-        raise AssertionError("unreachable") from exc
-    try:
+    with _started(RedisServer) as server:
         yield server
-    finally:
-        server.close()
+
+
+@pytest.fixture(scope="session")
+def _meetq_sentinel_setup() -> Iterator[RedisSentinelSetup]:
+    with _started(RedisSentinelSetup) as setup:
+        yield setup
+
+
+@pytest.fixture
+def meetq_redis_sentinel(_meetq_sentinel_setup: RedisSentinelSetup) -> RedisSentinelSetup:
+    """The session's Sentinel setup, whole again (a test before may have failed it over)."""
+    _meetq_sentinel_setup.heal()
+    return _meetq_sentinel_setup
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ async def test_a_connection_closed_while_idle_is_replaced(
     monkeypatch.setattr(_pubsub, "_IDLE_RECHECK", 0.0)
     pub = make_transport()
     name = f"pub{uuid.uuid4().hex[:8]}"
-    pub._own_pool().connection_kwargs["client_name"] = name
+    (await pub._open_pool()).connection_kwargs["client_name"] = name
     assert await pub.publish(channel_name(), b"1") == 0
     admin = aioredis.Redis.from_url(meetq_redis_url)
     try:

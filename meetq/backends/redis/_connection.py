@@ -30,6 +30,7 @@ __all__ = [
     "translate_errors",
     "translated",
     "untimed_pool",
+    "untimed_pool_of",
 ]
 
 
@@ -89,8 +90,11 @@ class Bounds:
 
 
 def bounds_of(client: Any) -> Bounds:
-    """What ``client`` (redis-py, or anything with its ``connection_pool``) bounds."""
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    """What ``client`` bounds: redis-py's ``Redis`` (or anything with its
+    ``connection_pool``), a Sentinel ``master_for`` client, or a ``RedisCluster`` (whose
+    options are its own ``connection_kwargs``, shared by every node)."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "connection_kwargs", {})
 
     def seconds(key: str) -> float | None:
         value = kwargs.get(key)
@@ -119,13 +123,20 @@ def untimed_pool(client: Any) -> Any:
     ``SharedDeadline`` includes that wait. The limit is the client pool's.
     """
     shared = client.connection_pool
-    kwargs = dict(shared.connection_kwargs)
+    kwargs = shared.connection_kwargs
+    return untimed_pool_of(shared.connection_class, shared.max_connections, kwargs)
+
+
+def untimed_pool_of(connection_class: Any, max_connections: int, options: dict[str, Any]) -> Any:
+    """``untimed_pool`` from its parts: the connection class, the limit, the options
+    (for one node of a ``RedisCluster``, whose nodes are not pools)."""
+    kwargs = dict(options)
     wait = kwargs.get("socket_timeout") or None
     kwargs["socket_timeout"] = None
     kwargs["health_check_interval"] = 0
     return aioredis.BlockingConnectionPool(
-        connection_class=shared.connection_class,
-        max_connections=shared.max_connections,
+        connection_class=connection_class,
+        max_connections=max_connections,
         timeout=wait,
         **kwargs,
     )

@@ -26,14 +26,22 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import redis.exceptions
 from redis.asyncio.client import PubSub as PubSubConnection
+from redis.asyncio.cluster import RedisCluster
 
-from meetq.backends.redis._connection import Bounds, bounds_of, translate_errors, untimed_pool
+from meetq.backends.redis._connection import (
+    Bounds,
+    bounds_of,
+    translate_errors,
+    untimed_pool,
+    untimed_pool_of,
+)
 from meetq.backends.redis._deadline import SharedDeadline
 from meetq.core._backoff import Backoff
 from meetq.core.errors import BackendUnavailableError, ClosedError, MeetqError
@@ -61,7 +69,15 @@ IDLE_PROBE = 15.0
 _PLAIN, _PATTERN = 1, 2
 _MESSAGE = {b"message": _PLAIN, "message": _PLAIN, b"pmessage": _PATTERN, "pmessage": _PATTERN}
 _CONFIRMATIONS = frozenset({"subscribe", "psubscribe", "unsubscribe", "punsubscribe"})
-_DRIVER_ERRORS = (redis.exceptions.RedisError, OSError)
+# RedisClusterException (no node reachable at all) is not a RedisError.
+_DRIVER_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
+# What says the node itself is gone or unresponsive (not, say, an ACL refusal).
+_NODE_FAILURES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 # What a failed call raises: the caller sees a meetq error, never a driver one.
 _FAILURES = (MeetqError, *_DRIVER_ERRORS)
 # The command that undoes a subscription command.
@@ -81,6 +97,102 @@ def _text(value: Any) -> str:
 
 def _data(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+class _ClientEndpoint:
+    """Where a plain client's transport connects: one pool like the client's.
+
+    A Sentinel ``master_for`` client's connections are Sentinel-managed: each one asks
+    the sentinels for the master whenever it connects, so a reconnect after a failover
+    reaches the promoted replica by itself. What it cannot notice is an *idle*
+    connection still open to a demoted master (one that froze and came back): ``stale``
+    tells, by comparing it with the master the sentinels last named.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        pool = getattr(client, "connection_pool", None)
+        self._sentinel_pool = pool if hasattr(pool, "sentinel_manager") else None
+
+    async def pool(self) -> Any:
+        return untimed_pool(self._client)
+
+    async def failed(self, pool: Any) -> bool:
+        """The node behind ``pool`` failed; False: keep the pool (it reconnects alike)."""
+        return False
+
+    def stale(self, connection: Any) -> bool:
+        """Whether ``connection`` is open to a node that is no longer the master."""
+        sentinel_pool = self._sentinel_pool
+        if sentinel_pool is None or not connection.is_connected:
+            return False
+        master = sentinel_pool.master_address
+        return master is not None and (connection.host, connection.port) != tuple(master)
+
+
+class _ClusterEndpoint:
+    """Where a ``RedisCluster`` client's transport connects: one node, another when it fails.
+
+    Classic Pub/Sub on a cluster is broadcast over the cluster bus: a ``PUBLISH`` on any
+    node reaches the subscribers of every node, so one connection to any node (primary
+    or replica) hears every channel and every pattern. A node is picked at random (many
+    processes spread their subscribers over the cluster); when it fails the transport
+    moves to another node and re-subscribes there.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._node: str | None = None
+        self._failed: set[str] = set()  # nodes that failed lately: tried last
+
+    async def pool(self) -> Any:
+        with translate_errors("cluster discovery"):
+            await self._client.initialize()  # a no-op once the client knows its nodes
+            nodes = self._client.get_nodes()
+        if not nodes:
+            raise BackendUnavailableError(
+                "redis: the cluster client knows no node to subscribe on", backend="redis"
+            )
+        fresh = [node for node in nodes if node.name not in self._failed]
+        if not fresh:
+            self._failed.clear()  # every node failed once: try them all again
+            fresh = [node for node in nodes if node.name != self._node] or nodes
+        node = random.choice(fresh)  # spreading load, not security
+        self._node = node.name
+        options = dict(node.connection_kwargs)
+        # The cluster's parser only adds MOVED/ASK, which Pub/Sub never gets; the default
+        # one is redis-py's fastest (hiredis when installed).
+        options.pop("parser_class", None)
+        return untimed_pool_of(node.connection_class, node.max_connections, options)
+
+    async def failed(self, pool: Any) -> bool:
+        if self._node is not None:
+            self._failed.add(self._node)
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            await pool.disconnect()
+        return True
+
+    def stale(self, connection: Any) -> bool:
+        return False
+
+    @property
+    def node(self) -> str | None:
+        """``host:port`` of the node in use (None before the first connection)."""
+        return self._node
+
+
+def _node_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says the node is gone or unresponsive: a lost connection, or a
+    meetq timeout (no cause), not a refusal such as an ACL's NOPERM."""
+    if isinstance(exc, MeetqError):
+        return exc.__cause__ is None or isinstance(exc.__cause__, _NODE_FAILURES)
+    return isinstance(exc, _NODE_FAILURES)
+
+
+def _endpoint(client: Any) -> _ClientEndpoint | _ClusterEndpoint:
+    if isinstance(client, RedisCluster):
+        return _ClusterEndpoint(client)
+    return _ClientEndpoint(client)
 
 
 # Each reconnect waits between half and all of its backoff ceiling.
@@ -119,6 +231,9 @@ class RedisPubSubTransport:
         self._callbacks: list[Callable[[], Awaitable[None]]] = []
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._traffic = 0  # responses read; the watchdog compares it between periods
+        # Where connections go: the client's server (Sentinel: its master), or one
+        # cluster node at a time.
+        self._endpoint = _endpoint(client)
         self._pool: Any = None  # our own connections: the subscriber's, the publishers'
         # Idle publishing connections (taken from that pool, kept) and since when idle.
         self._publishers: list[tuple[Any, float]] = []
@@ -153,7 +268,7 @@ class RedisPubSubTransport:
         # connection this transport keeps for publishing, and its integer replies are
         # read with the connection's own parser. Errors are translated as everywhere.
         self._check_open()
-        pool = self._pool or self._own_pool()
+        pool = self._pool or await self._open_pool()
         head = self._publish_heads.get(channel)
         if head is None:
             head = self._publish_head(pool, channel)
@@ -162,17 +277,24 @@ class RedisPubSubTransport:
             if type(data) is not bytes:
                 data = bytes(data)
             parts += (head, b"$%d\r\n" % len(data), data, b"\r\n")
-        with translate_errors(what), self._reply_deadline(what), self._deadline():
-            # Checking out counts: a new connection to a frozen server is accepted by its
-            # kernel and then never greeted.
-            connection = await self._publishing_connection(pool)
-            try:
-                replies = await _send_and_read(connection, parts, len(items))
-            except BaseException:
-                # Replies may be unread: this connection must not serve another call.
-                await connection.disconnect(nowait=True)
-                await pool.release(connection)
-                raise
+        try:
+            with translate_errors(what), self._reply_deadline(what), self._deadline():
+                # Checking out counts: a new connection to a frozen server is accepted by
+                # its kernel and then never greeted.
+                connection = await self._publishing_connection(pool)
+                try:
+                    replies = await _send_and_read(connection, parts, len(items))
+                except BaseException:
+                    # Replies may be unread: this connection must not serve another call.
+                    await connection.disconnect(nowait=True)
+                    await pool.release(connection)
+                    raise
+        except BackendUnavailableError as exc:
+            # No reply in time (no cause) or a lost connection: the next publish goes to
+            # another cluster node. A refusal (an ACL's NOPERM, say) does not move it.
+            if _node_failure(exc):
+                await self._node_failed(pool)
+            raise
         if len(self._publishers) < _MAX_IDLE_PUBLISHERS:
             self._publishers.append((connection, asyncio.get_running_loop().time()))
         else:
@@ -196,6 +318,11 @@ class RedisPubSubTransport:
         publishers = self._publishers
         if publishers:
             connection, idle_since = publishers.pop()
+            if self._endpoint.stale(connection):
+                # Open to a demoted Sentinel master: what it is sent reaches nobody
+                # subscribed to the new one. Connecting again asks the sentinels.
+                await connection.disconnect()
+                return connection
             if asyncio.get_running_loop().time() - idle_since < _IDLE_RECHECK:
                 return connection
             # Idle for a while: Redis may have closed it meanwhile (a restart, its
@@ -275,7 +402,7 @@ class RedisPubSubTransport:
             async with self._sending(kind.upper()), self._send_lock:
                 self._check_open()  # closed while this call waited for the lock
                 if self._ps is None:
-                    self._ps = self._new_pubsub()
+                    self._ps = await self._new_pubsub()
                 with translate_errors(kind.upper()):
                     await self._send_undo()
                     await self._ps.execute_command(kind.upper(), *names)
@@ -411,25 +538,37 @@ class RedisPubSubTransport:
                 if reply in _CONFIRMATIONS and response[1] is not None:
                     self._confirmed(reply, _text(response[1]))
 
-    def _new_pubsub(self) -> Any:
+    async def _new_pubsub(self) -> Any:
         # A pool of its own, copied from the client's but without socket_timeout: a
         # subscriber is idle for long stretches, and a read timeout would either drop it
         # or (as a per-read timer) cost about a third of the delivery rate. Liveness is
         # checked by the watchdog instead.
-        self._own_pool()
+        pool = self._pool or await self._open_pool()
         if self._watchdog is None:
             self._watchdog = asyncio.get_running_loop().create_task(
                 self._watch(), name="meetq-redis-pubsub-watchdog"
             )
-        return PubSubConnection(self._pool)
+        return PubSubConnection(pool)
 
-    def _own_pool(self) -> Any:
+    async def _open_pool(self) -> Any:
         if self._pool is None:
-            self._pool = untimed_pool(self._client)
-            # redis-py < 5.3 requires a command name here; 5.3 deprecates passing one.
-            name = inspect.signature(self._pool.get_connection).parameters.get("command_name")
-            self._checkout_takes_name = name is not None and name.default is name.empty
+            pool = await self._endpoint.pool()
+            if self._pool is None:  # another task opened one meanwhile: keep that
+                self._pool = pool
+                # redis-py < 5.3 requires a command name here; 5.3 deprecates passing one.
+                name = inspect.signature(pool.get_connection).parameters.get("command_name")
+                self._checkout_takes_name = name is not None and name.default is name.empty
         return self._pool
+
+    async def _node_failed(self, pool: Any) -> None:
+        """The node behind ``pool`` failed: on a cluster, the next connection (the
+        subscriber's and the publishers') goes to another node."""
+        if pool is None or pool is not self._pool:
+            return  # already moved on
+        if await self._endpoint.failed(pool) and pool is self._pool:
+            self._pool = None
+            self._publishers.clear()  # their connections were the old pool's
+            self._publish_heads.clear()
 
     async def _watch(self) -> None:
         """After ``health_check_interval`` without traffic, PING; if nothing at all is
@@ -470,6 +609,7 @@ class RedisPubSubTransport:
             "until it is back are lost.",
             exc,
         )
+        await self._node_failed(self._pool)
         await self._drop_connection()
         # Pending unsubscribes are done: the new connection is made without those names.
         for (kind, _name), queue in list(self._waiting.items()):
@@ -487,15 +627,19 @@ class RedisPubSubTransport:
                 # Nothing to restore: connect again on the next subscribe.
                 self._reconnecting = False
                 return
-            ps = self._new_pubsub()
+            ps = None
             try:
                 async with self._sending("SUBSCRIBE"), self._send_lock:
+                    ps = await self._new_pubsub()
                     if channels:
                         await ps.execute_command("SUBSCRIBE", *channels)
                     if patterns:
                         await ps.execute_command("PSUBSCRIBE", *patterns)
             except _FAILURES as retry_exc:
-                await _close_quietly(ps)
+                if ps is not None:
+                    await _close_quietly(ps)
+                if _node_failure(retry_exc):
+                    await self._node_failed(self._pool)
                 log.info("meetq redis pub/sub reconnect attempt %d failed: %s", attempt, retry_exc)
                 continue
             self._ps = ps
