@@ -32,6 +32,7 @@ from meetq.core.errors import (
 from meetq.core.protocols import (
     CAP_CROSS_PROCESS,
     CAP_DURABLE,
+    CAP_LIMITS,
     CAPABILITIES,
     COUNTER_NAMES,
     OUTCOME_COUNTERS,
@@ -60,6 +61,7 @@ __all__ = [
     "CAPABILITIES",
     "CAP_CROSS_PROCESS",
     "CAP_DURABLE",
+    "CAP_LIMITS",
     "COUNTER_NAMES",
     "OUTCOME_COUNTERS",
     "Backend",

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from meetq.core._limits import type_limits
 from meetq.core._validation import check_seconds, check_unix_time
 from meetq.core.config import MessageQueueConfig
 from meetq.core.errors import ValidationError
@@ -115,6 +116,7 @@ def queue_options(cfg: MessageQueueConfig) -> WorkQueueOptions:
     return WorkQueueOptions(
         dead_letter_max_size=cfg.dead_letter_max_size,
         dead_letter_max_age_ms=int(cfg.dead_letter_max_age * 1000),
+        limits=type_limits(cfg.rate_limits, cfg.concurrency_limits),
     )
 
 

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import attrs
 
 from meetq.core._durations import parse_duration
+from meetq.core._limits import RateLimit, check_concurrency_limits, check_rate_limits
 from meetq.core._validation import not_utf8
 from meetq.core.errors import ConfigError
 
@@ -149,6 +150,20 @@ def _float(default: float, minimum: float, maximum: float) -> Any:
     )
 
 
+def _limits(kind: str) -> Any:
+    """A mapping of message type to a limit (``rate_limits``, ``concurrency_limits``:
+    meetq/core/_limits.py); empty by default. Converted where it enters, so a config
+    built directly holds parsed limits too; compared, not hashed (a mapping)."""
+    check = check_rate_limits if kind == "rate_limits" else check_concurrency_limits
+    path = f"message_queue.{kind}"  # only MessageQueueConfig has these keys
+    return attrs.field(
+        factory=dict,
+        converter=lambda value: check(path, value),
+        metadata={"kind": kind},
+        hash=False,
+    )
+
+
 # The field helpers under the names backend authors use (re-exported by meetq.backend):
 # every key of a section class is made with one, so load_config can convert it.
 duration_field = _duration
@@ -186,6 +201,9 @@ class MessageQueueConfig:
     dead_letter_max_size: int = _int(100_000, 1, 10**9)
     dead_letter_max_age: float = _duration(7 * 86400.0, SECONDS)
     shutdown_grace: float = _duration(30.0, SECONDS)
+    # Per message type, enforced inside the backend's claim for every process at once.
+    rate_limits: Mapping[str, RateLimit] = _limits("rate_limits")
+    concurrency_limits: Mapping[str, int] = _limits("concurrency_limits")
 
     # Without ``workers``: an asyncio handler mostly waits (on I/O), and one more in
     # flight costs a task, so a worker with async handlers keeps this many running; a
@@ -382,6 +400,10 @@ def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(path, value, "expected true or false")
         return value
+    if kind == "rate_limits":
+        return check_rate_limits(path, value)
+    if kind == "concurrency_limits":
+        return check_concurrency_limits(path, value)
     if kind == "choice":
         if value not in meta["choices"]:
             raise ConfigError(path, value, f"expected one of {', '.join(meta['choices'])}")
@@ -550,12 +572,19 @@ def _environment_overrides(
 # Kinds whose values are text: the variable is taken as it is, never read as YAML (a
 # queue named "007" or "off" stays that string).
 _TEXT_KINDS = frozenset({"str", "choice"})
+# Kinds whose values are mappings: the variable holds a YAML flow mapping.
+_MAPPING_KINDS = frozenset({"rate_limits", "concurrency_limits"})
 
 
 def _checked(variable: str, text: str, section: str, field: attrs.Attribute[Any]) -> Any:
     """The raw value ``variable`` gives ``section.<field>``, checked as the YAML would be."""
     meta = field.metadata
-    value = text if meta["kind"] in _TEXT_KINDS else _yaml_scalar(variable, text)
+    kind = meta["kind"]
+    value = (
+        text
+        if kind in _TEXT_KINDS
+        else _yaml_scalar(variable, text, mapping=kind in _MAPPING_KINDS)
+    )
     try:
         _convert(f"{section}.{field.name}", value, meta)
     except ConfigError as exc:
@@ -575,13 +604,16 @@ def _variable(section: str, key: str) -> str:
     return f"{ENV_PREFIX}{section.upper()}{ENV_SEPARATOR}{key.upper()}"
 
 
-def _yaml_scalar(variable: str, text: str) -> Any:
+def _yaml_scalar(variable: str, text: str, *, mapping: bool = False) -> Any:
+    """One YAML value; with ``mapping``, a flow mapping too (``{mail: 100/s}``)."""
     import yaml
 
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(variable, text, "not a YAML value") from None
+    if mapping and isinstance(value, Mapping):
+        return value
     if isinstance(value, Mapping | list):
         raise ConfigError(variable, text, "expected one value, not a YAML mapping or list")
     return value

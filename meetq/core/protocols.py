@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from meetq.core._limits import TypeLimit
 from meetq.core.tasks import Task, TaskRequest, TaskResponse, TaskSnapshot, TaskStatus
 from meetq.core.types import LocalEvent, Message, PubSubMessage
 
@@ -22,6 +23,7 @@ __all__ = [
     "CAPABILITIES",
     "CAP_CROSS_PROCESS",
     "CAP_DURABLE",
+    "CAP_LIMITS",
     "COUNTER_NAMES",
     "OUTCOME_COUNTERS",
     "Backend",
@@ -53,9 +55,13 @@ __all__ = [
 CAP_DURABLE = "durable"
 #: Capability: separate processes share queues and channels through this backend.
 CAP_CROSS_PROCESS = "cross_process"
+#: Capability: the backend enforces ``WorkQueueOptions.limits`` (rate and concurrency
+#: per message type) inside ``exchange``. A ``MessageQueue`` configured with limits
+#: refuses to start consuming on a backend without it.
+CAP_LIMITS = "limits"
 #: Every capability a ``BackendSpec`` may declare and a contract test may require
 #: (``meetq.testing.requires``): the one list of their names.
-CAPABILITIES = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS})
+CAPABILITIES = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS})
 
 Outcome = Literal["ack", "retry", "dead", "drop", "release"]
 
@@ -91,13 +97,19 @@ def _counter_policy(value: Mapping[str, Sequence[str]] | CounterPolicy) -> Count
     return tuple((str(outcome), tuple(names)) for outcome, names in items)
 
 
+def _limit_tuple(value: Sequence[TypeLimit]) -> tuple[TypeLimit, ...]:
+    return tuple(value)  # hashable, compared by value, like the counter policy
+
+
 @attrs.frozen(kw_only=True)
 class WorkQueueOptions:
     """Per-queue rules a backend applies itself, handed over as data (they live in core).
 
     - ``dead_letter_max_size`` / ``dead_letter_max_age_ms``: the dead-letter caps;
     - ``outcome_counters``: (outcome, counter names) pairs, ``OUTCOME_COUNTERS`` by
-      default: the counters a settlement of that outcome adds one to.
+      default: the counters a settlement of that outcome adds one to;
+    - ``limits``: one ``TypeLimit`` per limited message type, sorted by type (a backend
+      declaring ``CAP_LIMITS`` applies them in ``exchange``; see there).
     """
 
     dead_letter_max_size: int = 100_000
@@ -105,6 +117,7 @@ class WorkQueueOptions:
     outcome_counters: CounterPolicy = attrs.field(
         default=_counter_policy(OUTCOME_COUNTERS), converter=_counter_policy
     )
+    limits: tuple[TypeLimit, ...] = attrs.field(default=(), converter=_limit_tuple)
 
     def counters_for(self, outcome: str) -> tuple[str, ...]:
         """The counter names a settlement with ``outcome`` adds one to."""
@@ -178,10 +191,15 @@ class Settlement:
 
 @attrs.frozen(kw_only=True)
 class ExchangeResult:
-    """``settled[i]`` is False when settlement i was refused (its lease was lost)."""
+    """``settled[i]`` is False when settlement i was refused (its lease was lost).
+
+    ``retry_after_ms`` > 0: a ready message of the claimed types waits only for a rate
+    limit's next token, due in that many milliseconds (the caller may sleep exactly that
+    instead of polling); 0: nothing waits for a token."""
 
     settled: list[bool]
     claimed: list[Claimed]
+    retry_after_ms: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -308,6 +326,19 @@ class WorkQueueBackend(Protocol):
         trip, so a busy worker pays one network hop per batch. A message made ready at
         once (a release, a retry without delay, more promoted than claimed) wakes the
         listeners.
+
+        Limits (``options.limits``, backends declaring ``CAP_LIMITS``), applied in the
+        same atomic step for every caller in every process: a type with ``concurrency``
+        N is not leased while N of its messages are leased (to anyone); a rate-limited
+        type is leased only while its token bucket (``burst`` tokens, refilled at
+        ``rate_per_ms`` on the backend's clock, full at first) holds a whole token, and
+        each lease takes one. A message held back by a limit stays ready — never
+        charged an attempt, never failed — the other types are claimed as usual, and
+        strict priority holds among the messages a limit lets through. When a
+        settlement frees a slot of a concurrency-limited type that has ready messages,
+        the listeners are woken; when a token is what a ready message waits for,
+        ``retry_after_ms`` says when it comes. A type with a limit is never handed over
+        at enqueue (``listen``).
         """
         ...
 

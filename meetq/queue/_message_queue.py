@@ -60,12 +60,14 @@ from meetq.core._validation import (
 from meetq.core.config import MessageQueueConfig
 from meetq.core.errors import (
     ClosedError,
+    ConfigError,
     HandlerTimeout,
     MeetqError,
     ValidationError,
 )
 from meetq.core.middleware import Delivery, MiddlewareChain
 from meetq.core.protocols import (
+    CAP_LIMITS,
     Backend,
     Claimed,
     LeaseRef,
@@ -164,6 +166,9 @@ class MessageQueue(AsyncService):
         # The last exchange asked for more than it got: the backend may hand messages
         # over at enqueue until an exchange claims nothing (stop() sends that one).
         self._maybe_parked = False
+        # The backend's word that a ready message waits only for a rate limit's next
+        # token, in ms: the idle wait ends then instead of at poll_interval.
+        self._retry_after_ms = 0
         self._tickets: dict[str, Ticket] = {}  # lease token -> the thread it will run on
         self._sync_released = 0
         self._threads_taken_log = LogEvery()
@@ -430,6 +435,7 @@ class MessageQueue(AsyncService):
         if not self._handlers:
             log.warning("meetq: queue %r started with no handlers; it only publishes", self.name)
             return
+        self._check_limits_supported()
         # Prime the wake-up path so a publish right after start() is not missed. If the
         # backend is unreachable this raises and the queue stays startable.
         stop_listening = await self._queue.listen(self._kick.set, self._handed)
@@ -464,6 +470,23 @@ class MessageQueue(AsyncService):
             asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),
             asyncio.create_task(self._janitor(), name=f"meetq:{self.name}:janitor"),
         ]
+
+    def _check_limits_supported(self) -> None:
+        # Limits hold only where the claim happens; a backend that would ignore them
+        # must not be consumed from as if it enforced them.
+        cfg = self.config
+        if CAP_LIMITS in self.backend.capabilities:
+            return
+        for key in ("rate_limits", "concurrency_limits"):
+            value = getattr(cfg, key)
+            if value:
+                raise ConfigError(
+                    f"message_queue.{key}",
+                    {t: str(v) for t, v in value.items()},
+                    f"backend {self.backend.name!r} does not enforce limits (it does not "
+                    f"declare capability {CAP_LIMITS!r}); remove the limits or use a "
+                    "backend that does (memory, redis)",
+                )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let running handlers finish within ``grace`` seconds (default
@@ -607,6 +630,7 @@ class MessageQueue(AsyncService):
                 continue
             failures = 0
             self._maybe_parked = free > 0 and len(result.claimed) < free
+            self._retry_after_ms = result.retry_after_ms
             for settlement, ok in zip(settlements, result.settled, strict=True):
                 if ok:
                     self._lost.discard(settlement.lease.token)
@@ -685,11 +709,15 @@ class MessageQueue(AsyncService):
 
     async def _wait_for_work_or_kick(self) -> None:
         # The backend's wake-up callback kicks, so does a handler finishing; the timer is
-        # the fallback for a wake-up path that is down (or a delayed message coming due).
+        # the fallback for a wake-up path that is down (or a delayed message coming due),
+        # cut short when the backend said when a rate limit's next token comes.
         if self._kick.is_set():
             return
+        wait = self.config.poll_interval
+        if self._retry_after_ms:
+            wait = min(wait, self._retry_after_ms / 1000.0)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.poll_interval):
+            async with asyncio.timeout(wait):
                 await self._kick.wait()
 
     def _log_fields(self, ref: Claimed | LeaseRef, attempt: int | None) -> dict[str, Any]:

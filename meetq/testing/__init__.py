@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from meetq.testing.backend_suite import BackendObjectContract
     from meetq.testing.dispatcher_suite import TaskDispatcherContract
     from meetq.testing.inspection_suite import InspectionContract
+    from meetq.testing.limits_suite import LimitsContract
     from meetq.testing.pubsub_suite import PubSubContract
     from meetq.testing.work_queue_suite import WorkQueueContract
 
@@ -52,6 +53,7 @@ __all__ = [
     "Collector",
     "ContractSuite",
     "InspectionContract",
+    "LimitsContract",
     "PubSubContract",
     "RecordingBackend",
     "RedisSentinelSetup",
@@ -73,6 +75,7 @@ _PYTEST_CLASSES = {
     "BackendObjectContract": "meetq.testing.backend_suite",
     "ContractSuite": "meetq.testing._suite",
     "InspectionContract": "meetq.testing.inspection_suite",
+    "LimitsContract": "meetq.testing.limits_suite",
     "requires": "meetq.testing._marks",
     "PubSubContract": "meetq.testing.pubsub_suite",
     "TaskDispatcherContract": "meetq.testing.dispatcher_suite",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from meetq.testing.backend_suite import BackendObjectContract
 from meetq.testing.dispatcher_suite import TaskDispatcherContract
 from meetq.testing.inspection_suite import InspectionContract
+from meetq.testing.limits_suite import LimitsContract
 from meetq.testing.pubsub_suite import PubSubContract
 from meetq.testing.work_queue_suite import WorkQueueContract
 
@@ -14,6 +15,7 @@ __all__ = ["ContractSuite"]
 class ContractSuite(
     WorkQueueContract,
     InspectionContract,
+    LimitsContract,
     PubSubContract,
     TaskDispatcherContract,
     BackendObjectContract,

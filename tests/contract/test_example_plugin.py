@@ -165,3 +165,32 @@ class TestExamplePlugin(ContractSuite):
     ) -> None:
         assert type(backend).__module__ == "meetq_example_backend"
         assert type(pubsub_backend).__module__ == "meetq_example_backend"
+
+
+async def test_limits_on_a_backend_without_the_capability_refuse_to_start() -> None:
+    # The example backend does not declare CAP_LIMITS: a queue that would consume with
+    # limits it cannot enforce fails at start, naming the key, instead of ignoring them.
+    qm = await meetq.initialize_queue_system(
+        {
+            "message_queue": {
+                "type": "example",
+                "queue_name": "limited",
+                "rate_limits": {"mail": "10/s"},
+            },
+            "event_bus": {"enabled": False},
+            "task_dispatcher": {"enabled": False},
+        }
+    )
+    mq = qm.get_message_queue()
+    assert mq is not None
+
+    @mq.handler("mail")
+    async def mail(message: Message) -> None: ...
+
+    with pytest.raises(meetq.ConfigError) as info:
+        await mq.start()
+    assert info.value.key == "message_queue.rate_limits"
+    assert "does not declare capability 'limits'" in str(info.value)
+    # Publishing needs no limit: it still works.
+    assert await mq.publish(Message(type="mail"))
+    await qm.stop()

@@ -13,6 +13,7 @@ import pytest
 import meetq
 from meetq import ConfigError, MeetqConfig, MessageQueue, RedisConfig, load_config
 from meetq.backends.memory._backend import MemoryBackend
+from meetq.core._limits import RateLimit
 
 FILE = """\
 message_queue:
@@ -68,6 +69,10 @@ def _a_valid_other_value(field: attrs.Attribute[Any]) -> tuple[str, Any]:
     if kind == "choice":
         choice = next(c for c in meta["choices"] if c != default)
         return choice, choice
+    if kind == "rate_limits":
+        return "{mail: 10/s burst 2}", {"mail": RateLimit(count=10, period=1.0, burst=2)}
+    if kind == "concurrency_limits":
+        return "{render: 3}", {"render": 3}
     if field.name == "url":
         return "redis://env-host:6390/1", "redis://env-host:6390/1"
     return "from-env", "from-env"

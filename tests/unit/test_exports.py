@@ -113,6 +113,7 @@ def test_contract_mixins_do_not_shadow_each_other() -> None:
         BackendObjectContract,
         ContractSuite,
         InspectionContract,
+        LimitsContract,
         PubSubContract,
         TaskDispatcherContract,
         WorkQueueContract,
@@ -121,6 +122,7 @@ def test_contract_mixins_do_not_shadow_each_other() -> None:
     mixins = (
         WorkQueueContract,
         InspectionContract,
+        LimitsContract,
         PubSubContract,
         TaskDispatcherContract,
         BackendObjectContract,

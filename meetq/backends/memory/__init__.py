@@ -5,8 +5,9 @@ strict priority, leases with expiry, retries, dead letters, dedup, push wake-up,
 broadcast between PubSub objects made from the same backend.
 Backends built from configs naming one ``memory.broker`` in a process (one event loop)
 meet on queue and channel names, as processes on one Redis do (``_backend.py``).
-Capabilities: none beyond the contract (not ``durable``, not ``cross_process``):
-messages live as long as a backend is attached to their broker.
+Capabilities: ``limits`` (rate and concurrency limits per type, applied at the claim);
+not ``durable``, not ``cross_process``: messages live as long as a backend is attached
+to their broker.
 Config keys: ``type: memory`` in ``message_queue`` or ``event_bus``; its own ``memory:``
 section, ``MemoryConfig`` in ``_config.py``: ``broker`` (default ``"default"``; another
 name for a separate broker, ``isolated`` for a private one) and ``sync_call_timeout``
@@ -16,6 +17,7 @@ name for a separate broker, ``isolated`` for a private one) and ``sync_call_time
 from __future__ import annotations
 
 from meetq.backend import (
+    CAP_LIMITS,
     Backend,
     BackendContext,
     BackendRegistry,
@@ -48,7 +50,7 @@ class _MemoryPlugin:
             BackendSpec(
                 name="memory",
                 factory=_create,
-                capabilities=frozenset(),
+                capabilities=frozenset({CAP_LIMITS}),
                 config=MemoryConfig,
                 description="in-process queues and broadcast; nothing survives the process",
                 sync_factory=_create_sync,

@@ -25,6 +25,7 @@ from meetq.backends.memory._config import ISOLATED
 from meetq.core._validation import check_queue_options
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
+    CAP_LIMITS,
     DeliveryCallback,
     PubSubTransport,
     WakeCallback,
@@ -145,7 +146,7 @@ class MemoryBackend:
     """
 
     name = "memory"
-    capabilities: frozenset[str] = frozenset()
+    capabilities: frozenset[str] = frozenset({CAP_LIMITS})
 
     def __init__(self, *, broker: str = ISOLATED) -> None:
         self.broker_name = broker

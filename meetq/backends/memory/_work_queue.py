@@ -4,16 +4,23 @@ Same semantics as the Redis backend, state held in dicts and heaps. Heaps use la
 deletion: an entry in a heap counts only while the message is still in that state with
 that version, so every transition is O(log n) and nothing needs scanning.
 
-The rules it applies but does not own come in as data: the dead-letter caps and which
-counters each settlement outcome bumps (``WorkQueueOptions``), retry delays
-(``Settlement.delay_ms``), the unhandled sweep's timeout and reason (``Maintenance``).
-Wake-ups are plain callbacks, called synchronously when a message becomes ready.
+The rules it applies but does not own come in as data: the dead-letter caps, which
+counters each settlement outcome bumps and the limits per type (``WorkQueueOptions``),
+retry delays (``Settlement.delay_ms``), the unhandled sweep's timeout and reason
+(``Maintenance``). Wake-ups are plain callbacks, called synchronously when a message
+becomes ready.
+
+Limits: a concurrency limit counts the type's leases (``_leased``); a rate limit is a
+token bucket per type (``_buckets``: tokens and when they were counted, on this
+process's monotonic clock), refilled lazily when a claim looks at it. ``_caps`` says how
+many of each limited type one claim may take; ``_pop_best`` skips a type at its cap.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 import uuid
 from collections import Counter
@@ -95,6 +102,9 @@ class MemoryWorkQueue:
         self._token_seq = itertools.count(1)
         self._token_prefix = uuid.uuid4().hex[:12]
         self._closed = False
+        self._limits = {limit.type: limit for limit in options.limits}
+        self._leased: Counter[str] = Counter()  # leases held, per type
+        self._buckets: dict[str, tuple[float, float]] = {}  # type -> (tokens, at ms)
 
     # -- transitions -------------------------------------------------------------------
 
@@ -183,6 +193,7 @@ class MemoryWorkQueue:
         if entry is None:
             return False
         self._processing -= 1
+        self._leased[entry.type] -= 1
         outcome = settlement.outcome
         for counter in self._outcome_counters.get(outcome, ()):
             self._counts[counter] += 1
@@ -250,27 +261,76 @@ class MemoryWorkQueue:
                 heapq.heappush(leases, (deadline, message_id, version))
                 continue
             self._processing -= 1
+            self._leased[message_type] -= 1
             self._waiting[entry.priority] += 1
             self._deadline.pop(message_id, None)
             self._make_ready(entry, now)
 
-    def _pop_best(self, types: Sequence[str]) -> _Entry | None:
+    def _head(self, message_type: str) -> tuple[int, str, int] | None:
+        """The best live ready item of the type (stale heap items dropped), or None."""
+        heap = self._ready.get(message_type)
+        while heap:
+            _, message_id, version = heap[0]
+            entry = self._entries.get(message_id)
+            if entry is not None and entry.version == version:
+                return heap[0]
+            heapq.heappop(heap)  # stale: the message moved on
+        return None
+
+    def _pop_best(self, types: Sequence[str], caps: dict[str, int]) -> _Entry | None:
         best: tuple[int, str, int] | None = None
         best_type = ""
         for message_type in types:
-            heap = self._ready.get(message_type)
-            while heap:
-                _, message_id, version = heap[0]
-                entry = self._entries.get(message_id)
-                if entry is not None and entry.version == version:
-                    break
-                heapq.heappop(heap)  # stale: the message moved on
-            if heap and (best is None or heap[0] < best):
-                best, best_type = heap[0], message_type
+            if caps.get(message_type, 1) <= 0:
+                continue  # held back by a limit: it stays ready, others go on
+            head = self._head(message_type)
+            if head is not None and (best is None or head < best):
+                best, best_type = head, message_type
         if best is None:
             return None
         heapq.heappop(self._ready[best_type])
         return self._entries[best[1]]
+
+    # -- limits --------------------------------------------------------------------------
+
+    def _tokens(self, message_type: str, rate_per_ms: float, burst: int, now: float) -> float:
+        """The type's bucket refilled up to ``now`` (full the first time it is asked)."""
+        tokens, at = self._buckets.get(message_type, (float(burst), now))
+        tokens = min(float(burst), tokens + max(0.0, now - at) * rate_per_ms)
+        self._buckets[message_type] = (tokens, now)
+        return tokens
+
+    def _caps(self, types: Sequence[str], now: float) -> dict[str, int]:
+        """How many of each limited type among ``types`` this claim may lease."""
+        caps: dict[str, int] = {}
+        for message_type in types:
+            limit = self._limits.get(message_type)
+            if limit is None:
+                continue
+            cap = math.inf
+            if limit.concurrency:
+                cap = limit.concurrency - self._leased[message_type]
+            if limit.rate_per_ms:
+                tokens = self._tokens(message_type, limit.rate_per_ms, limit.burst, now)
+                cap = min(cap, math.floor(tokens))
+            caps[message_type] = int(max(0, min(cap, 2**31)))
+        return caps
+
+    def _retry_after(self, types: Sequence[str], caps: dict[str, int]) -> int:
+        """Milliseconds until the next token of a type whose ready messages wait only
+        for one (0: none does)."""
+        wait = 0
+        for message_type in caps:
+            limit = self._limits[message_type]
+            if not limit.rate_per_ms or self._head(message_type) is None:
+                continue
+            if limit.concurrency and self._leased[message_type] >= limit.concurrency:
+                continue  # a settlement frees it, and wakes the listeners
+            tokens, _ = self._buckets[message_type]
+            if tokens < 1.0:
+                due = max(1, math.ceil((1.0 - tokens) / limit.rate_per_ms))
+                wait = due if not wait else min(wait, due)
+        return wait
 
     async def exchange(
         self,
@@ -284,14 +344,22 @@ class MemoryWorkQueue:
         now = _now_ms()
         settled = [self._settle(s, now) for s in settlements]
         claimed: list[Claimed] = []
+        retry_after = 0
         if claim > 0:
             for message_type in types:
                 self._refresh(message_type, now)
             deadline = now + lease_ms
+            caps = self._caps(types, now) if self._limits else {}
             while len(claimed) < claim:
-                entry = self._pop_best(types)
+                entry = self._pop_best(types, caps)
                 if entry is None:
                     break
+                if entry.type in caps:
+                    caps[entry.type] -= 1
+                    if self._limits[entry.type].rate_per_ms:
+                        tokens, at = self._buckets[entry.type]
+                        self._buckets[entry.type] = (tokens - 1.0, at)
+                self._leased[entry.type] += 1
                 version = self._bump(entry, _State.LEASED)
                 entry.attempts += 1
                 entry.token = f"{self._token_prefix}:{next(self._token_seq)}"
@@ -311,7 +379,25 @@ class MemoryWorkQueue:
                         token=entry.token,
                     )
                 )
-        return ExchangeResult(settled=settled, claimed=claimed)
+            if caps:
+                retry_after = self._retry_after(types, caps)
+        if self._limits and settlements and self._freed([s.lease.type for s in settlements]):
+            self._signal()
+        return ExchangeResult(settled=settled, claimed=claimed, retry_after_ms=retry_after)
+
+    def _freed(self, settled_types: Sequence[str]) -> bool:
+        """A settled type is concurrency-limited, below its limit now, and has ready
+        messages: a worker held back by the limit (anywhere) should claim again."""
+        for message_type in set(settled_types):
+            limit = self._limits.get(message_type)
+            if (
+                limit is not None
+                and limit.concurrency
+                and self._leased[message_type] < limit.concurrency
+                and self._head(message_type) is not None
+            ):
+                return True
+        return False
 
     async def extend(self, leases: Sequence[LeaseRef], lease_ms: int) -> list[bool]:
         self._check_open()

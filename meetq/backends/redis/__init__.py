@@ -4,7 +4,8 @@ Features: durable work queues shared by any number of processes — every state 
 is one Lua script on keys that share the queue's hash tag (``meetq:{name}:...``), so a
 queue lives in one Redis Cluster slot; push wake-up through a notification channel;
 Pub/Sub broadcast over one connection per process with automatic reconnect.
-Capabilities: ``durable``, ``cross_process``.
+Capabilities: ``durable``, ``cross_process``, ``limits`` (in ``exchange.lua``, across
+every process).
 Config keys: ``type: redis`` (``message_queue``), ``type: redis_pubsub`` or ``redis``
 (``event_bus``); its own ``redis:`` section, ``RedisConfig`` in ``_config.py`` (url, the
 time bounds — socket and connect timeouts, health checks, TCP keepalive —
@@ -20,6 +21,7 @@ from __future__ import annotations
 from meetq.backend import (
     CAP_CROSS_PROCESS,
     CAP_DURABLE,
+    CAP_LIMITS,
     Backend,
     BackendContext,
     BackendRegistry,
@@ -53,7 +55,7 @@ class _RedisPlugin:
                 name="redis",
                 aliases=("redis_pubsub",),
                 factory=_create,
-                capabilities=frozenset({CAP_DURABLE, CAP_CROSS_PROCESS}),
+                capabilities=frozenset({CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS}),
                 requires=(Requirement(module="redis", install="pip install 'meetq[redis]'"),),
                 config=RedisConfig,
                 description="durable, cross-process queues and Pub/Sub on Redis",

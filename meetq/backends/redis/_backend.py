@@ -14,6 +14,7 @@ from meetq.backends.redis._work_queue import RedisWorkQueue
 from meetq.core.protocols import (
     CAP_CROSS_PROCESS,
     CAP_DURABLE,
+    CAP_LIMITS,
     PubSubTransport,
     WorkQueueBackend,
     WorkQueueOptions,
@@ -32,7 +33,7 @@ class RedisBackend:
     """
 
     name = "redis"
-    capabilities: frozenset[str] = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS})
+    capabilities: frozenset[str] = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS})
 
     def __init__(
         self,

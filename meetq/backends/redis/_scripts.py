@@ -119,7 +119,16 @@ def text(value: bytes | str) -> str:
 class QueueKeys:
     """The key names of one queue (see ``_work_queue.py``'s key map), built once."""
 
-    __slots__ = ("_single", "_type_keys", "channel", "fixed", "known_types", "prefix", "workers")
+    __slots__ = (
+        "_single",
+        "_type_keys",
+        "channel",
+        "fixed",
+        "known_types",
+        "limits",
+        "prefix",
+        "workers",
+    )
 
     def __init__(self, key_prefix: str, queue_name: str) -> None:
         self.prefix = f"{key_prefix}:{{{queue_name}}}:"
@@ -128,6 +137,7 @@ class QueueKeys:
         # Not in the fixed layout (that would move every script's type triplets): the
         # two scripts that use it take it as one key more (heartbeat.lua, inspect.lua).
         self.workers = self.key("workers")
+        self.limits = self.key("limits")  # the token buckets (exchange.lua, last key)
         self._type_keys: dict[str, tuple[bytes, bytes, bytes]] = {}
         self._single: dict[str, tuple[bytes, ...]] = {}  # enqueue_one's, per type
         # The types whose keys inspect passes; grows when the script names a new one.
@@ -158,6 +168,12 @@ class QueueKeys:
         keys = self.with_types(types)
         keys.append(self.key("parked"))
         keys.extend(self.key(f"parked:{t}") for t in types[:nclaim])
+        return keys
+
+    def exchange(self, types: Sequence[str], nclaim: int) -> list[bytes]:
+        """exchange.lua's keys: ``parked(types, nclaim)``, then the token buckets."""
+        keys = self.parked(types, nclaim)
+        keys.append(self.limits)
         return keys
 
     def single(self, message_type: str) -> tuple[bytes, ...]:

@@ -186,6 +186,10 @@ class RedisWorkQueue:
             for outcome, names in options.outcome_counters
             if outcome in _OUTCOME_CODES
         ).encode()
+        # Core's limits per type (WorkQueueOptions.limits), written per call for the
+        # types it names (exchange.lua's last ARGV); empty, the script skips them.
+        self._limits = {limit.type: limit for limit in options.limits}
+        self._limit_args: dict[tuple[str, ...], bytes] = {}
         self._listeners: list[WakeCallback] = []
         # Hand-offs: this instance's own channel and the callbacks that take deliveries.
         # Parked only while exactly one is registered (the caller of exchange is then
@@ -479,8 +483,9 @@ class RedisWorkQueue:
                     s.delay_ms,
                     "",
                 )
+        args.append(self._limits_of(names) if self._limits else b"")
         reply = await self._eval(
-            _SCRIPTS["exchange"], self._keys.parked(names, nclaim), args
+            _SCRIPTS["exchange"], self._keys.exchange(names, nclaim), args
         )
         flags, faults = reply[_EXCHANGE_FLAGS], reply[_EXCHANGE_FAULTS]
         if faults or self.corrupt_types:
@@ -488,7 +493,25 @@ class RedisWorkQueue:
         return ExchangeResult(
             settled=[flag == 0x31 for flag in flags],  # b"1" / b"0" per settlement
             claimed=_exchange_claimed(reply, names),
+            retry_after_ms=int(reply[_EXCHANGE_RETRY_AFTER]),
         )
+
+    def _limits_of(self, names: Sequence[str]) -> bytes:
+        """exchange.lua's limits argument for the types ``names`` (by their index)."""
+        key = tuple(names)
+        encoded = self._limit_args.get(key)
+        if encoded is None:
+            parts = []
+            for i, name in enumerate(names, 1):
+                limit = self._limits.get(name)
+                if limit is not None:
+                    parts.append(
+                        f"{i} {limit.concurrency} {limit.rate_per_ms!r} {limit.burst}"
+                    )
+            encoded = ";".join(parts).encode()
+            if len(self._limit_args) < 1024:
+                self._limit_args[key] = encoded
+        return encoded
 
     def _note_faults(self, names: Sequence[str], skipped: dict[str, str]) -> None:
         """Track the types this exchange skipped as corrupt; log each once a minute."""
@@ -822,7 +845,8 @@ class RedisWorkQueue:
 # body, attempt, lease token.
 _EXCHANGE_FLAGS: Final = 0
 _EXCHANGE_FAULTS: Final = 1
-_EXCHANGE_CLAIMED: Final = 2
+_EXCHANGE_RETRY_AFTER: Final = 2
+_EXCHANGE_CLAIMED: Final = 3
 _CLAIMED_FIELDS: Final = 6
 
 

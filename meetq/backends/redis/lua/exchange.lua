@@ -1,7 +1,8 @@
 -- exchange: apply settlements, make due/expired messages ready, lease up to `claim`.
 -- KEYS: the fixed layout of _lib.lua, then one ready/delayed/lease triplet per type,
 --   then parked (HASH worker channel -> 'free lease_ms') and parked:T (ZSET worker
---   channel -> park deadline ms) of each of the C claimed types (see enqueue_one.lua).
+--   channel -> park deadline ms) of each of the C claimed types (see enqueue_one.lua),
+--   then (last) limits (HASH type -> its token bucket: 'tokens ms', when last counted).
 -- ARGV[1] lease ms, [2] claim, [3] token prefix, [4] dead-letter max size,
 --   [5] dead-letter max age ms, [6] C = how many leading types to claim from,
 --   [7] T = number of types, [8] the counter policy: per outcome code the counters a
@@ -9,10 +10,22 @@
 --   passed as data), [9] the caller's hand-off channel ('' = it takes no hand-offs),
 --   [10] how long a park holds (ms), [11 .. 10+T] type names (triplet order),
 --   then 6 values per settlement: outcome (a ack, r retry, d dead, x drop, l release),
---   type index, id, token, delay ms (retry) or error (dead), traceback (dead).
+--   type index, id, token, delay ms (retry) or error (dead), traceback (dead),
+--   then (last) the limits of the limited types among them (core's, as data):
+--   'index concurrency tokens_per_ms burst;...' (0 = no such limit; '' = none at all).
 -- Returns {settled flags as a '1'/'0' string, the faults (flat: type index, text naming
---   the corrupt key; usually empty), then per claimed message: id, type index, priority,
---   body, attempt, lease token}. Tokens are made here (prefix .. n) and only returned.
+--   the corrupt key; usually empty), retry-after ms (> 0: a ready message of a claimed
+--   type waits only for its rate limit's next token, due then), then per claimed
+--   message: id, type index, priority, body, attempt, lease token}. Tokens are made
+--   here (prefix .. n) and only returned.
+--
+-- Limits, applied here so every process together stays within them: a type with a
+-- concurrency N is not leased while lease:T holds N (hand-offs included: a limited type
+-- is never parked for, so enqueue_one never hands one off); a rate-limited type is
+-- leased only for the whole tokens of its bucket (burst at most, refilled on Redis TIME,
+-- full when absent), one each. A held-back message stays ready, uncharged; the other
+-- types and strict priority among what may run are unchanged. A settlement that frees a
+-- concurrency slot of a type with ready messages wakes the other workers.
 --
 -- Faults, checked before the first write (Redis keeps a failed script's writes):
 -- - a corrupt fixed key or counter: nothing is written and the script returns an error
@@ -30,6 +43,13 @@ local nclaim, ntypes = tonumber(ARGV[6]), tonumber(ARGV[7])
 local channel, park_ms = ARGV[9], tonumber(ARGV[10])
 local first = 11 + ntypes
 local K_PARKED = KEYS[15 + 3 * ntypes]
+local K_LIMITS = KEYS[#KEYS]
+-- Limits by type index: {concurrency, tokens per ms, burst}; absent = unlimited.
+local limits, limited = {}, false
+for t, c, r, b in string.gmatch(ARGV[#ARGV], '(%d+) (%d+) ([^ ;]+) (%d+)') do
+  limits[tonumber(t)] = {tonumber(c), tonumber(r), tonumber(b)}
+  limited = true
+end
 -- The counter policy: outcome code -> list of counter names.
 local policy = {}
 for code, names in string.gmatch(ARGV[8], '(%a)=([%w_,]*)') do
@@ -40,7 +60,7 @@ end
 local function count_outcome(code)
   for _, name in ipairs(policy[code] or {}) do count(name, 1) end
 end
-local nsettle = (#ARGV - first + 1) / 6
+local nsettle = (#ARGV - first) / 6
 local wake = false
 local dead_caps = {dead_max, dead_age}
 
@@ -56,6 +76,18 @@ for t = 1, ntypes do
     faults[#faults + 1] = e
   end
 end
+-- A corrupt bucket key holds back every rate-limited type (a limit must not lapse),
+-- named in the faults; settlements and the other types go on.
+local limits_fault = limited and wrong_type(K_LIMITS, 'hash')
+if limits_fault then
+  for t = 1, nclaim do
+    if limits[t] and limits[t][2] > 0 and not bad[t] then
+      faults[#faults + 1] = t
+      faults[#faults + 1] = limits_fault
+    end
+  end
+end
+local freed = {} -- concurrency-limited types a settlement gave a slot back to
 
 -- (1) settlements: each applies only if its token is the current one and the message
 -- is still in its lease ZSET, so a worker that lost its lease changes nothing.
@@ -73,6 +105,7 @@ if nsettle > 0 then
     -- A skipped type's lease key is not touched: the settlement is refused.
     local ok = not bad[t] and tokens[i + 1] == ARGV[o + 3]
       and redis.call('ZREM', KEYS[base + 2], id) == 1
+    if ok and limits[t] and limits[t][1] > 0 then freed[t] = true end
     local score = score_of(scores[i + 1])
     if ok and not score and code ~= 'a' and code ~= 'x' then
       -- Its place in the queue is lost with its score: it goes to the dead-letter queue.
@@ -125,7 +158,7 @@ if nsettle > 0 then
 end
 
 -- (2) and (3): only a caller that claims refreshes, like the in-memory queue.
-local out = {table.concat(flags), faults}
+local out = {table.concat(flags), faults, 0}
 if claim > 0 and nclaim > 0 then
   local moved = 0
   local sound = {} -- the claimable types that passed the checks
@@ -136,25 +169,62 @@ if claim > 0 and nclaim > 0 then
     end
   end
 
+  -- How many of each limited type this claim may lease (after promote: an expired
+  -- lease no longer counts), and the refilled buckets; only reads.
+  local caps, buckets = {}, {}
+  if limited then
+    for _, t in ipairs(sound) do
+      local lim = limits[t]
+      if lim then
+        local cap = claim
+        if lim[1] > 0 then cap = math.min(cap, lim[1] - redis.call('ZCARD', KEYS[14 + 3 * t])) end
+        if lim[2] > 0 then
+          if limits_fault then
+            cap = 0
+          else
+            -- A field meetq did not write counts as a full bucket (rewritten below).
+            local v = redis.call('HGET', K_LIMITS, ARGV[10 + t])
+            local had, at = string.match(v or '', '^(%d+%.?%d*) (%d+)$')
+            local tokens = lim[3]
+            if had then
+              tokens = math.min(lim[3], tonumber(had) + math.max(0, now - tonumber(at)) * lim[2])
+            end
+            buckets[t] = tokens
+            cap = math.min(cap, math.floor(tokens))
+          end
+        end
+        caps[t] = math.max(cap, 0)
+      end
+    end
+  end
+  local open = sound -- the sound types a limit lets through now
+  if limited then
+    open = {}
+    for _, t in ipairs(sound) do
+      if (caps[t] or 1) > 0 then open[#open + 1] = t end
+    end
+  end
+
   -- Pick the `claim` best scores across the requested types' ready ZSETs.
+  -- A limited type offers at most its cap, so the merge stops taking it there.
   local picked = {} -- flat: id, score, type index
-  if #sound == 1 then
-    local t = sound[1]
-    local popped = redis.call('ZPOPMIN', KEYS[12 + 3 * t], claim)
+  if #open == 1 then
+    local t = open[1]
+    local popped = redis.call('ZPOPMIN', KEYS[12 + 3 * t], caps[t] or claim)
     for i = 1, #popped, 2 do
       picked[#picked + 1] = popped[i]
       picked[#picked + 1] = tonumber(popped[i + 1])
       picked[#picked + 1] = t
     end
-  elseif #sound > 1 then
+  elseif #open > 1 then
     local heads, pos, chosen = {}, {}, {}
-    for _, t in ipairs(sound) do
-      heads[t] = redis.call('ZRANGE', KEYS[12 + 3 * t], 0, claim - 1, 'WITHSCORES')
+    for _, t in ipairs(open) do
+      heads[t] = redis.call('ZRANGE', KEYS[12 + 3 * t], 0, (caps[t] or claim) - 1, 'WITHSCORES')
       pos[t] = 1
     end
     for _ = 1, claim do
       local best, best_score = nil, nil
-      for _, t in ipairs(sound) do
+      for _, t in ipairs(open) do
         local s = heads[t][pos[t] + 1]
         if s then
           s = tonumber(s)
@@ -219,7 +289,26 @@ if claim > 0 and nclaim > 0 then
     for t, list in pairs(leases) do bulk('ZADD', KEYS[14 + 3 * t], list) end
     count('processing', leased)
     bury(corrupt, now, dead_max, dead_age)
+    for t, tokens in pairs(buckets) do
+      local list = leases[t]
+      if list then
+        redis.call('HSET', K_LIMITS, ARGV[10 + t],
+          string.format('%.6f %.0f', tokens - #list / 2, now))
+        buckets[t] = tokens - #list / 2
+      end
+    end
   end
+  -- When the next token comes for a type whose ready messages wait only for one.
+  local retry_after = 0
+  for t, tokens in pairs(buckets) do
+    local lim = limits[t]
+    if tokens < 1 and redis.call('ZCARD', KEYS[12 + 3 * t]) > 0
+      and not (lim[1] > 0 and redis.call('ZCARD', KEYS[14 + 3 * t]) >= lim[1]) then
+      local due = math.max(1, math.ceil((1 - tokens) / lim[2]))
+      if retry_after == 0 or due < retry_after then retry_after = due end
+    end
+  end
+  out[3] = retry_after
   -- Promoted more than we took: let other idle workers know.
   if moved > leased then wake = true end
   -- Park: this caller took everything of its types and has slots left, so a message
@@ -233,6 +322,8 @@ if claim > 0 and nclaim > 0 then
       if park and wrong_type(KEYS[15 + 3 * ntypes + t], 'zset') then park = false end
     end
     local until_ms = now + park_ms
+    -- A token due sooner: that message must be claimed in priority order, not bypassed.
+    if retry_after > 0 and now + retry_after < until_ms then until_ms = now + retry_after end
     if park then
       for _, t in ipairs(sound) do
         for _, k in ipairs({KEYS[13 + 3 * t], KEYS[14 + 3 * t]}) do
@@ -246,7 +337,8 @@ if claim > 0 and nclaim > 0 then
       for t = 1, nclaim do
         local k = KEYS[15 + 3 * ntypes + t]
         redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-        redis.call('ZADD', k, until_ms, channel)
+        -- A limited type is never parked for: a hand-off would bypass its limit.
+        if not limits[t] then redis.call('ZADD', k, until_ms, channel) end
       end
       redis.call('HSET', K_PARKED, channel, (claim - leased) .. ' ' .. lease_ms)
     elseif redis.pcall('HDEL', K_PARKED, channel) == 1 then
@@ -257,6 +349,13 @@ if claim > 0 and nclaim > 0 then
 elseif channel ~= '' then
   -- Claims nothing: no more hand-offs (a stopping or full worker).
   redis.pcall('HDEL', K_PARKED, channel)
+end
+-- A slot freed where messages wait for one: a worker held back by the limit claims.
+for t in pairs(freed) do
+  if redis.call('ZCARD', KEYS[12 + 3 * t]) > 0
+    and redis.call('ZCARD', KEYS[14 + 3 * t]) < limits[t][1] then
+    wake = true
+  end
 end
 flush_counts()
 if wake then redis.call('PUBLISH', K_NOTIFY, '1') end
