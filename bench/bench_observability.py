@@ -13,6 +13,10 @@ queue's ``processed`` counter has them all.
 ``--baseline DIR``: the ``unused`` mode again with the meetq of another source tree ahead
 on ``sys.path`` (say ``git worktree add /tmp/pre-mw <commit before the middleware>``), so
 "unused" is compared with no middleware code at all.
+
+``--before DIR``: every mode again with the meetq of another tree (``git archive main |
+tar -x -C DIR``, say), interleaved with this tree's runs: before/after figures of a change
+from one run, rows ``mode @before``.
 """
 
 from __future__ import annotations
@@ -77,7 +81,9 @@ def _observe(mode: str, qm: meetq.QueueManager) -> None:
         instrument_tracing(qm, tracer_provider=provider)
 
 
-async def _drain(backend: str, url: str, mode: str, count: int) -> float:
+async def _drain(backend: str, url: str, mode: str, count: int) -> tuple[float, float]:
+    """Messages per second, and this process's CPU seconds per message (every thread:
+    a span processor's too), over the drain."""
     qm = await meetq.initialize_queue_system(_config(backend, url))
     mq = qm.get_message_queue()
     assert mq is not None
@@ -97,24 +103,22 @@ async def _drain(backend: str, url: str, mode: str, count: int) -> float:
         if seen == count:
             done.set()
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await qm.start()
     await done.wait()
     while (await mq.stats())["total_processed"] < count:  # acks are settled too
         await asyncio.sleep(0.001)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     await mq.clear()
     await qm.stop()
-    return count / elapsed
+    return count / elapsed, cpu / count
 
 
-def _run_child(
-    backend: str, mode: str, url: str, drain: int, baseline: str | None
-) -> dict[str, Any]:
+def _run_child(backend: str, mode: str, url: str, drain: int, tree: str | None) -> dict[str, Any]:
+    """One drain in a fresh child; ``tree``: another source tree's meetq first on the path."""
     env = dict(os.environ)
-    if mode == "baseline":
-        assert baseline is not None
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, env.get("PYTHONPATH")]))
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
     args = ["--child", backend, "--mode", mode, "--url", url, "--drain", str(drain)]
     out = subprocess.run(
         [sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env
@@ -127,46 +131,65 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--drain", type=int, default=20_000)
     parser.add_argument("--baseline", metavar="DIR")
+    parser.add_argument("--before", metavar="DIR")
     parser.add_argument("--backends", default="memory,redis")
     parser.add_argument("--child")
     parser.add_argument("--mode")
     parser.add_argument("--url")
     args = parser.parse_args()
     if args.child:
-        rate = asyncio.run(_drain(args.child, args.url, args.mode, args.drain))
-        print(json.dumps({"drain": rate, "meetq": os.path.dirname(meetq.__file__)}))
+        rate, cpu = asyncio.run(_drain(args.child, args.url, args.mode, args.drain))
+        print(json.dumps({"drain": rate, "cpu": cpu, "meetq": os.path.dirname(meetq.__file__)}))
         return
-    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "meetq", "__init__.py")):
-        parser.error(f"--baseline {args.baseline}: no meetq/__init__.py there")
-    modes = [*(["baseline"] if args.baseline else []), *MODES]
+    for option, tree in (("--baseline", args.baseline), ("--before", args.before)):
+        if tree and not os.path.isfile(os.path.join(tree, "meetq", "__init__.py")):
+            parser.error(f"{option} {tree}: no meetq/__init__.py there")
+    # (row name, mode, tree): this tree's modes, and the other trees' interleaved.
+    rows = [
+        *([("baseline", "baseline", args.baseline)] if args.baseline else []),
+        *((mode, mode, None) for mode in MODES),
+        *((f"{mode} @before", mode, args.before) for mode in MODES if args.before),
+    ]
     backends = args.backends.split(",")
-    results: dict[tuple[str, str], list[float]] = {(b, m): [] for b in backends for m in modes}
+    results: dict[tuple[str, str], list[float]] = {(b, r[0]): [] for b in backends for r in rows}
+    cpu: dict[tuple[str, str], list[float]] = {key: [] for key in results}
     with RedisServer() as server:
         for _ in range(args.runs):
             for backend in backends:
-                for mode in modes:
-                    figure = _run_child(backend, mode, server.url, args.drain, args.baseline)
-                    if mode == "baseline":
-                        assert figure["meetq"].startswith(os.path.abspath(args.baseline))
-                    results[(backend, mode)].append(figure["drain"])
+                for row, mode, tree in rows:
+                    figure = _run_child(backend, mode, server.url, args.drain, tree)
+                    if tree is not None:
+                        assert figure["meetq"].startswith(os.path.abspath(tree))
+                    results[(backend, row)].append(figure["drain"])
+                    cpu[(backend, row)].append(figure["cpu"])
     print(
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; median of "
         f"{args.runs} interleaved runs; drain={args.drain:,} no-op messages, worker pool 32"
         + (f"; baseline: meetq of {args.baseline}" if args.baseline else "")
+        + (f"; @before: meetq of {args.before}" if args.before else "")
+        + "; cpu: the worker process's CPU µs per message (all its threads)"
     )
     print(
-        f"| {'mode':<22} | "
-        + " | ".join(f"{b + ' msg/s':>14} | {'vs unused':>9}" for b in backends)
+        f"| {'mode':<24} | "
+        + " | ".join(
+            f"{b + ' msg/s':>14} | {'vs unused':>9} | {'cpu µs':>6} | {'vs':>7}" for b in backends
+        )
         + " |"
     )
-    print("|" + "---|" * (1 + 2 * len(backends)))
-    for mode in modes:
+    print("|" + "---|" + "---:|" * (4 * len(backends)))
+    for row, _mode, _tree in rows:
+        reference = "unused @before" if row.endswith(" @before") else "unused"
         cells = []
         for backend in backends:
-            med = statistics.median(results[(backend, mode)])
-            ref = statistics.median(results[(backend, "unused")])
-            cells.append(f"{med:>14,.0f} | {(med / ref - 1) * 100:>+8.1f}%")
-        print(f"| {mode:<22} | " + " | ".join(cells) + " |")
+            med = statistics.median(results[(backend, row)])
+            ref = statistics.median(results[(backend, reference)])
+            used = statistics.median(cpu[(backend, row)]) * 1e6
+            base = statistics.median(cpu[(backend, reference)]) * 1e6
+            cells.append(
+                f"{med:>14,.0f} | {(med / ref - 1) * 100:>+8.1f}% | {used:>6.1f} | "
+                f"{(used / base - 1) * 100:>+6.1f}%"
+            )
+        print(f"| {row:<24} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

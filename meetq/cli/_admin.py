@@ -84,6 +84,14 @@ def _queue_of(manager: QueueManager) -> MessageQueue:
 # -- stats ------------------------------------------------------------------------------
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown (the backend does not tell)"
+    if not seconds:
+        return "none ready"
+    return f"{seconds:.3f}s waiting" if seconds < 60 else f"{seconds / 60:.1f}m waiting"
+
+
 def _format_info(info: QueueInfo) -> str:
     waiting = ", ".join(f"{name} {n}" for name, n in info.waiting.items())
     totals = ", ".join(f"{name} {n}" for name, n in info.totals.items())
@@ -94,6 +102,7 @@ def _format_info(info: QueueInfo) -> str:
         f"  running    {info.running}",
         f"  dead       {info.dead}",
         f"  unhandled  {info.unhandled}",
+        f"  oldest     {_age(info.oldest_age)}",
         f"  totals     {totals}",
     ]
     if not info.handlers:

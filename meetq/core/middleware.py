@@ -69,9 +69,10 @@ _SETTLED_AS: dict[str, Outcome] = {
 }
 
 
-@attrs.define(kw_only=True, slots=True)
+@attrs.define(slots=True)
 class Delivery:
-    """One delivery of a message to a handler, as middleware sees it.
+    """One delivery of a message to a handler, as middleware sees it (the queue builds
+    it positionally: a keyword call costs a no-op delivery measurably more).
 
     ``attempt`` is 1 on the first delivery; ``worker`` names the consuming process
     (``MessageQueue.worker_name``); ``started`` is the ``time.perf_counter()`` reading

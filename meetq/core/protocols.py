@@ -230,10 +230,17 @@ class QueueSnapshot:
       ``exchange`` of its type makes it ready;
     - ``workers``: every type a live worker handles -> the names of the workers whose
       ``heartbeat(..., worker=name)`` for it has not expired, sorted (a heartbeat without
-      a name keeps the type alive and lists no worker).
+      a name keeps the type alive and lists no worker);
+    - ``oldest_age``: seconds the longest-waiting deliverable message has waited since
+      it became ready (its publish, or the end of its delay, backoff or lease), 0.0
+      when none is ready; a delayed message whose time has come counts from its due
+      time even before an ``exchange`` makes it ready. None: the backend does not know.
+      A backend may look only at the first few messages of each type and priority in
+      delivery order (Redis looks at 16): a message that went back to the front (a
+      release) hides older ones behind it.
 
-    ``delayed`` and ``workers`` have defaults so a backend written before them still
-    builds a snapshot; the contract suite checks them.
+    ``delayed``, ``workers`` and ``oldest_age`` have defaults so a backend written
+    before them still builds a snapshot; the contract suite checks them.
     """
 
     waiting: dict[int, int]
@@ -243,6 +250,7 @@ class QueueSnapshot:
     counters: dict[str, int]
     delayed: int = 0
     workers: dict[str, list[str]] = attrs.field(factory=dict)
+    oldest_age: float | None = None
 
 
 MaintenanceAction = Literal["requeue_dead", "purge_waiting", "purge_dead", "sweep_unhandled"]

@@ -4,12 +4,14 @@ Design (why it looks like this):
 
 - Counters and histograms come from middleware (``meetq.core.middleware``) on each
   instrumented ``MessageQueue``: they count what *this process* published and processed.
-  The middleware keeps plain ints and bucket counts in dicts by label tuple (a message
-  costs a dict lookup, a bisect and two additions, on the loop thread, with no lock);
-  they become Prometheus samples only when collected. prometheus-client's own
-  ``Counter``/``Histogram`` (a lock and a ``labels()`` lookup per call) cost a no-op
-  drain about a fifth of its throughput. A scrape copies each dict's items in one C-level
-  call, so it never sees one change size mid-read.
+  Each queue name has its own recorder holding plain ints and bucket counts per message
+  type: a delivery costs one hook call, one dict lookup, two bisects and a few additions,
+  on the loop thread, with no lock; they become Prometheus samples only when collected.
+  prometheus-client's own ``Counter``/``Histogram`` (a lock and a ``labels()`` lookup per
+  call) cost a no-op drain about a fifth of its throughput; label tuples built and looked
+  up per message, the previous design here, cost about 1 µs a message
+  (docs/benchmarks.md, issue 10). A scrape copies each dict and list in one C-level call,
+  so it never sees one change size mid-read.
 - Gauges and the PubSub / event-bus counters come from a collector that reads
   ``MessageQueue.inspect()`` (one backend round trip per queue) and ``PubSub.stats()`` /
   ``LocalEventBus.stats()``. Prometheus collects synchronously on its HTTP thread while
@@ -79,65 +81,87 @@ class _Histogram:
         self.total = 0.0
 
 
-class _MetricsMiddleware:
-    """The per-message half of ``Metrics``: plain counts and bucket counts by label tuple,
-    turned into Prometheus samples only when collected (see the module doc)."""
+# A settled delivery's outcome -> its slot in _TypeFigures.processed; "release" (handed
+# back uncharged) is not counted as processed.
+_COUNTED = ("ack", "retry", "dead", "dropped")
+_OUTCOME_SLOT = {outcome: i for i, outcome in enumerate(_COUNTED)}
+
+
+class _TypeFigures:
+    """What one queue's recorder keeps for one message type."""
+
+    __slots__ = ("processed", "processing", "published")
 
     def __init__(self) -> None:
-        self.published: dict[tuple[str, str, str], int] = {}
-        self.processed: dict[tuple[str, str, str], int] = {}
-        self.processing: dict[tuple[str, str], _Histogram] = {}
-        self.wait: dict[tuple[str, str], _Histogram] = {}
+        self.published = [0] * len(_PRIORITY_NAMES)  # by priority value
+        self.processed = [0] * len(_COUNTED)  # by _OUTCOME_SLOT
+        self.processing = _Histogram(len(PROCESSING_BUCKETS))
+
+
+class _QueueRecorder:
+    """The per-message half of ``Metrics`` for one queue name: plain ints and bucket
+    counts, found with one dict lookup by message type, turned into Prometheus samples
+    only when collected (see the module doc). One hook per delivery: the wait is measured
+    to the handler's start, which is ``duration`` before ``after_process``."""
+
+    __slots__ = ("types", "wait")
+
+    def __init__(self) -> None:
+        self.types: dict[str, _TypeFigures] = {}
+        self.wait: dict[int, _Histogram] = {}  # by priority value
+
+    def _figures(self, kind: str) -> _TypeFigures:
+        figures = self.types.get(kind)
+        if figures is None:
+            figures = self.types[kind] = _TypeFigures()
+        return figures
 
     def after_publish(
         self, queue: str, message: Message, message_id: str | None, error: BaseException | None
     ) -> None:
         if error is None:
-            key = (queue, message.type, _PRIORITY_NAMES[message.priority])
-            self.published[key] = self.published.get(key, 0) + 1
-
-    def before_process(self, delivery: Delivery) -> None:
-        # Publish to handler start, from the message's own timestamp: only the first
-        # attempt, since a retry's wait would also hold the backoff (and every earlier
-        # attempt's run). A delayed message's wait includes its delay.
-        if delivery.attempt == 1:
-            message = delivery.message
-            wait = time.time() - message.timestamp
-            key = (delivery.queue, _PRIORITY_NAMES[message.priority])
-            hist = self.wait.get(key)
-            if hist is None:
-                hist = self.wait[key] = _Histogram(len(WAIT_BUCKETS))
-            hist.counts[bisect.bisect_left(WAIT_BUCKETS, wait)] += 1
-            hist.total += max(0.0, wait)
+            self._figures(message.type).published[message.priority] += 1
 
     def after_process(
         self, delivery: Delivery, outcome: Outcome, duration: float, error: str | None
     ) -> None:
-        kind = delivery.message.type
-        key = (delivery.queue, kind)
-        hist = self.processing.get(key)
-        if hist is None:
-            hist = self.processing[key] = _Histogram(len(PROCESSING_BUCKETS))
+        message = delivery.message
+        figures = self.types.get(message.type) or self._figures(message.type)
+        hist = figures.processing
         hist.counts[bisect.bisect_left(PROCESSING_BUCKETS, duration)] += 1
         hist.total += duration
-        if outcome != "release":  # handed back uncharged: not processed
-            counted = (delivery.queue, kind, outcome)
-            self.processed[counted] = self.processed.get(counted, 0) + 1
+        slot = _OUTCOME_SLOT.get(outcome)
+        if slot is not None:
+            figures.processed[slot] += 1
+        if delivery.attempt == 1:
+            # Publish to handler start, from the message's own timestamp: only the first
+            # attempt, since a retry's wait would also hold the backoff (and every earlier
+            # attempt's run). A delayed message's wait includes its delay.
+            wait = time.time() - duration - message.timestamp
+            waits = self.wait.get(message.priority)
+            if waits is None:
+                waits = self.wait[message.priority] = _Histogram(len(WAIT_BUCKETS))
+            waits.counts[bisect.bisect_left(WAIT_BUCKETS, wait)] += 1
+            waits.total += max(0.0, wait)
 
 
 def _histogram_family(
-    name: str, text: str, labels: list[str], buckets: tuple[float, ...], data: dict[Any, _Histogram]
+    name: str,
+    text: str,
+    labels: list[str],
+    buckets: tuple[float, ...],
+    data: list[tuple[list[str], _Histogram]],
 ) -> Metric:
     from prometheus_client.core import HistogramMetricFamily
 
     family = HistogramMetricFamily(name, text, labels=labels)
-    for key, hist in list(data.items()):
+    for key, hist in data:
         counts = list(hist.counts)  # one copy: the loop thread may add meanwhile
         cumulative, running = [], 0
         for bound, count in zip((*buckets, float("inf")), counts, strict=True):
             running += count
             cumulative.append((_bucket_label(bound), running))
-        family.add_metric(list(key), cumulative, hist.total)
+        family.add_metric(key, cumulative, hist.total)
     return family
 
 
@@ -161,7 +185,7 @@ class Metrics:
         self.registry: CollectorRegistry = pc.REGISTRY if registry is None else registry
         self.stats_timeout = stats_timeout
         reg = self.registry
-        self.middleware = _MetricsMiddleware()
+        self._recorders: dict[str, _QueueRecorder] = {}  # by queue name
         self._queues: list[MessageQueue] = []
         self._pubsubs: list[PubSub] = []
         self._buses: list[LocalEventBus] = []
@@ -184,7 +208,10 @@ class Metrics:
                 self.instrument(*(p for p in parts if p is not None))
             elif isinstance(target, MessageQueue):
                 if target not in self._queues:
-                    target.add_middleware(self.middleware)
+                    recorder = self._recorders.get(target.name)
+                    if recorder is None:
+                        recorder = self._recorders[target.name] = _QueueRecorder()
+                    target.add_middleware(recorder)
                     self._queues.append(target)
             elif isinstance(target, PubSub):
                 if target not in self._pubsubs:
@@ -253,6 +280,12 @@ class Metrics:
             "Ready messages whose type no live worker handles.",
             labels=["queue"],
         )
+        oldest = GaugeMetricFamily(
+            "meetq_queue_oldest_message_age_seconds",
+            "How long the longest-waiting ready message has waited since it became "
+            "ready (0 when none is ready).",
+            labels=["queue"],
+        )
         for name, info in self._queue_info.items():
             for priority in _PRIORITY_NAMES.values():
                 messages.add_metric([name, "waiting", priority], info.waiting.get(priority, 0))
@@ -260,8 +293,11 @@ class Metrics:
             messages.add_metric([name, "running", ""], info.running)
             messages.add_metric([name, "dead", ""], info.dead)
             unhandled.add_metric([name], info.unhandled)
+            if info.oldest_age is not None:
+                oldest.add_metric([name], info.oldest_age)
         yield messages
         yield unhandled
+        yield oldest
         if self._pubsubs:
             for key, metric, text in (
                 ("total_published", "meetq_pubsub_published", "PubSub messages sent."),
@@ -298,36 +334,51 @@ class Metrics:
     def _collect_counts(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily
 
-        mw = self.middleware
+        # Copies taken in one C-level call each: the loop thread may add meanwhile.
+        by_type = [
+            (queue, kind, figures)
+            for queue, recorder in list(self._recorders.items())
+            for kind, figures in list(recorder.types.items())
+        ]
         published = CounterMetricFamily(
             "meetq_messages_published",
             "Messages this process published, by queue, type and priority.",
             labels=["queue", "type", "priority"],
         )
-        for key, count in list(mw.published.items()):
-            published.add_metric(list(key), count)
-        yield published
         processed = CounterMetricFamily(
             "meetq_messages_processed",
             "Deliveries this process settled, by outcome (ack, retry, dead, dropped).",
             labels=["queue", "type", "outcome"],
         )
-        for key, count in list(mw.processed.items()):
-            processed.add_metric(list(key), count)
+        processing = []
+        for queue, kind, figures in by_type:
+            for value, count in enumerate(list(figures.published)):
+                if count:
+                    published.add_metric([queue, kind, _PRIORITY_NAMES[value]], count)
+            for outcome, count in zip(_COUNTED, list(figures.processed), strict=True):
+                if count:
+                    processed.add_metric([queue, kind, outcome], count)
+            if figures.processing.total or any(figures.processing.counts):
+                processing.append(([queue, kind], figures.processing))
+        yield published
         yield processed
         yield _histogram_family(
             "meetq_message_processing_seconds",
             "Handler run time of a delivery, until it was settled.",
             ["queue", "type"],
             PROCESSING_BUCKETS,
-            mw.processing,
+            processing,
         )
         yield _histogram_family(
             "meetq_message_wait_seconds",
             "From a message's timestamp (its publish) to its first handler start.",
             ["queue", "priority"],
             WAIT_BUCKETS,
-            mw.wait,
+            [
+                ([queue, _PRIORITY_NAMES[value]], hist)
+                for queue, recorder in list(self._recorders.items())
+                for value, hist in list(recorder.wait.items())
+            ],
         )
 
 

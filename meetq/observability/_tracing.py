@@ -21,13 +21,14 @@ Design (why it looks like this):
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from meetq.core.errors import MissingDependencyError, ValidationError
 from meetq.core.middleware import Delivery, Outcome
-from meetq.core.types import Message
+from meetq.core.types import Message, Priority
 from meetq.manager._manager import QueueManager
 from meetq.queue._message_queue import MessageQueue
 
@@ -35,6 +36,8 @@ __all__ = ["TracingMiddleware", "instrument_tracing", "tracing_available"]
 
 INSTALL = "pip install 'meetq[otel]'"
 SYSTEM = "meetq"
+
+_PRIORITY_NAMES = {int(p): p.name.lower() for p in Priority}
 
 
 def tracing_available() -> bool:
@@ -71,6 +74,10 @@ class TracingMiddleware:
         self._status = Status
         self._error_code = StatusCode.ERROR
         self._tracer = trace.get_tracer("meetq", tracer_provider=tracer_provider)
+        self._attach = otel_context.attach
+        self._set_span_in_context = trace.set_span_in_context
+        self._textmap: Any = None  # the propagator whose fields _fields holds
+        self._fields: frozenset[str] = frozenset()
         # Send spans between before_publish and after_publish, by (queue, message id).
         self._sending: dict[tuple[str, str], Any] = {}
 
@@ -85,7 +92,7 @@ class TracingMiddleware:
                 "messaging.operation.name": "send",
                 "messaging.message.id": message.id,
                 "messaging.meetq.message_type": message.type,
-                "messaging.meetq.priority": message.priority.name.lower(),
+                "messaging.meetq.priority": _PRIORITY_NAMES[message.priority],
             },
         )
         self._sending[(queue, message.id)] = span
@@ -104,28 +111,41 @@ class TracingMiddleware:
             span.set_status(self._status(self._error_code, str(error)))
         span.end()
 
+    def _sent_links(self, headers: Mapping[str, str]) -> list[Any]:
+        """A link to the send span whose context ``headers`` carry, if any. The
+        propagator's work is skipped when none of its fields is there (the fields are
+        read once per configured propagator, not per message)."""
+        if not headers:
+            return []
+        textmap = self._propagate.get_global_textmap()
+        if textmap is not self._textmap:
+            self._textmap = textmap
+            self._fields = frozenset(textmap.fields)
+        if self._fields.isdisjoint(headers):
+            return []
+        sent = self._trace.get_current_span(textmap.extract(headers)).get_span_context()
+        return [self._link(sent)] if sent.is_valid else []
+
     def before_process(self, delivery: Delivery) -> None:
         message = delivery.message
-        sent = self._trace.get_current_span(self._propagate.extract(message.headers))
-        sent_context = sent.get_span_context()
-        links = [self._link(sent_context)] if sent_context.is_valid else []
+        queue = delivery.queue
         span = self._tracer.start_span(
-            f"process {delivery.queue}",
+            f"process {queue}",
             kind=self._consumer,
-            links=links,
+            links=self._sent_links(message.headers),
             attributes={
                 "messaging.system": SYSTEM,
-                "messaging.destination.name": delivery.queue,
+                "messaging.destination.name": queue,
                 "messaging.operation.type": "process",
                 "messaging.operation.name": "process",
                 "messaging.message.id": message.id,
                 "messaging.meetq.message_type": message.type,
-                "messaging.meetq.priority": message.priority.name.lower(),
+                "messaging.meetq.priority": _PRIORITY_NAMES[message.priority],
                 "messaging.meetq.attempt": delivery.attempt,
                 "messaging.meetq.worker": delivery.worker,
             },
         )
-        token = self._context.attach(self._trace.set_span_in_context(span))
+        token = self._attach(self._set_span_in_context(span))
         delivery.scratch[self] = (span, token)
 
     def after_process(

@@ -31,7 +31,10 @@ class QueueInfo:
     - ``unhandled``: ready messages whose type no live worker handles;
     - ``totals``: the queue's counters since it was created (``published``,
       ``processed``, ``failed``, ``retried``, ``dead_letter``, ``dropped``);
-    - ``handlers``: each type a live worker handles -> the names of its live workers.
+    - ``handlers``: each type a live worker handles -> the names of its live workers;
+    - ``oldest_age``: seconds the longest-waiting ready message has waited since it
+      became ready (0.0 when none is ready; None when the backend cannot tell); see
+      ``QueueSnapshot.oldest_age``.
     """
 
     queue: str
@@ -43,6 +46,7 @@ class QueueInfo:
     unhandled: int
     totals: dict[str, int]
     handlers: dict[str, list[str]]
+    oldest_age: float | None = None
 
     @property
     def waiting_total(self) -> int:
@@ -66,6 +70,7 @@ class QueueInfo:
             unhandled=snapshot.unhandled,
             totals=dict(snapshot.counters),
             handlers={t: list(names) for t, names in snapshot.workers.items()},
+            oldest_age=snapshot.oldest_age,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +86,7 @@ class QueueInfo:
             "unhandled": self.unhandled,
             "totals": dict(self.totals),
             "handlers": {t: list(names) for t, names in self.handlers.items()},
+            "oldest_age": self.oldest_age,
         }
 
 

@@ -836,9 +836,7 @@ class MessageQueue(AsyncService):
         # start there); an async one on the loop.
         ticket = self._tickets.pop(claimed.token, None)
         if self._middleware.processing:
-            delivery = Delivery(
-                queue=self.name, worker=self.worker_name, message=message, attempt=claimed.attempt
-            )
+            delivery = Delivery(self.name, self.worker_name, message, claimed.attempt)
             self._deliveries[claimed.token] = delivery  # _run settles it with the outcome
             self._middleware.before_process(delivery)
         try:

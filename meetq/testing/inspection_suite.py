@@ -156,6 +156,36 @@ class InspectionContract(BackendContract):
             await mq.requeue_dead_letters(1, message_type="")
         assert bad.value.field == "message_type"
 
+    async def test_inspect_tells_how_long_the_oldest_ready_message_has_waited(
+        self, inspected_queue: MakeQueue
+    ) -> None:
+        mq = inspected_queue()
+        assert (await mq.inspect()).oldest_age == 0.0
+        await mq.publish(Message(type="later"), delay=600)  # not ready: not counted
+        assert (await mq.inspect()).oldest_age == 0.0
+        await mq.publish(Message(type="job", priority=Priority.LOW))
+        await eventually(lambda: _oldest_over(mq, 0.2))  # it ages while it waits
+        # Newer messages of a higher priority, or of another type, do not hide it.
+        await mq.publish(Message(type="job", priority=Priority.CRITICAL))
+        await mq.publish(Message(type="other"))
+        info = await mq.inspect()
+        assert info.oldest_age is not None and info.oldest_age >= 0.2
+        assert info.to_dict()["oldest_age"] == info.oldest_age
+        # A delayed message counts once due, before any worker has made it ready.
+        due = inspected_queue(queue_name="due")
+        await due.publish(Message(type="soon"), delay=0.05)
+        await eventually(lambda: _oldest_over(due, 0.1))
+        # Consumed: nothing ready again (the delayed one is not).
+        for t in ("job", "other"):
+
+            @mq.handler(t)
+            async def take(msg: Message) -> None:
+                pass
+
+        async with mq:
+            await eventually(lambda: _processed(mq, 3))
+            assert (await mq.inspect()).oldest_age == 0.0
+
     async def test_purges_take_a_limit(self, inspected_queue: MakeQueue) -> None:
         mq = inspected_queue()
         self._failing(mq, "job")
@@ -180,6 +210,14 @@ class InspectionContract(BackendContract):
 
 async def _dead_count(mq: MessageQueue, count: int) -> bool:
     return await mq.dead_letter_count() == count
+
+
+async def _oldest_over(mq: MessageQueue, seconds: float) -> bool:
+    return ((await mq.inspect()).oldest_age or 0.0) > seconds
+
+
+async def _processed(mq: MessageQueue, count: int) -> bool:
+    return (await mq.inspect()).totals["processed"] == count
 
 
 async def _handlers(mq: MessageQueue, expected: dict[str, list[str]]) -> bool:

@@ -111,6 +111,9 @@ async def test_scraped_counters_and_gauges_match_what_happened(
     assert _get(samples, gauge, queue="jobs", state="dead", priority="") == info.dead == 2
     assert _get(samples, gauge, queue="jobs", state="running", priority="") == info.running == 0
     assert stats["dead_letter_count"] == 2
+    # The idle ones wait still: the gauge ages between the inspect() and the scrape.
+    oldest = _get(samples, "meetq_queue_oldest_message_age_seconds", queue="jobs")
+    assert info.oldest_age is not None and oldest >= info.oldest_age > 0
     assert not any("id" in dict(labels) for _, labels in samples)  # no message ids
 
 

@@ -495,7 +495,24 @@ class MemoryWorkQueue:
             counters={k: self._counts[k] for k in COUNTER_NAMES},
             delayed=self._delayed_count,
             workers=self._live_workers(_now_ms()),
+            oldest_age=self._oldest_age(_now_ms()),
         )
+
+    def _oldest_age(self, now: float) -> float:
+        """Seconds since the longest-waiting ready message became ready (or a due delayed
+        one came due), 0.0 for none: a scan of the heaps, as ``_unhandled_count`` does."""
+        since = now
+        for heap in self._ready.values():
+            for _, message_id, version in heap:
+                entry = self._entries.get(message_id)
+                if entry is not None and entry.version == version:
+                    since = min(since, entry.ready_at)
+        for delayed in self._delayed.values():
+            for due, _, message_id, version in delayed:
+                entry = self._entries.get(message_id)
+                if due <= now and entry is not None and entry.version == version:
+                    since = min(since, due)
+        return max(0.0, now - since) / 1000.0
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:
         self._check_open()

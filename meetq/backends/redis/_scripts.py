@@ -225,7 +225,8 @@ def enqueue_ids(messages: Sequence[StoredMessage], reply: Any) -> list[str]:
     _INSPECT_DELAYED,
     _INSPECT_LIVE_TYPES,
     _INSPECT_WORKERS,
-) = range(len(COUNT_FIELDS), len(COUNT_FIELDS) + 6)
+    _INSPECT_OLDEST_MS,
+) = range(len(COUNT_FIELDS), len(COUNT_FIELDS) + 7)
 
 
 def inspect_steps(
@@ -255,6 +256,7 @@ def inspect_steps(
         counters={name: int(values[name]) for name in COUNTER_NAMES},
         delayed=int(reply[_INSPECT_DELAYED]),
         workers=live_workers(reply[_INSPECT_LIVE_TYPES], reply[_INSPECT_WORKERS]),
+        oldest_age=max(0, int(reply[_INSPECT_OLDEST_MS])) / 1000.0,
     )
 
 

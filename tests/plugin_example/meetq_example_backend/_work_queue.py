@@ -306,6 +306,15 @@ class ExampleWorkQueue:
             counters=dict(self._counts),
             delayed=sum(job.state == WAITING and job.due > now for job in self._jobs.values()),
             workers=workers,
+            oldest_age=max(
+                (
+                    now - job.due
+                    for job in self._jobs.values()
+                    if job.state == WAITING and job.due <= now
+                ),
+                default=0.0,
+            )
+            / 1000.0,
         )
 
     async def dead_letters(self, limit: int) -> list[DeadRecord]:
