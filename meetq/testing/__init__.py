@@ -17,6 +17,7 @@ missing capability, on a backend whose ``BackendSpec`` does not declare it — n
 backend name. ``RecordingBackend`` wraps any backend to record calls and inject faults.
 
 ``RecordingBackend``, ``Call``, ``Collector``, ``RedisServer``, ``RedisSentinelSetup``,
+``LocalRedisCluster`` (a private multi-primary Redis Cluster), ``ClusterFailover``,
 ``RedisServerUnavailable``, ``free_port``, ``eventually``, ``wait_until``, ``QUICK`` and
 ``TIMEOUT`` need nothing beyond meetq, so a script or another test runner can use them.
 The contract classes and ``requires`` need ``pytest`` and ``pytest-asyncio``
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from meetq.testing._helpers import QUICK, TIMEOUT, Collector, eventually, wait_until
 from meetq.testing._recording import Call, RecordingBackend
+from meetq.testing._redis_cluster import ClusterFailover, LocalRedisCluster
 from meetq.testing._redis_sentinel import RedisSentinelSetup
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, free_port
 
@@ -50,10 +52,12 @@ __all__ = [
     "BackendContract",
     "BackendObjectContract",
     "Call",
+    "ClusterFailover",
     "Collector",
     "ContractSuite",
     "InspectionContract",
     "LimitsContract",
+    "LocalRedisCluster",
     "PubSubContract",
     "RecordingBackend",
     "RedisSentinelSetup",

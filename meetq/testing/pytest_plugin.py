@@ -15,6 +15,11 @@ its own name and does nothing (a second registration would raise).
   and three sentinels watching it as ``SERVICE`` — that a test may fail over
   (``kill_master()``, ``freeze_master()``); it is healed before every test that uses it,
   so each finds a whole setup. Skipped or failed like ``meetq_redis_url``.
+- ``meetq_redis_cluster`` (session): a private 3-primary/3-replica Redis Cluster
+  (``meetq.testing._redis_cluster.LocalRedisCluster``; ``.startup_nodes``, ``.primaries()``,
+  ``.owner_of(key)``, ``.kill_primary(port)``). Without redis-server or redis-cli it is a
+  skip, or a failure when ``CI`` is set. A test that kills a node ``restart()``s it before
+  it ends, so the next test finds three healthy primaries again.
 - ``meetq_namespace`` (function): a key prefix no other test uses.
 - the ``meetq_requires(*capabilities)`` mark (``meetq.testing.requires``), registered so
   ``--strict-markers`` accepts it.
@@ -30,11 +35,13 @@ from typing import Protocol, TypeVar
 
 import pytest
 
+from meetq.testing._redis_cluster import LocalRedisCluster
 from meetq.testing._redis_sentinel import RedisSentinelSetup
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, env_redis_url
 
 __all__ = [
     "meetq_namespace",
+    "meetq_redis_cluster",
     "meetq_redis_sentinel",
     "meetq_redis_server",
     "meetq_redis_url",
@@ -108,6 +115,13 @@ def meetq_redis_sentinel(_meetq_sentinel_setup: RedisSentinelSetup) -> RedisSent
     """The session's Sentinel setup, whole again (a test before may have failed it over)."""
     _meetq_sentinel_setup.heal()
     return _meetq_sentinel_setup
+
+
+@pytest.fixture(scope="session")
+def meetq_redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A private 3-primary Redis Cluster (one replica each) for the whole session."""
+    with _started(LocalRedisCluster) as cluster:
+        yield cluster
 
 
 @pytest.fixture
