@@ -14,10 +14,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from meetq.core._limits import type_limits
-from meetq.core._validation import check_seconds, check_unix_time
+from meetq.core._validation import (
+    MAX_DEAD_LETTER_BATCH,
+    check_count,
+    check_name,
+    check_seconds,
+    check_unix_time,
+    plain_str,
+)
 from meetq.core.config import MessageQueueConfig
 from meetq.core.errors import ValidationError
-from meetq.core.protocols import QueueSnapshot, StoredMessage, WorkQueueOptions
+from meetq.core.protocols import Maintenance, QueueSnapshot, StoredMessage, WorkQueueOptions
 from meetq.core.serialization import Serializer, encode_message
 from meetq.core.types import Message, Priority
 
@@ -29,6 +36,7 @@ __all__ = [
     "prepare_message",
     "queue_options",
     "queue_totals",
+    "requeue_request",
 ]
 
 #: The most messages one ``publish_batch`` takes.
@@ -89,6 +97,17 @@ def prepare_batch(
         prepare_message(m, delay, None, f"messages[{i}]", serializer, max_retries)
         for i, m in enumerate(messages)
     ]
+
+
+def requeue_request(max_count: object, message_type: object) -> Maintenance:
+    """``requeue_dead_letters``' arguments checked: up to ``max_count`` (at most
+    ``MAX_DEAD_LETTER_BATCH``) oldest dead letters, of ``message_type`` only when given."""
+    limit = check_count("max_count", max_count, MAX_DEAD_LETTER_BATCH)
+    only: str | None = None
+    if message_type is not None:
+        check_name("message_type", message_type)
+        only = plain_str(message_type)  # a TaskType member: sent as its string
+    return Maintenance(action="requeue_dead", limit=limit, message_type=only)
 
 
 def queue_totals(queue_name: str, backend_name: str, snapshot: QueueSnapshot) -> dict[str, Any]:

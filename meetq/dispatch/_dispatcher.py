@@ -23,7 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -42,7 +42,7 @@ from meetq.core._validation import (
     plain_str,
 )
 from meetq.core.config import TaskDispatcherConfig
-from meetq.core.errors import HandlerTimeout, MeetqError, ValidationError
+from meetq.core.errors import ConfigError, HandlerTimeout, MeetqError, ValidationError
 from meetq.core.tasks import DispatchStatus, ReceivedTask, TaskRequest, TaskResponse
 from meetq.core.types import (
     Message,
@@ -81,6 +81,12 @@ class _Record:
         self.callback = callback
         self.done = asyncio.Event()
         self.timer: asyncio.TimerHandle | None = None
+
+
+class _Manager(Protocol):
+    # meetq.manager.QueueManager, named here without importing it (layers: the manager
+    # builds the dispatcher, not the reverse).
+    def get_task_dispatcher(self) -> TaskDispatcher | None: ...
 
 
 def _check_service(field: str, value: object) -> str:
@@ -168,6 +174,25 @@ class TaskDispatcher(AsyncService):
     ) -> TaskDispatcher:
         """Build from the ``task_dispatcher`` config section; ``overrides`` as in ``__init__``."""
         return cls(message_queue, pubsub, config=config, **overrides)
+
+    @classmethod
+    def from_manager(cls, manager: _Manager) -> TaskDispatcher:
+        """The guide's ``NewTaskDispatcher()``: the dispatcher ``manager`` (a
+        ``QueueManager``) built on its message queue from its ``task_dispatcher`` section,
+        the one ``manager.get_task_dispatcher()`` returns, started and stopped with it.
+        ``ConfigError`` when that section is disabled."""
+        get = getattr(manager, "get_task_dispatcher", None)
+        if not callable(get):
+            raise ValidationError("manager", manager, "expected a QueueManager")
+        dispatcher = get()
+        if not isinstance(dispatcher, TaskDispatcher):
+            raise ConfigError(
+                "task_dispatcher.enabled",
+                False,
+                "the manager has no task dispatcher; enable the section, or build "
+                "TaskDispatcher(mq, pubsub) before the queue starts",
+            )
+        return dispatcher
 
     # -- routing and serving -------------------------------------------------------------
 

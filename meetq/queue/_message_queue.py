@@ -44,6 +44,7 @@ from meetq.core._publishing import (
     prepare_message,
     queue_options,
     queue_totals,
+    requeue_request,
 )
 from meetq.core._queues import open_work_queue
 from meetq.core._ratelog import LogEvery
@@ -360,13 +361,7 @@ class MessageQueue(AsyncService):
 
         A dead letter whose record is unreadable (no type or priority to go back to)
         is left where it is, not lost; ``dead_letters()`` lists it with the reason."""
-        _check_count("max_count", max_count)
-        if message_type is not None:
-            check_name("message_type", message_type)
-            message_type = plain_str(message_type)
-        return await self._queue.maintain(
-            Maintenance(action="requeue_dead", limit=max_count, message_type=message_type)
-        )
+        return await self._queue.maintain(requeue_request(max_count, message_type))
 
     async def clear(self, max_count: int | None = None) -> int:
         """Remove every waiting message (running ones finish), or at most ``max_count``

@@ -28,11 +28,12 @@ from meetq.core._publishing import (
     prepare_message,
     queue_options,
     queue_totals,
+    requeue_request,
 )
-from meetq.core._validation import MAX_DEAD_LETTER_BATCH, check_channel, check_count, check_text
+from meetq.core._validation import check_channel, check_text
 from meetq.core.config import MeetqConfig, MessageQueueConfig, load_config
 from meetq.core.errors import ClosedError, ValidationError
-from meetq.core.protocols import Maintenance, SyncBackend, SyncWorkQueue
+from meetq.core.protocols import SyncBackend, SyncWorkQueue
 from meetq.core.registry import BackendContext, BackendRegistry
 from meetq.core.serialization import JsonSerializer, Serializer, encode_pubsub_message
 from meetq.core.types import Message, PubSubMessage
@@ -120,11 +121,13 @@ class SyncProducer:
         self._check_open()
         return self._queue.inspect().dead
 
-    def requeue_dead_letters(self, max_count: int = 100) -> int:
-        """Put up to ``max_count`` oldest dead letters back, attempts reset; how many moved."""
-        check_count("max_count", max_count, MAX_DEAD_LETTER_BATCH)
+    def requeue_dead_letters(self, max_count: int = 100, *, message_type: str | None = None) -> int:
+        """Put up to ``max_count`` oldest dead letters back, attempts reset; how many moved.
+        With ``message_type``, only dead letters of that type move (as
+        ``MessageQueue.requeue_dead_letters``)."""
+        request = requeue_request(max_count, message_type)
         self._check_open()
-        return self._queue.maintain(Maintenance(action="requeue_dead", limit=max_count))
+        return self._queue.maintain(request)
 
     # -- broadcast ---------------------------------------------------------------------
 

@@ -151,22 +151,28 @@ async def test_async_side_is_seen_by_sync_inspection(
     mq = _queue(manager)
 
     @mq.handler("bad")
+    @mq.handler("worse")
     async def fail(message: Message) -> None:
         raise RuntimeError("boom")
 
-    await mq.publish_batch([Message(type="bad"), Message(type="bad")])
+    await mq.publish_batch([Message(type="bad"), Message(type="worse"), Message(type="bad")])
     await mq.publish(Message(type="other", priority=Priority.CRITICAL))
     await manager.start()
     # The sync side sees the async side's dead letters.
-    await eventually(lambda: _dead_count_is(producer, 2))
+    await eventually(lambda: _dead_count_is(producer, 3))
     await mq.stop()  # nobody consumes the requeued ones, so they are counted as waiting
     stats = await asyncio.to_thread(producer.stats)
     expected = await mq.stats()
     assert {k: expected[k] for k in stats} == stats
-    assert stats["queue_length"]["critical"] == 1 and stats["total_failed"] == 2
-    assert await asyncio.to_thread(producer.requeue_dead_letters, 10) == 2
+    assert stats["queue_length"]["critical"] == 1 and stats["total_failed"] == 3
+    # A type filter, as on the async side: only "worse" moves, then the rest.
+    requeue = producer.requeue_dead_letters
+    assert await asyncio.to_thread(requeue, 10, message_type="worse") == 1
+    assert [d.type for d in await mq.dead_letters()] == ["bad", "bad"]
+    assert await asyncio.to_thread(requeue, 10, message_type="nothing-dead") == 0
+    assert await asyncio.to_thread(requeue, 10) == 2
     assert await mq.dead_letter_count() == 0
-    assert await mq.queue_length() == 3
+    assert await mq.queue_length() == 4
 
 
 async def test_many_threads_publish_at_once(
@@ -223,6 +229,8 @@ async def test_same_validation_as_the_async_api(
         ("publish_batch", ("nope",), {}),
         ("publish_batch", ([Message(type="job"), 3],), {}),
         ("requeue_dead_letters", (-1,), {}),
+        ("requeue_dead_letters", (1,), {"message_type": ""}),
+        ("requeue_dead_letters", (1,), {"message_type": 3}),
     ]
     for name, args, kwargs in bad_calls:
         with pytest.raises(ValidationError) as sync_error:

@@ -46,6 +46,18 @@ async def test_builds_every_enabled_component() -> None:
         await qm.stop()
 
 
+async def test_task_dispatcher_from_manager_is_the_managers_own() -> None:
+    qm = await meetq.initialize_queue_system(MEMORY)
+    async with qm:
+        assert TaskDispatcher.from_manager(qm) is qm.get_task_dispatcher()
+    off = await meetq.initialize_queue_system({**MEMORY, "task_dispatcher": {"enabled": False}})
+    async with off:
+        with pytest.raises(meetq.ConfigError, match="task_dispatcher.enabled"):
+            TaskDispatcher.from_manager(off)
+    with pytest.raises(meetq.ValidationError, match="manager"):
+        TaskDispatcher.from_manager("not a manager")  # type: ignore[arg-type]
+
+
 async def test_defaults_build_on_memory() -> None:
     qm = await meetq.initialize_queue_system()
     try:
