@@ -52,7 +52,7 @@ async def test_task_dispatcher_from_manager_is_the_managers_own() -> None:
         assert TaskDispatcher.from_manager(qm) is qm.get_task_dispatcher()
     off = await meetq.initialize_queue_system({**MEMORY, "task_dispatcher": {"enabled": False}})
     async with off:
-        with pytest.raises(meetq.ConfigError, match="task_dispatcher.enabled"):
+        with pytest.raises(meetq.ConfigError, match=r"task_dispatcher\.enabled"):
             TaskDispatcher.from_manager(off)
     with pytest.raises(meetq.ValidationError, match="manager"):
         TaskDispatcher.from_manager("not a manager")  # type: ignore[arg-type]
