@@ -16,7 +16,9 @@ key prefix set):
 - ``sleep 10ms``: 5,000 pre-published jobs whose async handler awaits
   ``asyncio.sleep(0.01)``, drained by one worker process: jobs/s (start to the last
   ack); ``workers=4`` repeats it with the guide's explicit setting;
-- ``latency``: 3,000 publishes one at a time (awaiting each), p50/p99 in microseconds.
+- ``latency``: 3,000 publishes one at a time (awaiting each), p50/p99 in microseconds;
+  ``RPUSH latency`` the same for redis-py's awaited ``RPUSH`` of the same payloads (the
+  bare round trip the publish latency is compared with, in the same run).
 """
 
 from __future__ import annotations
@@ -130,6 +132,28 @@ async def _latency(url: str) -> dict[str, float]:
     }
 
 
+async def _bare_latency(url: str) -> dict[str, float]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    key = f"bare{uuid.uuid4().hex[:8]}"
+    items = [json.dumps({"i": i}) for i in range(LATENCY_SAMPLES + 200)]
+    await client.ping()
+    spans = []
+    for i, item in enumerate(items):
+        start = time.perf_counter_ns()
+        await client.rpush(key, item)
+        if i >= 200:  # warm-up, as for the publish latency
+            spans.append(time.perf_counter_ns() - start)
+    spans.sort()
+    await client.delete(key)
+    await client.aclose()
+    return {
+        "p50": spans[len(spans) // 2] / 1000,
+        "p99": spans[int(len(spans) * 0.99)] / 1000,
+    }
+
+
 async def _bare(url: str, tasks: int) -> dict[str, float]:
     import redis.asyncio as aioredis
 
@@ -167,7 +191,7 @@ def _child(kind: str, url: str) -> dict[str, Any]:
     if name == "latency":
         return asyncio.run(_latency(url))
     if name == "bare":
-        return asyncio.run(_bare(url, int(arg)))
+        return asyncio.run(_bare(url, int(arg)) if arg else _bare_latency(url))
     raise SystemExit(f"unknown kind {kind!r}")
 
 
@@ -190,7 +214,8 @@ def _run(kind: str, url: str, tree: str | None) -> dict[str, Any]:
 
 
 MEETQ_KINDS = ("publish:100", "publish:1000", "sleep:", "sleep:4", "latency:")
-BARE_KINDS = ("bare:0", "bare:100", "bare:1000")
+BARE_KINDS = ("bare:0", "bare:100", "bare:1000", "bare:")
+LATENCY_KINDS = ("latency:", "bare:")
 LABELS = {
     "publish:100": "publish x100",
     "publish:1000": "publish x1000",
@@ -200,6 +225,7 @@ LABELS = {
     "bare:0": "RPUSH pipelined (redis-py)",
     "bare:100": "RPUSH x100 (redis-py)",
     "bare:1000": "RPUSH x1000 (redis-py)",
+    "bare:": "RPUSH latency (us, redis-py)",
 }
 
 
@@ -208,7 +234,7 @@ def _cell(samples: list[dict[str, Any]], kind: str) -> str:
     good = [s for s in samples if "failed" not in s]
     if not good:
         return f"failed: {failed[0][:60]}"
-    if kind.startswith("latency"):
+    if kind in LATENCY_KINDS:
         p50 = statistics.median(s["p50"] for s in good)
         p99 = statistics.median(s["p99"] for s in good)
         return f"p50 {p50:.0f} / p99 {p99:.0f}"
@@ -242,6 +268,8 @@ def main() -> None:
     wanted = set(filter(None, args.only.split(",")))
     meetq_kinds = [k for k in MEETQ_KINDS if not wanted or k.split(":")[0] in wanted]
     bare_kinds = [k for k in BARE_KINDS if not wanted or "bare" in wanted]
+    if "latency" in wanted and "bare:" not in bare_kinds:
+        bare_kinds.append("bare:")  # a latency is read next to the bare round trip's
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with RedisServer() as server:
         for _ in range(args.runs):

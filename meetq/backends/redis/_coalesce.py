@@ -6,12 +6,15 @@ connections and each paid a full network hop. ioredis and BullMQ coalesce instea
 so does this: the first call finds nothing in flight and is sent at once, in its own
 task (a lone publish waits for no batch window, no timer, no other task); calls made
 while it is on the wire queue up, and when it returns one task sends all of them in one
-write on one connection and hands each caller its own reply. Each call stays its own
-command (one EVALSHA per publish, not one script for the batch), so one message's
-failure is that caller's error alone and the others are stored: all-or-nothing stays
-per message. At most two round trips are in flight per queue (``MAX_IN_FLIGHT``), on
-two connections, and a write carries at most ``MAX_BATCH`` calls: so Redis can run the
-scripts of one write while this process parses the replies of the other and its callers
+write on one connection and hands each caller its own reply. What the write carries is
+``send_many``'s choice: the Redis work queue runs its single publishes as one
+``enqueue.lua`` call (one script run costs Redis about a third of one ``enqueue_one``
+run each), and if the server refuses that call, sends each again alone, so one
+message's failure is that caller's error alone and the others are stored:
+all-or-nothing stays per message. At most two round trips are in flight per queue
+(``MAX_IN_FLIGHT``), on two connections, and a write carries at most ``MAX_BATCH``
+calls: so Redis can run the scripts of one write while this process parses the replies
+of the other and its callers
 publish again, instead of the two taking turns; more in flight would only queue in
 Redis, which runs scripts one after another. (On the shared 2-core bench machine the gain
 is within its noise: bench/bench_concurrency.py.) The callers a batch wakes usually

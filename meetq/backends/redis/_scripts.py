@@ -35,6 +35,7 @@ __all__ = [
     "inspect_steps",
     "live_workers",
     "lossy_text",
+    "merged_enqueue",
     "requeue_steps",
     "text",
 ]
@@ -87,8 +88,15 @@ class Script:
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
 
+# Where _lib.lua's head (the key names, BAND, now_ms) ends and its helpers begin.
+_HEAD_END: Final = "-- HEAD END\n"
+# Loaded with the head only: the publish hot path uses none of the helpers.
+_HEAD_ONLY: Final = frozenset({"enqueue_one"})
+
+
 def _load_scripts() -> dict[str, Script]:
     prelude = (_LUA_DIR / "_lib.lua").read_text(encoding="utf-8")
+    head = prelude[: prelude.index(_HEAD_END) + len(_HEAD_END)]
     names = (
         "enqueue",
         "enqueue_one",
@@ -103,7 +111,7 @@ def _load_scripts() -> dict[str, Script]:
         "clear",
         "clear_dead",
     )
-    return {name: Script(name, prelude) for name in names}
+    return {name: Script(name, head if name in _HEAD_ONLY else prelude) for name in names}
 
 
 SCRIPTS: Final = _load_scripts()
@@ -206,6 +214,38 @@ def enqueue_call(keys: QueueKeys, messages: Sequence[StoredMessage]) -> Call:
         body += (m.id, t, m.priority, m.delay_ms, key, m.body)
     names = list(index)
     return SCRIPTS["enqueue"], keys.with_types(names), [len(names), *names, *body]
+
+
+#: Fewer enqueue_one calls than this in one coalesced write go out as they are: for two,
+#: enqueue.lua's checks of every key cost Redis more than the two scripts; at three it
+#: is about even (and one reply to read instead of three), from four on it is cheaper.
+MERGE_MIN: Final = 3
+
+
+def merged_enqueue(calls: Sequence[Call]) -> tuple[Call, list[int]] | None:
+    """One enqueue.lua call storing the messages of the enqueue_one calls among ``calls``
+    (built by ``enqueue_call``), in their order, and those calls' indexes; None when
+    there are fewer than ``MERGE_MIN``.
+
+    enqueue.lua checks every key before its first write, so it stores all of them or,
+    failing, none: the caller may then send each one alone for its own outcome. Each
+    of them succeeds with enqueue_one's reply 1 (the message's own id)."""
+    one = SCRIPTS["enqueue_one"]
+    singles = [i for i, call in enumerate(calls) if call[0] is one]
+    if len(singles) < MERGE_MIN:
+        return None
+    keys: list[bytes] = list(calls[singles[0]][1][: len(FIXED_KEYS)])
+    index: dict[Any, int] = {}
+    body: list[Any] = []
+    for i in singles:
+        _, call_keys, (message_id, message_type, priority, delay_ms, data) = calls[i]
+        t = index.get(message_type)
+        if t is None:
+            t = index[message_type] = len(index) + 1
+            # enqueue_one's KEYS: the fixed ones, then its type's triplet.
+            keys += call_keys[len(FIXED_KEYS) : len(FIXED_KEYS) + 3]
+        body += (message_id, t, priority, delay_ms, "", data)
+    return (SCRIPTS["enqueue"], keys, [len(index), *index, *body]), singles
 
 
 def enqueue_ids(messages: Sequence[StoredMessage], reply: Any) -> list[str]:

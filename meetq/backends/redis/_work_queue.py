@@ -10,8 +10,9 @@ worker whose last exchange left it idle is *parked*, and the next publish of its
 is leased to it inside ``enqueue_one`` and sent on the worker's own channel, so it
 starts without a claim round trip (see ``lua/enqueue_one.lua``); ``inspect`` is one
 script; concurrent ``enqueue`` calls coalesce (``_coalesce.py``): those made while
-round trips are on the wire (two at most) go out together, one EVALSHA each, in the next
-write on one connection; the clock is Redis ``TIME``, so every process agrees on it.
+round trips are on the wire (two at most) go out together in the next write on one
+connection, their single publishes as one ``enqueue.lua`` call; the clock is Redis
+``TIME``, so every process agrees on it.
 Core's rules arrive as data: the dead-letter caps and the outcome-to-counter policy in
 ``WorkQueueOptions``, retry delays in each ``Settlement``, the sweep's reason text in
 ``Maintenance``.
@@ -79,6 +80,7 @@ from meetq.backends.redis._scripts import (
     enqueue_call,
     enqueue_ids,
     inspect_steps,
+    merged_enqueue,
     requeue_steps,
 )
 from meetq.backends.redis._scripts import Script as _Script
@@ -240,7 +242,7 @@ class RedisWorkQueue:
             else contextlib.nullcontext
         )
         self._enqueues: Coalescer[_Call] = Coalescer(
-            self._eval_call, self._eval_many, name=f"meetq:{queue_name}:enqueue"
+            self._eval_call, self._eval_coalesced, name=f"meetq:{queue_name}:enqueue"
         )
 
     # -- plumbing ----------------------------------------------------------------------
@@ -294,6 +296,37 @@ class RedisWorkQueue:
             else reply
             for call, reply in zip(calls, replies, strict=True)
         ]
+
+    async def _eval_coalesced(self, calls: Sequence[_Call]) -> list[object]:
+        """The coalesced enqueues: their single publishes as one enqueue.lua call.
+
+        One script run for many messages costs Redis a fraction of one run each (the
+        script's fixed cost and its counter, sequence and notify commands are paid
+        once). It stores all of them or none; if the server refused it (a corrupt key),
+        each is sent again alone, so each caller gets its own outcome."""
+        merged = merged_enqueue(calls)
+        if merged is None:
+            return await self._eval_many(calls)
+        call, singles = merged
+        alone = set(singles)
+        rest = [i for i in range(len(calls)) if i not in alone]
+        replies = await self._eval_many([call, *(calls[i] for i in rest)])
+        out: list[object] = [1] * len(calls)  # enqueue_one's "stored"
+        for i, reply in zip(rest, replies[1:], strict=True):
+            out[i] = reply
+        failed = replies[0]
+        if isinstance(failed, BaseException):
+            cause = failed.__cause__
+            if isinstance(cause, redis.exceptions.ResponseError):
+                again = await self._eval_many([calls[i] for i in singles])
+            elif isinstance(cause, redis.exceptions.RedisError | OSError):
+                # The round trip failed (one more would, too): its error, one per caller.
+                again = [translated("enqueue", cause) for _ in singles]
+            else:
+                again = [ClosedError(str(failed)) for _ in singles]
+            for i, reply in zip(singles, again, strict=True):
+                out[i] = reply
+        return out
 
     async def _evalsha_many(self, calls: Sequence[_Call]) -> list[Any]:
         if not self._fast:

@@ -27,6 +27,16 @@ local K_SEQ, K_TYPES, K_HANDLERS, K_NOTIFY = KEYS[11], KEYS[12], KEYS[13], KEYS[
 
 -- A ready score is (3 - priority) * BAND + seq: one ZSET gives strict priority, then FIFO.
 local BAND = 17592186044416 -- 2^44, written out so Lua 5.3+ keeps it an integer
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- enqueue_one.lua, the publish hot path, is loaded with the lines above only (cut at the
+-- next line by _scripts.py): running the definitions below on every call cost about a
+-- fifth of its time.
+-- HEAD END
 -- Lua's C stack holds about 8000 values: bulk commands go out in chunks of this many.
 local CHUNK = 4000
 -- Due delayed messages / expired leases moved per type per call: bounds script time.
@@ -96,11 +106,6 @@ end
 local function type_fault(base)
   return wrong_type(KEYS[base], 'zset') or wrong_type(KEYS[base + 1], 'zset')
     or wrong_type(KEYS[base + 2], 'zset')
-end
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 local function priority_of(score)

@@ -1,5 +1,7 @@
 -- enqueue_one: the common case of enqueue, one message without a dedup key, in as few
--- commands as possible (enqueue.lua handles batches and dedup keys).
+-- commands as possible (enqueue.lua handles batches and dedup keys): eleven when no
+-- worker is parked on the type. Loaded after the head of _lib.lua only (its key names,
+-- BAND, now_ms): it uses none of the helpers, whose definitions run on every call.
 -- KEYS: the fixed layout of _lib.lua, then the ready/delayed/lease triplet of its type,
 --   then KEYS[18] parked (HASH worker channel -> 'free lease_ms') and KEYS[19] parked:T
 --   (ZSET worker channel -> park deadline ms), both written by exchange.lua.
@@ -22,13 +24,14 @@ end
 -- The hot path of publish, so it checks nothing in advance: each write is a pcall, and
 -- the first that fails undoes those before it (Redis would keep them), so a failed
 -- publish leaves the state as it was and returns an error naming the key.
--- A stored body means the id is taken: waiting, leased, or kept as a dead letter.
-local taken = redis.pcall('HEXISTS', K_BODY, id)
-if type(taken) == 'table' then
-  return redis.error_reply('meetq: corrupt key ' .. K_BODY .. ': ' .. taken.err)
+-- The body first, and only if absent: a stored body means the id is taken (waiting,
+-- leased, or kept as a dead letter), and then nothing is written.
+local fresh = redis.pcall('HSETNX', K_BODY, id, ARGV[5])
+if type(fresh) == 'table' then
+  return redis.error_reply('meetq: corrupt key ' .. K_BODY .. ': ' .. fresh.err)
 end
-if taken == 1 then return 0 end
-local undo = {}
+if fresh == 0 then return 0 end
+local undo = {{'HDEL', K_BODY, id}}
 local function undo_all()
   for i = #undo, 1, -1 do redis.call(unpack(undo[i])) end
   undo = {}
@@ -46,20 +49,21 @@ end
 local seq = write({'PING'}, 'INCR', K_SEQ)
 local score = (3 - p) * BAND + seq
 local now = now_ms()
-write({'HDEL', K_BODY, id}, 'HSET', K_BODY, id, ARGV[5])
 write({'HDEL', K_SCORE, id}, 'HSET', K_SCORE, id, score)
 if write({'PING'}, 'SADD', K_TYPES, ARGV[2]) == 1 then undo[#undo] = {'SREM', K_TYPES, ARGV[2]} end
 write({'HINCRBY', K_COUNTS, 'published', -1}, 'HINCRBY', K_COUNTS, 'published', 1)
 local ready = delay <= 0
 
--- A parked worker for it, or nil. Only reads, each a pcall: a corrupt parked key means
--- no hand-off (the message is stored as ready), never a failed publish.
+-- A parked worker for it, or nil: first the live entries of parked:T (none unless a
+-- worker of the type idles: one command, the usual way out), then nothing of the type
+-- may be ready (a hand-off must not overtake it). Only reads, each a pcall: a corrupt
+-- parked key means no hand-off (the message is stored as ready), never a failed publish.
 local K_PARKED, K_PARKED_T = KEYS[18], KEYS[19]
 local function parked_worker()
+  local found = redis.pcall('ZREVRANGEBYSCORE', K_PARKED_T, '+inf', '(' .. now, 'LIMIT', 0, 3)
+  if type(found) ~= 'table' or found.err or #found == 0 then return nil end
   local ahead = redis.pcall('ZCARD', KEYS[15])
   if type(ahead) ~= 'number' or ahead > 0 then return nil end
-  local found = redis.pcall('ZREVRANGEBYSCORE', K_PARKED_T, '+inf', '(' .. now, 'LIMIT', 0, 3)
-  if type(found) ~= 'table' or found.err then return nil end
   for _, channel in ipairs(found) do
     local info = redis.pcall('HGET', K_PARKED, channel)
     local free, lease_ms
