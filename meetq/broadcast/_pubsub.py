@@ -44,6 +44,7 @@ from meetq.core._validation import (
 )
 from meetq.core.config import EventBusConfig
 from meetq.core.errors import ClosedError, ValidationError
+from meetq.core.middleware import Broadcast, MiddlewareChain
 from meetq.core.protocols import Backend, PubSubTransport, TransportMessage
 from meetq.core.serialization import (
     JsonSerializer,
@@ -186,6 +187,8 @@ class PubSub(AsyncService):
         self._dropped = 0
         self._decode_errors = 0
         self._decode_log = LogEvery()
+        # Middleware (meetq.core.middleware): unused, one tuple test per publish/delivery.
+        self._middleware = MiddlewareChain("pubsub", PubSubMessage)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -468,6 +471,15 @@ class PubSub(AsyncService):
             if room is not None and not room.done():
                 room.set_result(None)
 
+    # -- middleware ---------------------------------------------------------------------
+
+    def add_middleware(self, middleware: object) -> None:
+        """Run ``middleware``'s hooks around every publish and every handler call of this
+        PubSub (``meetq.core.middleware``: the same four hooks as a ``MessageQueue``'s,
+        with the channel for the queue, a ``PubSubMessage``, and a ``Broadcast`` for the
+        delivery; tracing uses this)."""
+        self._middleware.add(middleware)
+
     # -- publishing ---------------------------------------------------------------------
 
     async def publish(self, channel: str, message: PubSubMessage) -> int:
@@ -475,6 +487,8 @@ class PubSub(AsyncService):
         connections received it (Redis's count; 0 when nobody listens)."""
         self._check_open()
         _check_channel("channel", channel)
+        if self._middleware.publishing:
+            return (await self._publish_observed(channel, [message], single=True))[0]
         data = self._encode(message, "message")
         count = await self._transport.publish(self._prefix + channel, data)
         self._published += 1
@@ -490,11 +504,40 @@ class PubSub(AsyncService):
         _check_channel("channel", channel)
         if isinstance(messages, PubSubMessage | str | bytes) or not isinstance(messages, Iterable):
             raise ValidationError("messages", messages, "expected a sequence of PubSubMessage")
+        if self._middleware.publishing and messages:
+            return await self._publish_observed(channel, messages, single=False)
         encoded = [self._encode(m, f"messages[{i}]") for i, m in enumerate(messages)]
         if not encoded:
             return []
         counts = await self._transport.publish_many(self._prefix + channel, encoded)
         self._published += len(encoded)
+        return counts
+
+    async def _publish_observed(
+        self, channel: str, messages: Sequence[PubSubMessage], *, single: bool
+    ) -> list[int]:
+        chain = self._middleware
+        shown = [
+            chain.before_publish(channel, m) if isinstance(m, PubSubMessage) else m
+            for m in messages
+        ]
+        try:
+            encoded = [
+                self._encode(m, "message" if single else f"messages[{i}]")
+                for i, m in enumerate(shown)
+            ]
+            if single:
+                counts = [await self._transport.publish(self._prefix + channel, encoded[0])]
+            else:
+                counts = await self._transport.publish_many(self._prefix + channel, encoded)
+        except BaseException as exc:
+            for m in shown:
+                if isinstance(m, PubSubMessage):
+                    chain.after_publish(channel, m, None, exc)
+            raise
+        self._published += len(encoded)
+        for m in shown:
+            chain.after_publish(channel, m, m.id, None)
         return counts
 
     def _encode(self, message: object, field: str) -> bytes:
@@ -661,7 +704,10 @@ class PubSub(AsyncService):
                     if not room.done():
                         room.set_result(None)
                 try:
-                    await run(message)
+                    if self._middleware.processing:
+                        await self._run_observed(sub, message)
+                    else:
+                        await run(message)
                 except BaseException as exc:
                     failure = user_failure(exc)  # raises a cancellation of this consumer
                     self._failed += 1
@@ -680,6 +726,23 @@ class PubSub(AsyncService):
                 return
             waiter = sub.waiter = loop.create_future()
             await waiter
+
+    async def _run_observed(self, sub: _Subscriber, message: PubSubMessage) -> None:
+        """``sub``'s handler on ``message`` between the middleware's process hooks."""
+        chain = self._middleware
+        seen = Broadcast(message.channel or "", sub.key[1], self.source, message)
+        chain.before_process(seen)
+        try:
+            await sub.run(message)
+        except BaseException as exc:
+            try:
+                error = user_failure(exc).error
+            except BaseException:  # this consumer cancelled (stop): not the handler's doing
+                chain.after_process(seen, "release", None)
+                raise
+            chain.after_process(seen, "drop", error)
+            raise
+        chain.after_process(seen, "ack", None)
 
     # -- reconnects and stats -----------------------------------------------------------
 

@@ -37,6 +37,9 @@ Design (why it looks like this):
   (itself, say), so no middleware needs a dict of its own keyed by lease.
 - A message that cannot be decoded never reaches ``before_process`` (there is no message
   to show); ``MessageQueue.stats()["undecodable"]`` counts those.
+- A ``PubSub`` takes the same hooks (``PubSub.add_middleware``): the channel for the
+  queue, a ``PubSubMessage``, and a ``Broadcast`` (one handler call) for the delivery;
+  one object (tracing's) may serve both and tell them apart by those types.
 """
 
 from __future__ import annotations
@@ -44,15 +47,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import attrs
 
 from meetq.core._ratelog import LogEvery
 from meetq.core.errors import ValidationError
-from meetq.core.types import Message
+from meetq.core.types import Message, PubSubMessage
 
-__all__ = ["OUTCOMES", "Delivery", "Middleware", "MiddlewareChain", "Outcome"]
+__all__ = ["OUTCOMES", "Broadcast", "Delivery", "Middleware", "MiddlewareChain", "Outcome"]
 
 log = logging.getLogger("meetq.middleware")
 
@@ -87,6 +90,26 @@ class Delivery:
     scratch: dict[Any, Any] = attrs.field(factory=dict)
 
 
+@attrs.define(slots=True)
+class Broadcast:
+    """One PubSub message reaching one handler, as middleware added to a ``PubSub`` sees
+    it (``before_process`` / ``after_process`` get this instead of a ``Delivery``).
+
+    ``channel`` is the channel it was published on (without the namespace prefix);
+    ``subscription`` the channel or pattern the handler subscribed to; ``source`` the
+    receiving ``PubSub``'s source name (its process). The outcome is ``ack`` when the
+    handler returned, ``dropped`` when it raised (PubSub does not retry; ``error`` holds
+    the failure), ``release`` when a stop cancelled it.
+    """
+
+    channel: str
+    subscription: str
+    source: str
+    message: PubSubMessage
+    started: float = 0.0
+    scratch: dict[Any, Any] = attrs.field(factory=dict)
+
+
 class Middleware(Protocol):
     """What a middleware may implement; every method is optional (see the module doc)."""
 
@@ -103,6 +126,8 @@ class Middleware(Protocol):
     ) -> None: ...
 
 
+M = TypeVar("M", Message, PubSubMessage)
+
 _HOOKS = ("before_publish", "after_publish", "before_process", "after_process")
 
 
@@ -110,11 +135,14 @@ class MiddlewareChain:
     """The middleware of one component, its methods resolved once when added.
 
     The component tests ``chain.publishing`` / ``chain.processing`` (plain tuples: empty
-    is falsy) before doing any per-message work for it.
+    is falsy) before doing any per-message work for it. ``message_class`` is what the
+    component publishes (``Message``; ``PubSubMessage`` for a ``PubSub``): a
+    ``before_publish`` may replace the message only with one of that class.
     """
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, message_class: type[Any] = Message) -> None:
         self._owner = owner
+        self._message_class = message_class
         self.middleware: tuple[object, ...] = ()
         self.publishing: tuple[object, ...] = ()
         self.processing: tuple[object, ...] = ()
@@ -152,7 +180,7 @@ class MiddlewareChain:
                 exc_info=exc,
             )
 
-    def before_publish(self, queue: str, message: Message) -> Message:
+    def before_publish(self, queue: str, message: M) -> M:
         """Run every ``before_publish``; return the message to store."""
         for hook in self._hooks["before_publish"]:
             try:
@@ -160,12 +188,12 @@ class MiddlewareChain:
             except Exception as exc:
                 self._failed(hook, exc)
                 continue
-            if isinstance(replaced, Message):
+            if isinstance(replaced, self._message_class):
                 message = replaced
         return message
 
     def after_publish(
-        self, queue: str, message: Message, message_id: str | None, error: BaseException | None
+        self, queue: str, message: object, message_id: str | None, error: BaseException | None
     ) -> None:
         for hook in self._hooks["after_publish"]:
             try:
@@ -173,7 +201,7 @@ class MiddlewareChain:
             except Exception as exc:
                 self._failed(hook, exc)
 
-    def before_process(self, delivery: Delivery) -> None:
+    def before_process(self, delivery: Delivery | Broadcast) -> None:
         delivery.started = time.perf_counter()
         for hook in self._hooks["before_process"]:
             try:
@@ -181,7 +209,9 @@ class MiddlewareChain:
             except Exception as exc:
                 self._failed(hook, exc)
 
-    def after_process(self, delivery: Delivery, settled: str, error: str | None) -> None:
+    def after_process(
+        self, delivery: Delivery | Broadcast, settled: str, error: str | None
+    ) -> None:
         """``settled`` is the settlement's outcome (``drop`` becomes ``dropped``)."""
         duration = time.perf_counter() - delivery.started
         outcome = _SETTLED_AS[settled]

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
+from meetq.broadcast._pubsub import PubSub
 from meetq.core.errors import MissingDependencyError, ValidationError
-from meetq.core.middleware import Delivery, Outcome
-from meetq.core.types import Message, Priority
+from meetq.core.middleware import Broadcast, Delivery, Outcome
+from meetq.core.types import Message, Priority, PubSubMessage
+from meetq.dispatch._dispatcher import TaskDispatcher
 from meetq.manager._manager import QueueManager
 from meetq.queue._message_queue import MessageQueue
 
@@ -38,6 +40,8 @@ INSTALL = "pip install 'meetq[otel]'"
 SYSTEM = "meetq"
 
 _PRIORITY_NAMES = {int(p): p.name.lower() for p in Priority}
+
+M = TypeVar("M", Message, PubSubMessage)
 
 
 def tracing_available() -> bool:
@@ -81,27 +85,30 @@ class TracingMiddleware:
         # Send spans between before_publish and after_publish, by (queue, message id).
         self._sending: dict[tuple[str, str], Any] = {}
 
-    def before_publish(self, queue: str, message: Message) -> Message:
-        span = self._tracer.start_span(
-            f"send {queue}",
-            kind=self._producer,
-            attributes={
-                "messaging.system": SYSTEM,
-                "messaging.destination.name": queue,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "send",
-                "messaging.message.id": message.id,
-                "messaging.meetq.message_type": message.type,
-                "messaging.meetq.priority": _PRIORITY_NAMES[message.priority],
-            },
-        )
+    def before_publish(self, queue: str, message: M) -> M:
+        """``queue`` is the channel when ``message`` is a ``PubSubMessage``."""
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.destination.name": queue,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.message.id": message.id,
+            "messaging.meetq.message_type": message.type,
+        }
+        if isinstance(message, Message):
+            attributes["messaging.meetq.priority"] = _PRIORITY_NAMES[message.priority]
+        span = self._tracer.start_span(f"send {queue}", kind=self._producer, attributes=attributes)
         self._sending[(queue, message.id)] = span
         headers = dict(message.headers)
         self._propagate.inject(headers, context=self._trace.set_span_in_context(span))
         return attrs.evolve(message, headers=headers)
 
     def after_publish(
-        self, queue: str, message: Message, message_id: str | None, error: BaseException | None
+        self,
+        queue: str,
+        message: Message | PubSubMessage,
+        message_id: str | None,
+        error: BaseException | None,
     ) -> None:
         span = self._sending.pop((queue, message.id), None)
         if span is None:
@@ -126,7 +133,10 @@ class TracingMiddleware:
         sent = self._trace.get_current_span(textmap.extract(headers)).get_span_context()
         return [self._link(sent)] if sent.is_valid else []
 
-    def before_process(self, delivery: Delivery) -> None:
+    def before_process(self, delivery: Delivery | Broadcast) -> None:
+        if isinstance(delivery, Broadcast):
+            self._receive(delivery)
+            return
         message = delivery.message
         queue = delivery.queue
         span = self._tracer.start_span(
@@ -148,8 +158,30 @@ class TracingMiddleware:
         token = self._attach(self._set_span_in_context(span))
         delivery.scratch[self] = (span, token)
 
+    def _receive(self, seen: Broadcast) -> None:
+        message = seen.message
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.destination.name": seen.channel,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.message.id": message.id,
+            "messaging.meetq.message_type": message.type,
+            "messaging.meetq.worker": seen.source,
+        }
+        if seen.subscription != seen.channel:
+            attributes["messaging.meetq.subscription"] = seen.subscription  # a pattern
+        span = self._tracer.start_span(
+            f"process {seen.channel}",
+            kind=self._consumer,
+            links=self._sent_links(message.headers),
+            attributes=attributes,
+        )
+        token = self._attach(self._set_span_in_context(span))
+        seen.scratch[self] = (span, token)
+
     def after_process(
-        self, delivery: Delivery, outcome: Outcome, duration: float, error: str | None
+        self, delivery: Delivery | Broadcast, outcome: Outcome, duration: float, error: str | None
     ) -> None:
         held = delivery.scratch.pop(self, None)
         if held is None:
@@ -166,19 +198,31 @@ class TracingMiddleware:
 
 
 def instrument_tracing(*targets: object, tracer_provider: Any = None) -> TracingMiddleware | None:
-    """Trace ``targets`` (a ``QueueManager``'s message queue, or ``MessageQueue``s) with
-    one ``TracingMiddleware``; return it, or None (and do nothing) when
-    opentelemetry-api is not installed."""
+    """Trace ``targets`` with one ``TracingMiddleware``: a ``QueueManager`` (its message
+    queue and PubSub, which its task dispatcher travels on), a ``MessageQueue``, a
+    ``PubSub``, or a ``TaskDispatcher`` (its message queue and status PubSub). Return it,
+    or None (and do nothing) when opentelemetry-api is not installed. A component
+    reached twice is traced once."""
     if not tracing_available():
         return None
     middleware = TracingMiddleware(tracer_provider)
+    traced: list[MessageQueue | PubSub] = []
     for target in targets:
         if isinstance(target, QueueManager):
-            mq = target.get_message_queue()
-            if mq is not None:
-                mq.add_middleware(middleware)
-        elif isinstance(target, MessageQueue):
-            target.add_middleware(middleware)
+            parts: list[object] = [target.get_message_queue(), target.get_pubsub()]
+            dispatcher = target.get_task_dispatcher()
+            if dispatcher is not None:
+                parts += [dispatcher.message_queue, dispatcher.pubsub]
+        elif isinstance(target, TaskDispatcher):
+            parts = [target.message_queue, target.pubsub]
+        elif isinstance(target, MessageQueue | PubSub):
+            parts = [target]
         else:
-            raise ValidationError("target", target, "expected a QueueManager or MessageQueue")
+            raise ValidationError(
+                "target", target, "expected a QueueManager, MessageQueue, PubSub or TaskDispatcher"
+            )
+        for part in parts:
+            if isinstance(part, MessageQueue | PubSub) and not any(part is t for t in traced):
+                part.add_middleware(middleware)
+                traced.append(part)
     return middleware

@@ -85,6 +85,9 @@ __all__ = ["MessageQueue"]
 
 log = logging.getLogger("meetq.message_queue")
 
+# How long stop() waits for handlers it cancelled after the grace (their cleanup).
+CANCELLED_HANDLER_WAIT = 2.0
+
 Handler = Callable[[Message], Any]
 H = TypeVar("H", bound=Handler)
 
@@ -509,7 +512,18 @@ class MessageQueue(AsyncService):
                 for task in late:
                     task.cancel()
                 if late:
-                    await asyncio.wait(late)
+                    # Bounded: a handler that ignores its cancellation is left running;
+                    # its message comes back after its lease, as after a crash.
+                    _, stuck = await asyncio.wait(late, timeout=CANCELLED_HANDLER_WAIT)
+                    if stuck:
+                        log.error(
+                            "meetq: %s: %d handler(s) still running %.1fs after being "
+                            "cancelled on stop; left running, their messages are "
+                            "delivered again after their lease",
+                            self.name,
+                            len(stuck),
+                            CANCELLED_HANDLER_WAIT,
+                        )
             # Last flush of settlements, then stop the helpers.
             for task in self._tasks[1:]:
                 task.cancel()

@@ -41,3 +41,10 @@ async def build(config: str | None) -> meetq.QueueManager:
 
 def no_parameter() -> meetq.QueueManager:
     raise AssertionError("never called: the tests pass --config to it, which is refused")
+
+
+async def fails_in_worker_1(config: str | None) -> meetq.QueueManager:
+    """``build``, except in the supervisor's child 1, which fails at once every time."""
+    if os.environ.get("MEETQ_WORKER_INDEX") == "1":
+        raise RuntimeError("worker 1 cannot start (on purpose)")
+    return await build(config)

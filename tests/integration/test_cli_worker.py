@@ -8,6 +8,7 @@ condition (a list's length, a log event, a process exit), never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -59,6 +60,14 @@ class Worker:
         status = await asyncio.wait_for(self.proc.wait(), BOUND)
         await asyncio.wait_for(self._reader, BOUND)
         return status
+
+    async def stderr_closed(self) -> None:
+        """Every process holding the stderr pipe (the supervisor and its children, who
+        share it) has exited: the reader saw end of file."""
+        await asyncio.wait_for(self._reader, BOUND)
+
+    def child_events(self, name: str, pid: int) -> list[dict[str, Any]]:
+        return [r for r in self.events(name) if r.get("pid") == pid]
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
@@ -355,3 +364,74 @@ async def test_the_supervisor_does_not_restart_a_child_that_cannot_run(spawn: An
     assert not supervisor.events("worker_restarting")
     assert len(supervisor.events("worker_started")) == 2
 
+
+
+async def test_a_second_signal_stops_the_supervisor_and_its_children_at_once(
+    spawn: Any, mq: meetq.MessageQueue, client: redis.asyncio.Redis, meetq_namespace: str
+) -> None:
+    await mq.publish_batch(_jobs(6, hold=True))
+    supervisor = await spawn("--processes", "2", "--grace", "600")
+    children = [r["child_pid"] for r in await supervisor.wait_event("worker_started", 2)]
+    # 2 children x 3 workers: every child holds three handlers, so each drain is long.
+    await _wait_len(client, meetq_namespace, "started", 6)
+    supervisor.signal(signal.SIGTERM)
+    await supervisor.wait_event("draining", 3)  # the supervisor's and each child's
+    assert all(supervisor.child_events("draining", pid) for pid in children)
+    supervisor.signal(signal.SIGINT)
+    assert await supervisor.exit_status() == 128 + signal.SIGINT
+    # exit_status() also waited for the shared stderr to close: the children are gone
+    # too, each having stopped at once itself (told "now" through its stdin).
+    for pid in children:
+        assert supervisor.child_events("stopping_now", pid)
+        assert not supervisor.child_events("stopped", pid)  # no drain ran to its end
+    assert supervisor.child_events("stopping_now", supervisor.proc.pid)
+    assert await client.llen(f"{meetq_namespace}:done") == 0
+
+
+async def test_the_supervisor_gives_up_on_a_child_that_keeps_dying_at_once(
+    spawn: Any, mq: meetq.MessageQueue, client: redis.asyncio.Redis, meetq_namespace: str
+) -> None:
+    from meetq.cli._supervisor import MAX_QUICK_FAILURES
+
+    supervisor = await spawn("--processes", "2", app="_cli_app:fails_in_worker_1")
+    assert await supervisor.exit_status() == 1
+    exits = supervisor.events("worker_exited")
+    failed = [r for r in exits if r["worker_index"] == 1]
+    assert [r["exit_status"] for r in failed] == [1] * MAX_QUICK_FAILURES
+    restarts = [r for r in supervisor.events("worker_restarting") if r["worker_index"] == 1]
+    assert len(restarts) == MAX_QUICK_FAILURES - 1  # the last failure is not restarted
+    assert any("giving up" in r["message"] for r in supervisor.records)
+    # The healthy child was started once and drained when the supervisor gave up.
+    assert [r["exit_status"] for r in exits if r["worker_index"] == 0] == [0]
+    assert not [r for r in supervisor.events("worker_restarting") if r["worker_index"] == 0]
+
+
+async def test_children_of_a_sigkilled_supervisor_drain_by_themselves(
+    spawn: Any, mq: meetq.MessageQueue, client: redis.asyncio.Redis, meetq_namespace: str
+) -> None:
+    ids = set(await mq.publish_batch(_jobs(6, hold=True)))
+    supervisor = await spawn("--processes", "2")
+    children = [r["child_pid"] for r in await supervisor.wait_event("worker_started", 2)]
+    await _wait_len(client, meetq_namespace, "started", 6)  # three held in each child
+    try:
+        supervisor.signal(signal.SIGKILL)
+        # Their stdin pipe from the supervisor closed: each child drains as after a
+        # first signal (the log says why). Only then may the held handlers finish.
+        await supervisor.wait_event("draining", 2)
+        for pid in children:
+            (drain,) = supervisor.child_events("draining", pid)
+            assert "the supervisor went away" in drain["message"]
+        await client.set(f"{meetq_namespace}:gate", 1)
+        # The children share the supervisor's stderr: end of file there means every
+        # one of them has exited (no polling of pids: an orphan's zombie may linger).
+        await supervisor.stderr_closed()
+    finally:
+        for pid in children:  # a failed test leaves no orphan behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert await asyncio.wait_for(supervisor.proc.wait(), BOUND) == -signal.SIGKILL
+    for pid in children:
+        assert supervisor.child_events("stopped", pid)  # each drained to its end
+    done = await _records(client, meetq_namespace, "done")
+    assert sorted(i for i, _, _ in done) == sorted(ids)  # each handled once, attempt 1
+    assert {a for _, a, _ in done} == {1}

@@ -4,6 +4,7 @@ building starts nothing, and the start/stop/stats lifecycle."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import fakeredis
@@ -356,3 +357,59 @@ async def test_stop_grace_bounds_every_component_and_releases_uncharged() -> Non
 
 
 _NO_BUS = {"event_bus": {"enabled": False}}
+
+
+async def test_stop_with_a_stuck_handler_ends_on_fakeredis() -> None:
+    # Reported hang: the handler's release publishes a wake-up just as stop() closes the
+    # backend's listener; fakeredis's read then completed under Python 3.11's wait_for,
+    # which swallowed the listener's cancellation, and stop() waited for ever.
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    config = {
+        "redis": {"key_prefix": "stuck"},
+        "message_queue": {"type": "redis", "queue_name": "q", "shutdown_grace": 0.05},
+        **_NO_BUS,
+    }
+    qm = await meetq.initialize_queue_system(config, redis=client)
+    mq = qm.get_message_queue()
+    assert mq is not None
+    started = asyncio.Event()
+
+    @mq.handler("stuck")
+    async def stuck(msg: Message) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    await mq.publish(Message(type="stuck"))
+    await qm.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(qm.stop(), 10)  # hung for ever before
+    other = await meetq.initialize_queue_system(config, redis=client)
+    other_mq = other.get_message_queue()
+    assert other_mq is not None
+    stats = await other_mq.stats()  # released uncharged: waiting again, no retry
+    await other.stop()
+    assert (stats["queue_length"]["total"], stats["total_retried"]) == (1, 0)
+
+
+async def test_stop_gives_up_on_a_handler_that_ignores_its_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    qm = await meetq.initialize_queue_system({"message_queue": {"type": "memory"}, **_NO_BUS})
+    mq = qm.get_message_queue()
+    assert mq is not None
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @mq.handler("stubborn")
+    async def stubborn(msg: Message) -> None:
+        started.set()
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # ignores stop()
+                await release.wait()
+
+    await mq.publish(Message(type="stubborn"))
+    await qm.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(qm.stop(grace=0), 10)  # grace + CANCELLED_HANDLER_WAIT
+    assert "still running" in caplog.text and "after being cancelled on stop" in caplog.text
+    release.set()  # let the stubborn task end before the loop closes
+    await asyncio.sleep(0)

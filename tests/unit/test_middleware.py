@@ -226,3 +226,49 @@ async def test_no_middleware_means_no_delivery_bookkeeping() -> None:
     async with mq:
         await eventually(lambda: bool(seen))
     assert mq._deliveries == {}
+
+
+async def test_pubsub_hooks_see_publish_and_each_handler_call() -> None:
+    from meetq import PubSub, PubSubMessage
+    from meetq.core.middleware import Broadcast
+
+    log: list[tuple[Any, ...]] = []
+
+    class Tagging:
+        def before_publish(self, channel: str, message: PubSubMessage) -> PubSubMessage:
+            log.append(("before_publish", channel, message.type))
+            return attrs.evolve(message, headers={"tag": "x"})
+
+        def after_publish(
+            self, channel: str, message: PubSubMessage, message_id: str | None, error: Any
+        ) -> None:
+            log.append(("after_publish", channel, message_id == message.id, error))
+
+        def before_process(self, seen: Broadcast) -> None:
+            log.append(("before_process", seen.channel, seen.subscription, seen.message.type))
+
+        def after_process(self, seen: Broadcast, outcome: str, duration: float, error: Any) -> None:
+            assert duration >= 0 and seen.source == pubsub.source
+            log.append(("after_process", seen.message.type, outcome, error))
+
+    pubsub = PubSub(MemoryBackend(), namespace="mw")
+    pubsub.add_middleware(Tagging())
+    got: list[PubSubMessage] = []
+
+    async def handle(message: PubSubMessage) -> None:
+        got.append(message)
+        if message.type == "bad":
+            raise ValueError("no")
+
+    async with pubsub:
+        await pubsub.psubscribe("ev.*", handle)
+        await pubsub.publish("ev.a", PubSubMessage(type="good"))
+        await pubsub.publish_batch("ev.b", [PubSubMessage(type="bad")])
+        await eventually(lambda: sum(e[0] == "after_process" for e in log) == 2)
+    assert [m.headers.get("tag") for m in got] == ["x", "x"]  # the replacement was sent
+    assert ("before_publish", "ev.a", "good") in log
+    assert ("after_publish", "ev.a", True, None) in log
+    assert ("before_process", "ev.a", "ev.*", "good") in log
+    assert ("after_process", "good", "ack", None) in log
+    assert ("after_process", "bad", "dropped", "ValueError: no") in log
+    assert (await pubsub.stats())["total_failed"] == 1

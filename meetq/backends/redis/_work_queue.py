@@ -125,6 +125,8 @@ _SUBSCRIBE_WAIT = 5.0
 # lease expires.
 _PARK_MS = 1000
 _LISTEN_IDLE = 15.0
+# aclose() re-cancels the listener this often until it ends (see aclose).
+_LISTEN_CANCEL_RETRY = 0.05
 _LISTEN_BACKOFF = Backoff(0.1, 5.0)
 # Connections kept between calls (at most _MAX_IDLE), and how long one may sit idle
 # before it is checked again through the pool.
@@ -675,7 +677,11 @@ class RedisWorkQueue:
                 # is what allows parking (_subscribed).
                 await pubsub.subscribe(self._handoff, self._channel)
                 ping_due: float | None = None  # the PONG (or any traffic) is due by then
-                while True:
+                # Not `while True`: a cancellation from aclose() can be swallowed below us
+                # (Python 3.11's wait_for returns the result of a read that completed as
+                # the cancellation came, fakeredis reads that way), so closing is also
+                # checked after every read.
+                while not self._closed:
                     wait = probe_after if ping_due is None else max(0.0, ping_due - loop.time())
                     message = await pubsub.get_message(timeout=wait)
                     if message is None:
@@ -864,10 +870,15 @@ class RedisWorkQueue:
         for orphan in list(self._orphans):
             orphan.cancel()
         listener, self._listener = self._listener, None
-        if listener is not None:
+        while listener is not None and not listener.done():
+            # Cancelled again until it ends: a cancellation swallowed by the client's
+            # read (see _listen) would otherwise leave aclose(), and stop(), waiting for
+            # as long as that read's timeout, or for ever. asyncio.wait, not a bare
+            # await: a cancellation of aclose() itself must go on.
             listener.cancel()
-            # gather, not a bare await: a cancellation of aclose() itself must go on.
-            await asyncio.gather(listener, return_exceptions=True)
+            await asyncio.wait({listener}, timeout=_LISTEN_CANCEL_RETRY)
+        if listener is not None and not listener.cancelled():
+            listener.exception()  # retrieved (so asyncio does not warn); _listen logs its own
         if self._pool is not None:
             with contextlib.suppress(redis.exceptions.RedisError, OSError):
                 await self._pool.disconnect()
