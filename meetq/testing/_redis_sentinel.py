@@ -152,6 +152,11 @@ class RedisSentinelSetup:
                 return port
         return None
 
+    def role(self, address: tuple[str, int]) -> str | None:
+        """``master`` or ``slave`` as the node at ``address`` says (``ROLE``), or None."""
+        reply = _command(address[1], "ROLE")
+        return reply[0] if isinstance(reply, list) and reply else None
+
     def master(self) -> RedisServer:
         """The node the sentinels currently call the master."""
         port = self.master_port()
@@ -191,9 +196,9 @@ class RedisSentinelSetup:
         port = self.master_port()
         if port is None:
             return "the sentinels do not agree on a master"
-        info = _command(port, "ROLE")
-        if not isinstance(info, list) or not info or info[0] != "master":
-            return f"port {port} is not a master: {info!r}"
+        role = self.role(("127.0.0.1", port))
+        if role != "master":
+            return f"port {port} is not a master: {role!r}"
         expected = len(self.nodes) - 1
         online = _command(port, "INFO", "replication")
         text = online if isinstance(online, str) else ""
@@ -235,10 +240,8 @@ class RedisSentinelSetup:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             port = self.master_port()
-            if port is not None and port != old[1]:
-                role = _command(port, "ROLE")
-                if isinstance(role, list) and role and role[0] == "master":
-                    return ("127.0.0.1", port)
+            if port is not None and port != old[1] and self.role(("127.0.0.1", port)) == "master":
+                return ("127.0.0.1", port)
             time.sleep(0.02)
         raise RedisServerUnavailable(f"no new master replaced {old[0]}:{old[1]} within {timeout}s")
 

@@ -14,6 +14,7 @@ channel and a pattern) carry on by themselves on the promoted replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ from meetq import (
     PubSubMessage,
     QueueManager,
     initialize_queue_system,
+    pubsub_from,
 )
 from meetq.testing import Collector, ContractSuite, RedisSentinelSetup, eventually
 from meetq.testing._redis_sentinel import SERVICE
@@ -43,9 +45,9 @@ BOUNDS: Mapping[str, float] = {
 RIDE_OUT = 30.0
 
 
-def _master_client(setup: RedisSentinelSetup) -> tuple[Sentinel, Any]:
+def _master_client(setup: RedisSentinelSetup, **bounds: float) -> tuple[Sentinel, Any]:
     sentinel = Sentinel(setup.sentinel_addresses, socket_timeout=BOUNDS["socket_timeout"])
-    return sentinel, sentinel.master_for(SERVICE, **BOUNDS)
+    return sentinel, sentinel.master_for(SERVICE, **{**BOUNDS, **bounds})
 
 
 async def _close(sentinel: Sentinel, client: Any) -> None:
@@ -214,3 +216,41 @@ async def test_a_publish_after_a_frozen_master_resumes_reaches_the_new_master(
 
 async def _reconnected(ps: Any) -> bool:
     return bool((await ps.stats())["reconnects"] >= 1)
+
+
+async def test_a_subscriber_leaves_a_master_the_sentinels_replaced(
+    meetq_redis_sentinel: RedisSentinelSetup,
+    managers: tuple[QueueManager, QueueManager],
+    meetq_namespace: str,
+) -> None:
+    # A socket_timeout longer than the freeze: the PING the watchdog sends is answered
+    # once the old master resumes, so only asking the sentinels tells the subscriber that
+    # it sits on a master nobody publishes to any more (Sentinel closes its clients only
+    # when it demotes it, seconds later).
+    setup = meetq_redis_sentinel
+    _, producer = managers
+    out_ps = producer.get_pubsub()
+    assert out_ps is not None
+    sentinel, client = _master_client(setup, socket_timeout=RIDE_OUT)
+    subscriber = pubsub_from(_config(meetq_namespace), redis=client)
+    heard = Collector()
+    try:
+        await subscriber.start()
+        await producer.start()
+        await subscriber.subscribe("news", heard)
+        failed = setup.freeze_master()
+        await asyncio.to_thread(setup.wait_for_new_master, failed, RIDE_OUT)
+        setup.thaw(failed)
+        numbers = itertools.count(1)
+
+        async def heard_on_the_new_master() -> bool:
+            with contextlib.suppress(BackendUnavailableError):
+                await out_ps.publish("news", PubSubMessage(type="m", payload={"k": next(numbers)}))
+            return bool(heard.messages)
+
+        await eventually(heard_on_the_new_master, timeout=RIDE_OUT)
+        # Not Sentinel's doing: it has not demoted the old master yet.
+        assert setup.role(failed) == "master"
+    finally:
+        await subscriber.stop()
+        await _close(sentinel, client)

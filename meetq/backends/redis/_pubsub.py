@@ -11,6 +11,24 @@ reconnected, so a frozen or vanished server (no FIN, no RST) is noticed too. Pub
 packs ``PUBLISH`` itself and sends it on connections the transport keeps (from the same
 private pool, one per concurrent publisher), so the subscriber's connection only ever
 carries subscriptions.
+Modes (where connections go: ``_ClientEndpoint``, ``_ClusterEndpoint``):
+- standalone ``Redis``: the client's server.
+- Sentinel (a ``master_for`` client): each connection asks the sentinels for the master
+  when it connects, so a reconnect after a failover reaches the promoted replica; the
+  watchdog also asks them every ``health_check_interval`` and leaves a master they no
+  longer name (a frozen master that resumed answers PING but is a dead end); an idle
+  publishing connection to such a node is dropped before it is used.
+- ``RedisCluster``: classic ``PUBLISH``/``SUBSCRIBE``/``PSUBSCRIBE`` on one node, moving
+  to another node (and re-subscribing) when it fails. Design (why not sharded Pub/Sub):
+  ``SSUBSCRIBE`` keeps a channel's traffic on the primary of its slot, but it has no
+  pattern form, a subscriber would need a connection per primary its channels hash to
+  and a re-subscribe on every slot move, and Redis < 7 lacks it. Classic Pub/Sub is
+  broadcast over the cluster bus to every node, so one connection anywhere hears every
+  channel and pattern, with the exact contract of a single server; the price is that
+  every message crosses the bus to every node, which suits notifications, not a
+  firehose. Every transport prefers the same node (the first primary by address) and
+  publishes where it subscribes, so receiver counts, which ``PUBLISH`` takes from its own
+  node only, stay exact while the cluster is whole.
 Capabilities: ``cross_process``. Delivery is at most once: what is published while the
 connection is down is lost.
 Config keys: ``event_bus.reconnect_backoff_base`` / ``reconnect_backoff_max`` (through
@@ -26,7 +44,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -122,12 +139,29 @@ class _ClientEndpoint:
         return False
 
     def stale(self, connection: Any) -> bool:
-        """Whether ``connection`` is open to a node that is no longer the master."""
+        """Whether ``connection`` is open to a node other than the master the sentinels
+        named last (no round trip: what the last connect or ``moved`` learnt)."""
         sentinel_pool = self._sentinel_pool
         if sentinel_pool is None or not connection.is_connected:
             return False
         master = sentinel_pool.master_address
         return master is not None and (connection.host, connection.port) != tuple(master)
+
+    async def moved(self, connection: Any) -> bool:
+        """Ask the sentinels: is ``connection`` open to a node that is not the master?
+
+        The subscriber's watchdog asks once per ``health_check_interval``: a master that
+        froze and resumed answers ``PING`` again, yet a replica was promoted meanwhile and
+        the publishers are there; Sentinel itself closes the old master's clients only
+        when it demotes it, seconds later."""
+        sentinel_pool = self._sentinel_pool
+        if sentinel_pool is None or not connection.is_connected:
+            return False
+        try:
+            await sentinel_pool.get_master_address()  # also drops the client's idle ones
+        except _DRIVER_ERRORS:
+            return False  # no master known now: the connection's own failure will tell
+        return self.stale(connection)
 
 
 class _ClusterEndpoint:
@@ -135,9 +169,13 @@ class _ClusterEndpoint:
 
     Classic Pub/Sub on a cluster is broadcast over the cluster bus: a ``PUBLISH`` on any
     node reaches the subscribers of every node, so one connection to any node (primary
-    or replica) hears every channel and every pattern. A node is picked at random (many
-    processes spread their subscribers over the cluster); when it fails the transport
-    moves to another node and re-subscribes there.
+    or replica) hears every channel and every pattern. But ``PUBLISH`` counts only the
+    receivers on the node it ran on, so every transport prefers the same node — the first
+    primary by ``host:port`` — and publishes where it subscribes: while the cluster is whole the
+    counts are exact, and a message needs no hop over the bus. When the node fails the
+    transport moves to the next one it has not seen fail and re-subscribes there
+    (processes that saw different failures may then sit on different nodes, and a count
+    misses the receivers on the others; delivery does not depend on it).
     """
 
     def __init__(self, client: Any) -> None:
@@ -153,11 +191,12 @@ class _ClusterEndpoint:
             raise BackendUnavailableError(
                 "redis: the cluster client knows no node to subscribe on", backend="redis"
             )
+        nodes = sorted(nodes, key=lambda node: (node.server_type != "primary", node.name))
         fresh = [node for node in nodes if node.name not in self._failed]
         if not fresh:
             self._failed.clear()  # every node failed once: try them all again
             fresh = [node for node in nodes if node.name != self._node] or nodes
-        node = random.choice(fresh)  # spreading load, not security
+        node = fresh[0]
         self._node = node.name
         options = dict(node.connection_kwargs)
         # The cluster's parser only adds MOVED/ASK, which Pub/Sub never gets; the default
@@ -174,6 +213,9 @@ class _ClusterEndpoint:
 
     def stale(self, connection: Any) -> bool:
         return False
+
+    async def moved(self, connection: Any) -> bool:
+        return False  # a cluster node that answers still broadcasts every channel
 
     @property
     def node(self) -> str | None:
@@ -573,14 +615,20 @@ class RedisPubSubTransport:
     async def _watch(self) -> None:
         """After ``health_check_interval`` without traffic, PING; if nothing at all is
         read within ``socket_timeout`` after it, cut the connection so the reader
-        reconnects (a frozen or vanished peer sends no FIN)."""
+        reconnects (a frozen or vanished peer sends no FIN). On a Sentinel client it
+        also cuts, every ``health_check_interval``, a connection to a node the sentinels
+        no longer name as the master."""
         probe_after = self._bounds.health_check_interval or IDLE_PROBE
         reply_within = self._bounds.socket_timeout or IDLE_PROBE
+        loop = asyncio.get_running_loop()
         seen = -1
         while not self._closed:
             await asyncio.sleep(probe_after)
             ps = self._ps
-            if ps is None or self._reconnecting or self._traffic != seen:
+            if ps is None or self._reconnecting or await self._left_master(ps, reply_within):
+                seen = self._traffic
+                continue
+            if self._traffic != seen:
                 seen = self._traffic
                 continue
             try:
@@ -588,18 +636,36 @@ class RedisPubSubTransport:
                     await ps.execute_command("PING")
             except _FAILURES:
                 continue  # the reader sees the broken connection too
-            await asyncio.sleep(reply_within)
-            if self._ps is ps and self._traffic == seen and not self._reconnecting:
-                log.warning(
-                    "meetq redis pub/sub: PING unanswered for %gs (redis.socket_timeout); "
-                    "reconnecting",
-                    reply_within,
-                )
-                connection = getattr(ps, "connection", None)
-                if connection is not None:
-                    with contextlib.suppress(*_DRIVER_ERRORS):
-                        await connection.disconnect()
+            deadline = loop.time() + reply_within
+            while self._traffic == seen and (left := deadline - loop.time()) > 0:
+                await asyncio.sleep(min(probe_after, left))
+                if self._ps is not ps or await self._left_master(ps, reply_within):
+                    break
+            else:
+                if self._ps is ps and self._traffic == seen and not self._reconnecting:
+                    log.warning(
+                        "meetq redis pub/sub: PING unanswered for %gs (redis.socket_timeout); "
+                        "reconnecting",
+                        reply_within,
+                    )
+                    await _cut(ps)
             seen = self._traffic
+
+    async def _left_master(self, ps: Any, within: float) -> bool:
+        """Whether the sentinels name a master other than the node ``ps`` is connected
+        to (then the connection is cut: the reader reconnects to the new one)."""
+        connection = getattr(ps, "connection", None)
+        if connection is None or self._reconnecting:
+            return False
+        try:
+            async with asyncio.timeout(within):
+                moved = await self._endpoint.moved(connection)
+        except TimeoutError:
+            return False  # the sentinels do not answer: nothing learnt
+        if moved and self._ps is ps:
+            log.warning("meetq redis pub/sub: the sentinels name another master; reconnecting")
+            await _cut(ps)
+        return moved
 
     async def _reconnect(self, exc: BaseException) -> None:
         self._reconnecting = True
@@ -736,6 +802,14 @@ async def _send_and_read(connection: Any, parts: list[bytes], count: int) -> lis
             )
         replies.append(reply)
     return replies
+
+
+async def _cut(ps: Any) -> None:
+    """Disconnect the subscriber connection of ``ps``: its reader sees it and reconnects."""
+    connection = getattr(ps, "connection", None)
+    if connection is not None:
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            await connection.disconnect()
 
 
 async def _close_quietly(ps: Any) -> None:
