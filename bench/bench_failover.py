@@ -159,7 +159,7 @@ def main() -> None:
         for figure in FIGURES:
             values = [run[figure] for run in runs]
             cells.append(
-                f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+                f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
             )
         label = "kill -9 of the master" if failure == "kill" else "master frozen (SIGSTOP)"
         print(f"| {label} | " + " | ".join(cells) + " |")
