@@ -30,6 +30,10 @@ __all__ = ["SERVICE", "RedisSentinelSetup"]
 #: The name the sentinels monitor the master under (``sentinel_service``).
 SERVICE = "meetq"
 _QUORUM = 2
+# Every data node: replicas announce the loopback address (clients reach whichever is
+# promoted), and a master starts a replica's full sync at once instead of waiting five
+# seconds for more replicas to share the transfer (Redis 7's diskless-sync delay).
+_NODE_OPTIONS = ("--replica-announce-ip", "127.0.0.1", "--repl-diskless-sync-delay", "0")
 
 
 def _command(port: int, *args: str, timeout: float = 1.0) -> list[str] | str | None:
@@ -119,9 +123,7 @@ class RedisSentinelSetup:
             replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(first.port)))
             self.nodes.append(replica)
         for node in self.nodes:
-            # Sentinel announces loopback addresses as it found them; replicas report their
-            # own port, so clients can reach every node that is promoted.
-            node.extra_args += ("--replica-announce-ip", "127.0.0.1")
+            node.extra_args += _NODE_OPTIONS
         self.sentinels = [
             _Sentinel(first.port, down_after_ms, failover_timeout_ms) for _ in range(3)
         ]
@@ -259,7 +261,7 @@ class RedisSentinelSetup:
                 # Back as a replica of the current master: started as a master, it would
                 # be one for a moment (Sentinel reconfigures it only once it notices).
                 master = self.master_port()
-                node.extra_args = ("--replica-announce-ip", "127.0.0.1")
+                node.extra_args = _NODE_OPTIONS
                 if master is not None and master != node.port:
                     node.extra_args += ("--replicaof", "127.0.0.1", str(master))
                 node.start()
