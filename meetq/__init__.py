@@ -25,13 +25,16 @@ from meetq.core.errors import (
     MissingDependencyError,
     PluginError,
     QueueFull,
+    ResultError,
     SerializationError,
+    TrackingUnsupported,
     ValidationError,
 )
 from meetq.core.middleware import Delivery, Middleware
 from meetq.core.registry import BackendContext, BackendRegistry, BackendSpec, Requirement
 from meetq.core.serialization import JsonSerializer, Serializer
 from meetq.core.task_types import TaskType
+from meetq.core.tracking import MessageStatus
 from meetq.core.types import DeadLetter, LocalEvent, Message, Priority, PubSubMessage
 from meetq.dispatch._dispatcher import (
     DispatchStatus,
@@ -58,6 +61,7 @@ from meetq.manager._manager import SERVICE_STARTED, SERVICE_STOPPING, QueueManag
 from meetq.manager._system import build_registry, initialize_queue_system, make_plugin_manager
 from meetq.queue._inspection import QueueInfo, traceback_summary
 from meetq.queue._message_queue import MessageQueue
+from meetq.queue._tracking import DeliveryContext, current_delivery
 
 __all__ = [
     "BackendContext",
@@ -70,6 +74,7 @@ __all__ = [
     "ConfigError",
     "DeadLetter",
     "Delivery",
+    "DeliveryContext",
     "DispatchStatus",
     "EventBusConfig",
     "HandlerTimeout",
@@ -82,6 +87,7 @@ __all__ = [
     "Message",
     "MessageQueue",
     "MessageQueueConfig",
+    "MessageStatus",
     "Middleware",
     "MissingDependencyError",
     "PluginError",
@@ -94,6 +100,7 @@ __all__ = [
     "ReceivedTask",
     "RedisConfig",
     "Requirement",
+    "ResultError",
     "SERVICE_STARTED",
     "SERVICE_STOPPING",
     "SYSTEM_EVENTS",
@@ -109,8 +116,10 @@ __all__ = [
     "TaskSnapshot",
     "TaskStatus",
     "TaskType",
+    "TrackingUnsupported",
     "ValidationError",
     "build_registry",
+    "current_delivery",
     "emit_local_event",
     "get_queue_stats",
     "initialize_queue_system",

@@ -123,6 +123,7 @@ def queue_totals(queue_name: str, backend_name: str, snapshot: QueueSnapshot) ->
         "total_retried": counts.get("retried", 0),
         "total_dead_letter": counts.get("dead_letter", 0),
         "total_dropped": counts.get("dropped", 0),
+        "total_cancelled": snapshot.cancelled,
         "queue_length": {**by_name, "total": sum(lengths.values())},
         "processing_count": snapshot.processing,
         "dead_letter_count": snapshot.dead,

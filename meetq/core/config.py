@@ -204,6 +204,11 @@ class MessageQueueConfig:
     # Per message type, enforced inside the backend's claim for every process at once.
     rate_limits: Mapping[str, RateLimit] = _limits("rate_limits")
     concurrency_limits: Mapping[str, int] = _limits("concurrency_limits")
+    # Tracking (CAP_TRACKING backends): how long a finished message's record and its
+    # handler's return value are kept (0: off, result() refuses); how long a retry's last
+    # error, progress reports and a cancelled message's record are kept.
+    result_ttl: float = _duration(0.0, SECONDS)
+    status_ttl: float = _duration(3600.0, SECONDS)
 
     # Without ``workers``: an asyncio handler mostly waits (on I/O), and one more in
     # flight costs a task, so a worker with async handlers keeps this many running; a

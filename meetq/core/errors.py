@@ -10,9 +10,11 @@
     ├── BackendError             something went wrong in or with a backend (.backend)
     │   ├── BackendNotFoundError    ``type:`` names no registered backend (.available)
     │   ├── MissingDependencyError  the backend's driver is not installed (.install)
-    │   └── BackendUnavailableError the backend cannot be reached right now
+    │   ├── BackendUnavailableError the backend cannot be reached right now
+    │   └── TrackingUnsupported     the backend cannot look messages up by id (no ``tracking``)
     ├── ClosedError              the component was stopped and takes no more work
     ├── QueueFull                a bounded buffer is full and the policy says raise
+    ├── ResultError              ``result(id)`` has no value to give (.message_id, .state)
     └── HandlerTimeout           a handler ran past its timeout (recorded, never raised to callers)
 
 Errors carry their subject as attributes and say what to do in their message.
@@ -36,7 +38,9 @@ __all__ = [
     "MissingDependencyError",
     "PluginError",
     "QueueFull",
+    "ResultError",
     "SerializationError",
+    "TrackingUnsupported",
     "ValidationError",
 ]
 
@@ -117,6 +121,30 @@ class MissingDependencyError(BackendError):
 
 class BackendUnavailableError(BackendError):
     """The backend could not be reached or answered with an error."""
+
+
+class TrackingUnsupported(BackendError):
+    """The backend under a queue does not declare the ``tracking`` capability, so
+    ``status``, ``result``, ``cancel`` and progress reports are not available on it."""
+
+    def __init__(self, backend: str, call: str) -> None:
+        super().__init__(
+            f"{call}: backend {backend!r} does not declare the 'tracking' capability; "
+            "status, result, cancel and progress need a backend that does (memory, redis)",
+            backend=backend,
+        )
+
+
+class ResultError(MeetqError):
+    """``result(id)`` has no return value to give: results are off (``result_ttl``), the
+    message ended dead or cancelled, is unknown, or did not finish in time.
+    ``message_id`` and ``state`` say which; ``error`` is its last error, if any."""
+
+    def __init__(self, message_id: str, state: str, problem: str, error: str = "") -> None:
+        self.message_id = message_id
+        self.state = state
+        self.error = error
+        super().__init__(f"result of message {message_id!r}: {problem}")
 
 
 class ClosedError(MeetqError):

@@ -24,6 +24,7 @@ __all__ = [
     "CAP_CROSS_PROCESS",
     "CAP_DURABLE",
     "CAP_LIMITS",
+    "CAP_TRACKING",
     "COUNTER_NAMES",
     "OUTCOME_COUNTERS",
     "Backend",
@@ -61,7 +62,10 @@ CAP_CROSS_PROCESS = "cross_process"
 CAP_LIMITS = "limits"
 #: Every capability a ``BackendSpec`` may declare and a contract test may require
 #: (``meetq.testing.requires``): the one list of their names.
-CAPABILITIES = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS})
+#: Capability: messages can be looked up, cancelled and awaited by id
+#: (``meetq.core.tracking.TrackingWorkQueue``).
+CAP_TRACKING = "tracking"
+CAPABILITIES = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS, CAP_TRACKING})
 
 Outcome = Literal["ack", "retry", "dead", "drop", "release"]
 
@@ -180,6 +184,8 @@ class Settlement:
     - ``release``: back to waiting at once, at its old position, the attempt not charged.
 
     The counters each outcome adds to are ``WorkQueueOptions.outcome_counters``.
+    ``record`` and ``keep_ms`` are for a ``CAP_TRACKING`` backend only (the finished
+    record to keep, and for how long: ``meetq.core.tracking``); others ignore them.
     """
 
     lease: LeaseRef
@@ -187,6 +193,8 @@ class Settlement:
     delay_ms: int = 0
     error: str = ""
     traceback: str = ""
+    record: bytes = b""
+    keep_ms: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -237,10 +245,11 @@ class QueueSnapshot:
       time even before an ``exchange`` makes it ready. None: the backend does not know.
       A backend may look only at the first few messages of each type and priority in
       delivery order (Redis looks at 16): a message that went back to the front (a
-      release) hides older ones behind it.
+      release) hides older ones behind it;
+    - ``cancelled``: messages removed by a cancel (backends with ``CAP_TRACKING``).
 
-    ``delayed``, ``workers`` and ``oldest_age`` have defaults so a backend written
-    before them still builds a snapshot; the contract suite checks them.
+    ``delayed``, ``workers``, ``oldest_age`` and ``cancelled`` have defaults so a
+    backend written before them still builds a snapshot; the contract suite checks them.
     """
 
     waiting: dict[int, int]
@@ -251,6 +260,7 @@ class QueueSnapshot:
     delayed: int = 0
     workers: dict[str, list[str]] = attrs.field(factory=dict)
     oldest_age: float | None = None
+    cancelled: int = 0
 
 
 MaintenanceAction = Literal["requeue_dead", "purge_waiting", "purge_dead", "sweep_unhandled"]

@@ -78,8 +78,10 @@ from meetq.core.protocols import (
     WorkQueueBackend,
 )
 from meetq.core.serialization import JsonSerializer, Serializer, decode_message
+from meetq.core.tracking import MessageStatus
 from meetq.core.types import DeadLetter, Message, Priority
 from meetq.queue._inspection import QueueInfo
+from meetq.queue._tracking import Tracker
 
 __all__ = ["MessageQueue"]
 
@@ -161,7 +163,12 @@ class MessageQueue(AsyncService):
         self._stop_began = False
         self._draining = False
         self._claiming = False
-        self._local: dict[str, int] = {"lease_lost": 0, "handler_timeouts": 0, "undecodable": 0}
+        self._local: dict[str, int] = {
+            "lease_lost": 0,
+            "handler_timeouts": 0,
+            "undecodable": 0,
+            "cancelled_here": 0,
+        }
         # Plain handlers run on threads of their own (made at start()): see _usercode.
         self._sync_threads: SyncThreads | None = None
         self._sync_types: frozenset[str] = frozenset()
@@ -179,6 +186,15 @@ class MessageQueue(AsyncService):
         # Middleware (meetq.core.middleware): unused, one tuple test per publish/delivery.
         self._middleware = MiddlewareChain(f"queue {self.name!r}")
         self._deliveries: dict[str, Delivery] = {}  # lease token -> its Delivery, when observed
+        # Status, result, cancel and progress by id (_tracking.py; CAP_TRACKING backends).
+        self._tracker = Tracker(
+            backend, self._queue, cfg, self.worker_name, self.serializer
+        )
+        self._exchange_extra: dict[str, Any] = (
+            {"worker": self.worker_name} if self._tracker.enabled else {}
+        )
+        self._stop_cancels: Callable[[], None] | None = None
+        self._settling: list[Settlement] = []  # the settlements of the exchange on the wire
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -311,6 +327,34 @@ class MessageQueue(AsyncService):
         process on a shared backend), without consuming. See ``QueueInfo``."""
         snapshot = await self._queue.inspect()
         return QueueInfo.from_snapshot(self.name, self.backend.name, snapshot)
+
+    async def status(self, message_id: str) -> MessageStatus:
+        """Where message ``message_id`` is now, from any process: its state (waiting,
+        delayed, running, retrying, dead, done, cancelled or unknown), priority,
+        attempt, times, the worker holding it, its last error and progress. One read.
+
+        ``done`` (and the worker that finished it) shows while ``result_ttl`` keeps its
+        record; ``cancelled`` for ``status_ttl``. Raises ``TrackingUnsupported`` on a
+        backend without the ``tracking`` capability."""
+        return await self._tracker.status(message_id)
+
+    async def result(self, message_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109  (waits without cancelling the message)
+        """The return value of the handler that finished ``message_id`` (JSON-decoded),
+        waiting up to ``timeout`` seconds (None: no limit) for it to finish.
+
+        Waits by the backend's push, not by polling. Raises ``ResultError`` when results
+        are off (``message_queue.result_ttl`` is 0, the default), when the message ended
+        dead or cancelled, is unknown (or its record expired), or did not finish in
+        time; ``.state`` says which."""
+        return await self._tracker.result(message_id, timeout)
+
+    async def cancel(self, message_id: str) -> bool:
+        """Cancel ``message_id``: True when it was waiting or delayed (removed; it never
+        runs) or running (the worker holding it, in any process, cancels its handler;
+        it is not retried). It ends ``cancelled`` and is counted (``stats()``).
+        False for an unknown, finished or dead-lettered id. Safe to repeat and to race
+        the handler finishing: whichever reaches the backend first decides."""
+        return await self._tracker.cancel(message_id)
 
     async def dead_letter(self, message_id: str) -> DeadLetter | None:
         """The dead letter with id ``message_id``, or None.
@@ -448,6 +492,8 @@ class MessageQueue(AsyncService):
             stop_listening()
             raise
         self._stop_listening = stop_listening
+        if self._tracker.enabled:
+            self._stop_cancels = await self._tracker.queue().on_cancel(self._cancelled)
         self._claiming = True
         self._sync_types = frozenset(
             t for t, h in self._handlers.items() if not is_async_callable(h)
@@ -540,6 +586,9 @@ class MessageQueue(AsyncService):
             if self._stop_listening is not None:
                 self._stop_listening()
                 self._stop_listening = None
+            if self._stop_cancels is not None:
+                self._stop_cancels()
+                self._stop_cancels = None
 
     # -- the worker pool ---------------------------------------------------------------
 
@@ -604,6 +653,7 @@ class MessageQueue(AsyncService):
             slots = self._capacity - len(self._running) if self._claiming else 0
             types, free = self._claimable(slots)
             settlements, self._pending = self._pending, []
+            self._settling = settlements
             if not settlements and free <= 0 and not (draining and self._maybe_parked):
                 if draining:
                     return
@@ -616,7 +666,11 @@ class MessageQueue(AsyncService):
             self._maybe_parked = self._maybe_parked or free > 0
             try:
                 result = await self._queue.exchange(
-                    settlements, types=types, claim=max(0, free), lease_ms=self._lease_ms
+                    settlements,
+                    types=types,
+                    claim=max(0, free),
+                    lease_ms=self._lease_ms,
+                    **self._exchange_extra,
                 )
             except MeetqError as exc:
                 self._pending[:0] = settlements  # keep them; they are retried next round
@@ -756,15 +810,24 @@ class MessageQueue(AsyncService):
             if message is not None
             else (self.config.max_retries + 1 if retry else 0)
         )
+        tracker = self._tracker
         if claimed.attempt < limit:
             return Settlement(
                 lease=lease,
                 outcome="retry",
                 delay_ms=self._retry_delay_ms(claimed.attempt),
                 error=error,
+                keep_ms=tracker.status_keep_ms if tracker.enabled else 0,
             )
+        # Results on: the final failure is a finished record too (result() waiters wake).
+        record = b""
+        if tracker.enabled and tracker.result_keep_ms > 0:
+            record = tracker.failed_record(claimed, error)
+        keep = tracker.result_keep_ms if record else 0
         if self.config.enable_dead_letter_queue:
-            return Settlement(lease=lease, outcome="dead", error=error, traceback=tb)
+            return Settlement(
+                lease=lease, outcome="dead", error=error, traceback=tb, record=record, keep_ms=keep
+            )
         log.error(
             "meetq: %s: dropping message %s (%s) after %d attempts (dead-letter queue "
             "disabled): %s",
@@ -775,7 +838,9 @@ class MessageQueue(AsyncService):
             error,
             extra=self._log_fields(claimed, claimed.attempt),
         )
-        return Settlement(lease=lease, outcome="drop", error=error, traceback=tb)
+        return Settlement(
+            lease=lease, outcome="drop", error=error, traceback=tb, record=record, keep_ms=keep
+        )
 
     async def _run(self, claimed: Claimed) -> None:
         lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
@@ -848,15 +913,41 @@ class MessageQueue(AsyncService):
             delivery = Delivery(self.name, self.worker_name, message, claimed.attempt)
             self._deliveries[claimed.token] = delivery  # _run settles it with the outcome
             self._middleware.before_process(delivery)
+        tracker = self._tracker
+        context = tracker.context(claimed, self.worker_name)
         try:
-            await call_user(
+            value = await call_user(
                 handler, message, is_async=ticket is None, timeout=timeout, ticket=ticket
             )
         except UserCodeFailed as failure:
             if failure.timeout is not None:
                 return self._timed_out(claimed, message, failure.timeout)
             return self._handler_failed(claimed, message, failure)
+        finally:
+            tracker.reset(context)
+        if tracker.result_keep_ms > 0 and tracker.enabled:
+            return Settlement(
+                lease=lease,
+                outcome="ack",
+                record=tracker.done_record(claimed, value, message.timestamp),
+                keep_ms=tracker.result_keep_ms,
+            )
         return Settlement(lease=lease, outcome="ack")
+
+    def _cancelled(self, lease: LeaseRef) -> None:
+        """Someone cancelled a delivery (``cancel()``, any process): stop its handler if
+        it runs here. The backend has already removed the message, so its settlement
+        will be refused; the token goes to ``_lost`` so that is not counted again."""
+        running = self._running.get(lease.token)
+        if running is None:
+            # Finished here just before the cancel won: its settlement, waiting or on
+            # the wire, will be refused; that is the cancel, not a lost lease.
+            if any(s.lease.token == lease.token for s in (*self._pending, *self._settling)):
+                self._lost.add(lease.token)
+            return
+        self._lost.add(lease.token)
+        self._local["cancelled_here"] += 1
+        running[1].cancel()
 
     def _timed_out(self, claimed: Claimed, message: Message, timeout: float | None) -> Settlement:
         assert timeout is not None

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from meetq.testing.inspection_suite import InspectionContract
     from meetq.testing.limits_suite import LimitsContract
     from meetq.testing.pubsub_suite import PubSubContract
+    from meetq.testing.tracking_suite import TrackingContract
     from meetq.testing.work_queue_suite import WorkQueueContract
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "RedisServer",
     "RedisServerUnavailable",
     "TaskDispatcherContract",
+    "TrackingContract",
     "WorkQueueContract",
     "eventually",
     "free_port",
@@ -83,6 +85,7 @@ _PYTEST_CLASSES = {
     "requires": "meetq.testing._marks",
     "PubSubContract": "meetq.testing.pubsub_suite",
     "TaskDispatcherContract": "meetq.testing.dispatcher_suite",
+    "TrackingContract": "meetq.testing.tracking_suite",
     "WorkQueueContract": "meetq.testing.work_queue_suite",
 }
 _PYTEST_PACKAGES = ("pytest", "pytest_asyncio")

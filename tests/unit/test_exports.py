@@ -116,6 +116,7 @@ def test_contract_mixins_do_not_shadow_each_other() -> None:
         LimitsContract,
         PubSubContract,
         TaskDispatcherContract,
+        TrackingContract,
         WorkQueueContract,
     )
 
@@ -125,6 +126,7 @@ def test_contract_mixins_do_not_shadow_each_other() -> None:
         LimitsContract,
         PubSubContract,
         TaskDispatcherContract,
+        TrackingContract,
         BackendObjectContract,
     )
     # ContractSuite is every mixin and nothing else, so binding it binds the whole suite.

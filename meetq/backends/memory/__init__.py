@@ -5,7 +5,8 @@ strict priority, leases with expiry, retries, dead letters, dedup, push wake-up,
 broadcast between PubSub objects made from the same backend.
 Backends built from configs naming one ``memory.broker`` in a process (one event loop)
 meet on queue and channel names, as processes on one Redis do (``_backend.py``).
-Capabilities: ``limits`` (rate and concurrency limits per type, applied at the claim);
+Capabilities: ``limits`` (rate and concurrency limits per type, applied at the claim),
+``tracking`` (status, cancel, progress and results by id, ``_tracking.py``);
 not ``durable``, not ``cross_process``: messages live as long as a backend is attached
 to their broker.
 Config keys: ``type: memory`` in ``message_queue`` or ``event_bus``; its own ``memory:``
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from meetq.backend import (
     CAP_LIMITS,
+    CAP_TRACKING,
     Backend,
     BackendContext,
     BackendRegistry,
@@ -50,7 +52,7 @@ class _MemoryPlugin:
             BackendSpec(
                 name="memory",
                 factory=_create,
-                capabilities=frozenset({CAP_LIMITS}),
+                capabilities=frozenset({CAP_LIMITS, CAP_TRACKING}),
                 config=MemoryConfig,
                 description="in-process queues and broadcast; nothing survives the process",
                 sync_factory=_create_sync,

@@ -26,12 +26,14 @@ from meetq.core._validation import check_queue_options
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
     CAP_LIMITS,
+    CAP_TRACKING,
     DeliveryCallback,
     PubSubTransport,
     WakeCallback,
     WorkQueueBackend,
     WorkQueueOptions,
 )
+from meetq.core.tracking import CancelCallback
 
 __all__ = ["MemoryBackend", "loops_holding"]
 
@@ -116,12 +118,18 @@ class _QueueHandle:
                 if callable(value):
                     self.__dict__[name] = value
         self.__dict__["listen"] = self._listen
+        self.__dict__["on_cancel"] = self._on_cancel
 
     async def _listen(
         self, callback: WakeCallback, deliver: DeliveryCallback | None = None
     ) -> Callable[[], None]:
         # Kept, so closing this backend ends its wake-ups on the shared queue too.
         stop = await self._queue.listen(callback, deliver)
+        self._unlisten.append(stop)
+        return stop
+
+    async def _on_cancel(self, callback: CancelCallback) -> Callable[[], None]:
+        stop: Callable[[], None] = await self._queue.on_cancel(callback)  # type: ignore[attr-defined]
         self._unlisten.append(stop)
         return stop
 
@@ -146,7 +154,7 @@ class MemoryBackend:
     """
 
     name = "memory"
-    capabilities: frozenset[str] = frozenset({CAP_LIMITS})
+    capabilities: frozenset[str] = frozenset({CAP_LIMITS, CAP_TRACKING})
 
     def __init__(self, *, broker: str = ISOLATED) -> None:
         self.broker_name = broker

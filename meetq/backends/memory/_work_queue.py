@@ -14,6 +14,10 @@ Limits: a concurrency limit counts the type's leases (``_leased``); a rate limit
 token bucket per type (``_buckets``: tokens and when they were counted, on this
 process's monotonic clock), refilled lazily when a claim looks at it. ``_caps`` says how
 many of each limited type one claim may take; ``_pop_best`` skips a type at its cap.
+
+Tracking (``CAP_TRACKING``: status, cancel, progress, finished records) is the mixin in
+``_tracking.py``; a claim's token carries the claiming worker and the claim time
+(``LeaseLabel``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from enum import Enum
 
 import attrs
 
+from meetq.backends.memory._tracking import MemoryTracking
 from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import (
     COUNTER_NAMES,
@@ -44,6 +49,7 @@ from meetq.core.protocols import (
     WakeCallback,
     WorkQueueOptions,
 )
+from meetq.core.tracking import LeaseLabel
 
 __all__ = ["MemoryWorkQueue"]
 
@@ -71,13 +77,14 @@ class _Entry:
     attempts: int = 0
     token: str = ""
     ready_at: float = 0.0
+    due_at: float = 0.0
 
 
 def _now_ms() -> float:
     return time.monotonic() * 1000.0
 
 
-class MemoryWorkQueue:
+class MemoryWorkQueue(MemoryTracking):
     """One named queue held in this process."""
 
     def __init__(self, name: str, options: WorkQueueOptions) -> None:
@@ -105,6 +112,7 @@ class MemoryWorkQueue:
         self._limits = {limit.type: limit for limit in options.limits}
         self._leased: Counter[str] = Counter()  # leases held, per type
         self._buckets: dict[str, tuple[float, float]] = {}  # type -> (tokens, at ms)
+        self._tracking_init()
 
     # -- transitions -------------------------------------------------------------------
 
@@ -121,6 +129,7 @@ class MemoryWorkQueue:
 
     def _make_delayed(self, entry: _Entry, due: float) -> None:
         version = self._bump(entry, _State.DELAYED)
+        entry.due_at = due
         heap = self._delayed.setdefault(entry.type, [])
         heapq.heappush(heap, (due, next(self._seq), entry.id, version))
 
@@ -192,6 +201,7 @@ class MemoryWorkQueue:
         entry = self._holds(settlement.lease)
         if entry is None:
             return False
+        self._track(settlement)
         self._processing -= 1
         self._leased[entry.type] -= 1
         outcome = settlement.outcome
@@ -339,9 +349,12 @@ class MemoryWorkQueue:
         types: Sequence[str],
         claim: int,
         lease_ms: int,
+        worker: str = "",
     ) -> ExchangeResult:
         self._check_open()
         now = _now_ms()
+        # The token names the claimer and the claim time (tracking: LeaseLabel).
+        label = LeaseLabel.prefix(worker, int(time.time() * 1000)) + self._token_prefix
         settled = [self._settle(s, now) for s in settlements]
         claimed: list[Claimed] = []
         retry_after = 0
@@ -362,7 +375,7 @@ class MemoryWorkQueue:
                 self._leased[entry.type] += 1
                 version = self._bump(entry, _State.LEASED)
                 entry.attempts += 1
-                entry.token = f"{self._token_prefix}:{next(self._token_seq)}"
+                entry.token = f"{label}:{next(self._token_seq)}"
                 self._deadline[entry.id] = deadline
                 heapq.heappush(
                     self._leases.setdefault(entry.type, []), (deadline, entry.id, version)
@@ -493,6 +506,7 @@ class MemoryWorkQueue:
             dead=len(self._dead),
             unhandled=self._unhandled_count(),
             counters={k: self._counts[k] for k in COUNTER_NAMES},
+            cancelled=self._counts["cancelled"],
             delayed=self._delayed_count,
             workers=self._live_workers(_now_ms()),
             oldest_age=self._oldest_age(_now_ms()),
@@ -573,11 +587,15 @@ class MemoryWorkQueue:
             if 0 < limit <= removed:
                 break
             if entry.state in (_State.READY, _State.DELAYED):
-                self._waiting[entry.priority] -= 1
-                self._delayed_count -= entry.state is _State.DELAYED
+                self._unwait(entry)
                 self._forget(entry)
                 removed += 1
         return removed
+
+    def _unwait(self, entry: _Entry) -> None:
+        """A waiting entry leaves the waiting counts (it is being removed)."""
+        self._waiting[entry.priority] -= 1
+        self._delayed_count -= entry.state is _State.DELAYED
 
     def _check_open(self) -> None:
         # The same rule as every backend: a closed backend refuses every call.

@@ -15,6 +15,7 @@ from meetq.core.protocols import (
     CAP_CROSS_PROCESS,
     CAP_DURABLE,
     CAP_LIMITS,
+    CAP_TRACKING,
     PubSubTransport,
     WorkQueueBackend,
     WorkQueueOptions,
@@ -33,7 +34,9 @@ class RedisBackend:
     """
 
     name = "redis"
-    capabilities: frozenset[str] = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS})
+    capabilities: frozenset[str] = frozenset(
+        {CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS, CAP_TRACKING}
+    )
 
     def __init__(
         self,

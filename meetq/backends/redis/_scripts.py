@@ -72,6 +72,7 @@ COUNT_FIELDS: Final = (
     "waiting:2",
     "waiting:3",
     "processing",
+    "cancelled",
 )
 # How many unreadable dead-letter records one requeue call looks past.
 MAX_SKIPPED_DEAD: Final = 10_000
@@ -110,6 +111,10 @@ def _load_scripts() -> dict[str, Script]:
         "requeue",
         "clear",
         "clear_dead",
+        "status",
+        "cancel",
+        "track",
+        "progress",
     )
     return {name: Script(name, head if name in _HEAD_ONLY else prelude) for name in names}
 
@@ -294,6 +299,7 @@ def inspect_steps(
         dead=int(reply[_INSPECT_DEAD]),
         unhandled=int(reply[_INSPECT_UNHANDLED]),
         counters={name: int(values[name]) for name in COUNTER_NAMES},
+        cancelled=int(values["cancelled"]),
         delayed=int(reply[_INSPECT_DELAYED]),
         workers=live_workers(reply[_INSPECT_LIVE_TYPES], reply[_INSPECT_WORKERS]),
         oldest_age=max(0, int(reply[_INSPECT_OLDEST_MS])) / 1000.0,

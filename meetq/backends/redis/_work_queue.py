@@ -16,7 +16,8 @@ connection, their single publishes as one ``enqueue.lua`` call; the clock is Red
 Core's rules arrive as data: the dead-letter caps and the outcome-to-counter policy in
 ``WorkQueueOptions``, retry delays in each ``Settlement``, the sweep's reason text in
 ``Maintenance``.
-Capabilities: ``durable``, ``cross_process`` (declared by ``RedisBackend``).
+Capabilities: ``durable``, ``cross_process``, ``tracking`` (declared by ``RedisBackend``;
+tracking is the mixin in ``_tracking.py``, with its keys ``P t:<id>`` and ``P cancel``).
 Config keys: ``redis.key_prefix`` (via ``RedisBackend``); per queue
 ``WorkQueueOptions.dead_letter_max_size`` and ``dead_letter_max_age_ms``.
 
@@ -54,6 +55,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final, TypeVar
@@ -86,6 +88,7 @@ from meetq.backends.redis._scripts import (
 from meetq.backends.redis._scripts import Script as _Script
 from meetq.backends.redis._scripts import lossy_text as _lossy_text
 from meetq.backends.redis._scripts import text as _text
+from meetq.backends.redis._tracking import RedisTracking, track_call
 from meetq.core._backoff import Backoff
 from meetq.core.errors import ClosedError, MeetqError, ValidationError
 from meetq.core.protocols import (
@@ -101,6 +104,7 @@ from meetq.core.protocols import (
     WakeCallback,
     WorkQueueOptions,
 )
+from meetq.core.tracking import CancelCallback, LeaseLabel
 
 __all__ = ["RedisWorkQueue"]
 
@@ -153,7 +157,7 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-class RedisWorkQueue:
+class RedisWorkQueue(RedisTracking):
     """One named work queue stored in Redis; see the module docstring for its keys.
 
     Any number of instances, in any number of processes, may serve one queue: all
@@ -200,6 +204,10 @@ class RedisWorkQueue:
         # known) and the subscription stands.
         self._handoff = self._key(f"w:{uuid.uuid4().hex}")
         self._deliverers: list[DeliveryCallback] = []
+        # Tracking: cancels of leased messages arrive on this channel (_tracking.py).
+        self._cancels = self._key("cancel")
+        self._cancel_callbacks: list[CancelCallback] = []
+        self._track_loaded = False
         self._subscribed = False
         self._orphans: set[asyncio.Task[Any]] = set()
         # A client that decodes replies would hand bodies over as text: no hand-offs.
@@ -457,11 +465,14 @@ class RedisWorkQueue:
         types: Sequence[str],
         claim: int,
         lease_ms: int,
+        worker: str = "",
     ) -> ExchangeResult:
         """Apply ``settlements``, then lease up to ``claim`` ready messages of ``types``.
 
         One EVALSHA: due delayed messages and expired leases of ``types`` become ready,
-        then the best ``claim`` scores across ``types`` are leased.
+        then the best ``claim`` scores across ``types`` are leased. Each token starts
+        with ``worker`` and the claim time (``LeaseLabel``); settlements that leave a
+        record behind add track.lua to the same write, before the exchange.
         """
         channel = (
             self._handoff
@@ -469,7 +480,12 @@ class RedisWorkQueue:
             else b""
         )
         return await self._exchange(
-            settlements, types=types, claim=claim, lease_ms=lease_ms, channel=channel
+            settlements,
+            types=types,
+            claim=claim,
+            lease_ms=lease_ms,
+            channel=channel,
+            worker=worker,
         )
 
     async def _exchange(
@@ -480,6 +496,7 @@ class RedisWorkQueue:
         claim: int,
         lease_ms: int,
         channel: bytes,
+        worker: str = "",
     ) -> ExchangeResult:
         index: dict[str, int] = {}
         for message_type in types:
@@ -490,7 +507,8 @@ class RedisWorkQueue:
             if s.lease.type not in index:
                 index[s.lease.type] = len(index) + 1
         names = list(index)
-        prefix = f"{self._token_base}.{next(self._token_calls)}."
+        label = LeaseLabel.prefix(worker, int(time.time() * 1000))
+        prefix = f"{label}{self._token_base}.{next(self._token_calls)}."
         opts = self._options
         args: list[Any] = [
             lease_ms,
@@ -519,9 +537,21 @@ class RedisWorkQueue:
                     "",
                 )
         args.append(self._limits_of(names) if self._limits else b"")
-        reply = await self._eval(
-            _SCRIPTS["exchange"], self._keys.exchange(names, nclaim), args
-        )
+        call: _Call = (_SCRIPTS["exchange"], self._keys.exchange(names, nclaim), args)
+        tracked = track_call(self._keys, settlements) if settlements else None
+        if tracked is None:
+            reply = await self._eval(*call)
+        else:
+            if not self._track_loaded:
+                # Loaded ahead: a NOSCRIPT rerun would come after the exchange, when the
+                # lease it checks is gone (after a SCRIPT FLUSH, one batch's records are).
+                await self._command("track", "SCRIPT", "LOAD", tracked[0].source)
+                self._track_loaded = True
+            kept, reply = await self._eval_many([tracked, call])
+            if isinstance(reply, BaseException):
+                raise reply
+            if isinstance(kept, BaseException):  # the settlements applied all the same
+                log.warning("meetq: %s: could not keep finished records: %s", self.name, kept)
         flags, faults = reply[_EXCHANGE_FLAGS], reply[_EXCHANGE_FAULTS]
         if faults or self.corrupt_types:
             self._note_faults(names, _exchange_faults(faults, names))
@@ -675,7 +705,7 @@ class RedisWorkQueue:
             try:
                 # Hand-off channel first: confirmed before notify's confirmation, which
                 # is what allows parking (_subscribed).
-                await pubsub.subscribe(self._handoff, self._channel)
+                await pubsub.subscribe(self._handoff, self._cancels, self._channel)
                 ping_due: float | None = None  # the PONG (or any traffic) is due by then
                 # Not `while True`: a cancellation from aclose() can be swallowed below us
                 # (Python 3.11's wait_for returns the result of a read that completed as
@@ -697,8 +727,11 @@ class RedisWorkQueue:
                     kind = message["type"]
                     kind = kind.decode() if isinstance(kind, bytes) else kind
                     if kind == "message":
-                        if _as_bytes(message["channel"]) == self._handoff:
+                        heard = _as_bytes(message["channel"])
+                        if heard == self._handoff:
                             self._handed(message["data"])
+                        elif heard == self._cancels:
+                            self._cancel_heard(_as_bytes(message["data"]))
                         else:
                             self._wake()
                     elif kind == "subscribe":
@@ -862,6 +895,7 @@ class RedisWorkQueue:
         self._closed = True
         self._listeners.clear()
         self._deliverers.clear()
+        self._cancel_callbacks.clear()
         self._subscribed = False
         await self._enqueues.aclose()
         idle, self._idle = self._idle, []

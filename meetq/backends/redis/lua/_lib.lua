@@ -55,7 +55,7 @@ local FIXED_KIND = {
 }
 local COUNT_FIELDS = {
   'published', 'processed', 'failed', 'retried', 'dead_letter', 'dropped',
-  'waiting:0', 'waiting:1', 'waiting:2', 'waiting:3', 'processing',
+  'waiting:0', 'waiting:1', 'waiting:2', 'waiting:3', 'processing', 'cancelled',
 }
 
 -- nil when `key` is absent or of `kind`, else a text naming the key and what it holds.

@@ -3,7 +3,7 @@
 -- worker is parked on the type. Loaded after the head of _lib.lua only (its key names,
 -- BAND, now_ms): it uses none of the helpers, whose definitions run on every call.
 -- KEYS: the fixed layout of _lib.lua, then the ready/delayed/lease triplet of its type,
---   then KEYS[18] parked (HASH worker channel -> 'free lease_ms') and KEYS[19] parked:T
+--   then KEYS[18] parked (HASH worker channel -> 'free lease_ms label') and KEYS[19] parked:T
 --   (ZSET worker channel -> park deadline ms), both written by exchange.lua.
 -- ARGV[1] id, ARGV[2] type, ARGV[3] priority (0..3), ARGV[4] delay ms, ARGV[5] body.
 -- Returns 1 when stored, 0 when the id is taken (waiting, running or dead-lettered).
@@ -66,12 +66,12 @@ local function parked_worker()
   if type(ahead) ~= 'number' or ahead > 0 then return nil end
   for _, channel in ipairs(found) do
     local info = redis.pcall('HGET', K_PARKED, channel)
-    local free, lease_ms
+    local free, lease_ms, label
     if type(info) == 'string' then
-      free, lease_ms = string.match(info, '^(%d+) (%d+)$')
+      free, lease_ms, label = string.match(info, '^(%d+) (%d+) ?(.*)$')
       free, lease_ms = tonumber(free), tonumber(lease_ms)
     end
-    if free and free > 0 and lease_ms > 0 then return channel, free, lease_ms end
+    if free and free > 0 and lease_ms > 0 then return channel, free, lease_ms, label end
     redis.pcall('ZREM', K_PARKED_T, channel) -- its worker is gone, busy or full: stale
   end
   return nil
@@ -79,10 +79,11 @@ end
 
 local handed = false
 if ready then
-  local channel, free, lease_ms = parked_worker()
+  local channel, free, lease_ms, label = parked_worker()
   if channel then
     local mark = #undo
-    local token = 'h.' .. seq
+    -- The worker's label and the start time lead the token (tracking: LeaseLabel).
+    local token = (label or '') .. now .. '.h' .. seq
     write({'ZREM', KEYS[17], id}, 'ZADD', KEYS[17], now + lease_ms, id)
     write({'HDEL', K_TOKEN, id}, 'HSET', K_TOKEN, id, token)
     write({'HDEL', K_ATT, id}, 'HSET', K_ATT, id, 1)
@@ -94,7 +95,7 @@ if ready then
     if heard > 0 then
       handed = true
       if free > 1 then
-        redis.pcall('HSET', K_PARKED, channel, (free - 1) .. ' ' .. lease_ms)
+        redis.pcall('HSET', K_PARKED, channel, (free - 1) .. ' ' .. lease_ms .. ' ' .. label)
       else
         redis.pcall('HDEL', K_PARKED, channel)
       end

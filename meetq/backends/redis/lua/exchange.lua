@@ -1,6 +1,6 @@
 -- exchange: apply settlements, make due/expired messages ready, lease up to `claim`.
 -- KEYS: the fixed layout of _lib.lua, then one ready/delayed/lease triplet per type,
---   then parked (HASH worker channel -> 'free lease_ms') and parked:T (ZSET worker
+--   then parked (HASH worker channel -> 'free lease_ms label') and parked:T (ZSET worker
 --   channel -> park deadline ms) of each of the C claimed types (see enqueue_one.lua),
 --   then (last) limits (HASH type -> its token bucket: 'tokens ms', when last counted).
 -- ARGV[1] lease ms, [2] claim, [3] token prefix, [4] dead-letter max size,
@@ -340,7 +340,9 @@ if claim > 0 and nclaim > 0 then
         -- A limited type is never parked for: a hand-off would bypass its limit.
         if not limits[t] then redis.call('ZADD', k, until_ms, channel) end
       end
-      redis.call('HSET', K_PARKED, channel, (claim - leased) .. ' ' .. lease_ms)
+      -- Its token label (tracking: the worker's name, up to the last '~') goes along.
+      redis.call('HSET', K_PARKED, channel, (claim - leased) .. ' ' .. lease_ms .. ' '
+        .. (string.match(prefix, '^(.*~)') or ''))
     elseif redis.pcall('HDEL', K_PARKED, channel) == 1 then
       -- A busy worker pays this one HDEL; the rest only when it was parked.
       for t = 1, nclaim do redis.pcall('ZREM', KEYS[15 + 3 * ntypes + t], channel) end
