@@ -681,7 +681,9 @@ class TaskDispatcherProtocol(Protocol):
       logged and counted in ``callbacks_failed``. With callbacks disabled a request
       carrying one raises ``ValidationError``.
     - Records live in the dispatching process only; the last ``keep_finished`` finished
-      ones are kept.
+      ones are kept. On a backend with ``CAP_TRACKING`` the task's message is visible
+      and cancellable from any process (``task_status``, ``task_result``,
+      ``cancel_task``: the ``MessageQueue`` calls by the task's id).
     """
 
     async def dispatch_task(self, request: TaskRequest) -> TaskResponse: ...

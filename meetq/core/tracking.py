@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from meetq.core.errors import MeetqError, ResultError
 from meetq.core.protocols import LeaseRef
+from meetq.core.serialization import Serializer, decode_message
 
 __all__ = [
     "FINAL_STATES",
@@ -38,9 +40,15 @@ __all__ = [
     "MessageFacts",
     "MessageState",
     "MessageStatus",
+    "SyncTrackingWorkQueue",
     "TrackingWorkQueue",
+    "cancel_record",
     "decode_record",
     "encode_record",
+    "not_finished",
+    "result_of",
+    "results_off",
+    "status_from_facts",
 ]
 
 MessageState = Literal[
@@ -158,6 +166,19 @@ class MessageStatus:
     progress_info: Any = None
 
 
+class SyncTrackingWorkQueue(Protocol):
+    """The blocking face of ``TrackingWorkQueue`` for ``meetq.sync`` (same semantics;
+    each call bounded as the backend's other sync calls are)."""
+
+    def facts(self, message_id: str) -> MessageFacts: ...
+
+    def cancel(self, message_id: str, record: bytes, keep_ms: int) -> bool: ...
+
+    def final_wait(self, message_id: str) -> AbstractContextManager[Callable[[float], bool]]:
+        """As ``TrackingWorkQueue.final_wait``; the wait function blocks the thread."""
+        ...
+
+
 def encode_record(fields: dict[str, Any]) -> bytes:
     """A finished record or progress report as core stores it (compact JSON)."""
     return json.dumps(fields, separators=(",", ":"), allow_nan=False).encode()
@@ -221,3 +242,138 @@ class TrackingWorkQueue(Protocol):
         process or another); returns the function that stops the calls."""
         ...
 
+
+def status_from_facts(
+    message_id: str, facts: MessageFacts, serializer: Serializer
+) -> MessageStatus:
+    """What ``MessageQueue.status`` reports for the facts a backend read."""
+    record = decode_record(facts.record)
+    progress = decode_record(facts.progress)
+    fraction = progress.get("fraction")
+    shown: dict[str, Any] = {
+        "progress": float(fraction) if isinstance(fraction, int | float) else None,
+        "progress_info": progress.get("info"),
+        "error": facts.error,
+    }
+    where = facts.where
+    if where == "gone":
+        state = record.get("state")
+        if state not in ("done", "cancelled", "dead"):
+            return MessageStatus(id=message_id, state="unknown", **shown)
+        shown["error"] = str(record.get("error") or facts.error or "")
+        return MessageStatus(
+            id=message_id,
+            state=state,
+            type=str(record.get("type") or ""),
+            priority=_int(record.get("priority"), 1),
+            attempt=_int(record.get("attempt"), 0),
+            published_at=_float(record.get("published_at")),
+            started_at=_float(record.get("started_at")),
+            finished_at=_float(record.get("finished_at")),
+            worker=str(record.get("worker") or ""),
+            **shown,
+        )
+    published = None
+    if facts.body is not None:
+        try:
+            published = decode_message(facts.body, serializer, retry_count=0).timestamp
+        except (ValueError, KeyError, TypeError, MeetqError):
+            published = None  # an undecodable body: the rest still shows
+    started, worker = None, ""
+    if where == "leased":
+        state = "running"
+        label = LeaseLabel.parse(facts.token)
+        if label is not None:
+            started, worker = label.started_ms / 1000.0, label.worker
+    elif where == "dead":
+        state = "dead"
+    elif facts.attempts > 0:
+        state = "retrying"
+    else:
+        state = "waiting" if where == "ready" else "delayed"
+    return MessageStatus(
+        id=message_id,
+        state=state,  # type: ignore[arg-type]
+        type=facts.type,
+        priority=facts.priority,
+        attempt=facts.attempts,
+        published_at=published,
+        available_at=None if facts.available_ms is None else facts.available_ms / 1000.0,
+        started_at=started,
+        finished_at=None if facts.dead_at_ms is None else facts.dead_at_ms / 1000.0,
+        worker=worker,
+        **shown,
+    )
+
+
+def cancel_record(before: MessageStatus) -> bytes | None:
+    """The record a cancel keeps, describing what it cancels; None when ``before`` is a
+    state a cancel cannot apply to (the backend would refuse it anyway)."""
+    if before.state in ("unknown", "done", "cancelled", "dead"):
+        return None
+    return encode_record(
+        {
+            "state": "cancelled",
+            "finished_at": time.time(),
+            "type": before.type,
+            "priority": before.priority,
+            "attempt": before.attempt,
+            "published_at": before.published_at,
+            "started_at": before.started_at,
+            "worker": before.worker,
+            "error": before.error,
+        }
+    )
+
+
+def results_off(message_id: str) -> ResultError:
+    return ResultError(
+        message_id,
+        "off",
+        "results are off on this queue; set message_queue.result_ttl (seconds) on the "
+        "workers and here to keep handlers' return values",
+    )
+
+
+def result_of(message_id: str, facts: MessageFacts, serializer: Serializer) -> tuple[bool, Any]:
+    """(True, the return value) once done; (False, None) while it may still finish;
+    ``ResultError`` for a message that ended dead, cancelled, or is unknown."""
+    status = status_from_facts(message_id, facts, serializer)
+    if status.state == "done":
+        return True, decode_record(facts.record).get("result")
+    if status.state in ("dead", "cancelled", "unknown"):
+        raise ResultError(message_id, status.state, _ended(status), status.error)
+    return False, None
+
+
+def not_finished(
+    message_id: str, facts: MessageFacts, serializer: Serializer, limit: float | None
+) -> ResultError:
+    status = status_from_facts(message_id, facts, serializer)
+    return ResultError(
+        message_id,
+        status.state,
+        f"not finished within {limit or 0:g}s (it is {status.state})",
+        status.error,
+    )
+
+
+def _ended(status: MessageStatus) -> str:
+    if status.state == "dead":
+        return f"it failed for good (dead): {status.error or 'no error recorded'}"
+    if status.state == "cancelled":
+        return "it was cancelled"
+    return (
+        "no such message: never published, or finished longer ago than "
+        "message_queue.result_ttl (or published to another queue)"
+    )
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

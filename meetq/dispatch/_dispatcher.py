@@ -14,6 +14,10 @@ same on every backend. How a task travels:
   for observers (at most once).
 - The dispatching process applies reports idempotently and in any order, enforces a
   deadline of its own (``timed_out``) and runs each task's callback once.
+- A task's id is its message's id, and the serving handler returns the task's result
+  to the queue, so on a backend with tracking ``task_status``, ``task_result`` and
+  ``cancel_task`` work from any process (``MessageQueue.status/result/cancel``); a
+  cancelled running task reports ``cancelled`` to its dispatcher.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from meetq.core._validation import (
 from meetq.core.config import TaskDispatcherConfig
 from meetq.core.errors import ConfigError, HandlerTimeout, MeetqError, ValidationError
 from meetq.core.tasks import DispatchStatus, ReceivedTask, TaskRequest, TaskResponse
+from meetq.core.tracking import MessageStatus
 from meetq.core.types import (
     Message,
     Priority,
@@ -51,6 +56,7 @@ from meetq.core.types import (
     new_id,
 )
 from meetq.queue._message_queue import MessageQueue
+from meetq.queue._tracking import current_delivery
 
 __all__ = ["DispatchStatus", "ReceivedTask", "TaskDispatcher", "TaskRequest", "TaskResponse"]
 
@@ -224,8 +230,10 @@ class TaskDispatcher(AsyncService):
         if task_type in self._served:
             raise ValidationError("task_type", task_type, "this dispatcher already serves it")
 
-        async def run(message: Message) -> None:
-            await self._run_task(task_type, handler, message)
+        async def run(message: Message) -> Any:
+            # The result goes back to the queue too: kept there (result_ttl) for
+            # task_result() in any process.
+            return await self._run_task(task_type, handler, message)
 
         wire_types = [task_type]
         if self.service_name is not None:
@@ -250,7 +258,7 @@ class TaskDispatcher(AsyncService):
 
         return decorate
 
-    async def _run_task(self, task_type: str, handler: TaskHandler, message: Message) -> None:
+    async def _run_task(self, task_type: str, handler: TaskHandler, message: Message) -> Any:
         headers = message.headers
         task_id = headers.get(TASK_ID_HEADER, message.id)
         reply_to = headers.get(REPLY_TO_HEADER)
@@ -278,6 +286,10 @@ class TaskDispatcher(AsyncService):
             result = await call_user(
                 handler, task, is_async=is_async_callable(handler), timeout=timeout
             )
+        except asyncio.CancelledError:
+            if current_delivery().cancelled:  # cancel_task(), not a shutdown: say so
+                self._report_later(reply_to, {**report, "status": "cancelled"})
+            raise
         except UserCodeFailed as failure:
             await self._report_failure(reply_to, report, failure.error, max_attempts)
             # Raised on to the queue, which records the attempt (and retries it).
@@ -290,6 +302,16 @@ class TaskDispatcher(AsyncService):
         except ValidationError as exc:  # the result cannot be encoded: retrying won't help
             error = f"the handler's result is not JSON-serializable: {exc}"
             await self._report(reply_to, {**report, "status": "failed", "error": error})
+            return None
+        return result
+
+    def _report_later(self, reply_to: str | None, payload: dict[str, Any]) -> None:
+        """A best-effort report from a task being cancelled (it cannot await itself)."""
+        task = asyncio.get_running_loop().create_task(
+            self._report(reply_to, payload, must_arrive=False)
+        )
+        self._callback_tasks.add(task)
+        task.add_done_callback(self._callback_tasks.discard)
 
     async def _report_failure(
         self, reply_to: str | None, report: dict[str, Any], error: str, max_attempts: int
@@ -468,6 +490,39 @@ class TaskDispatcher(AsyncService):
             )
         await asyncio.wait_for(record.done.wait(), timeout)
         return record.response
+
+    async def task_status(self, task_id: str) -> MessageStatus:
+        """The task's message as the queue knows it, from any process (it need not have
+        dispatched it): waiting, running (which worker, attempt, progress), retrying,
+        dead, done, cancelled or unknown. Needs a backend with tracking
+        (``MessageQueue.status``); ``get_task_status`` is this dispatcher's own record."""
+        check_key("task_id", task_id)
+        return await self.message_queue.status(task_id)
+
+    async def task_result(self, task_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109  (waits without cancelling the task)
+        """The task handler's return value, from any process, waiting up to ``timeout``
+        seconds (``MessageQueue.result``: needs ``message_queue.result_ttl`` on the
+        serving side; ``ResultError`` for a failed, cancelled or unknown task)."""
+        check_key("task_id", task_id)
+        return await self.message_queue.result(task_id, timeout)
+
+    async def cancel_task(self, task_id: str) -> bool:
+        """Cancel a dispatched task from any process (``MessageQueue.cancel``): True when
+        it was waiting (it never runs) or running (its handler is cancelled where it
+        runs; not retried), False for an unknown or finished one. A record this
+        dispatcher holds ends ``cancelled`` (its callback runs once)."""
+        check_key("task_id", task_id)
+        cancelled = await self.message_queue.cancel(task_id)
+        record = self._records.get(task_id)
+        if cancelled and record is not None and not record.response.status.is_final:
+            record.response = attrs.evolve(
+                record.response,
+                status=DispatchStatus.CANCELLED,
+                error="cancelled by cancel_task()",
+                updated_at=time.time(),
+            )
+            self._finish(record)
+        return cancelled
 
     async def _on_result(self, message: Message) -> None:
         # async so it runs on the loop, not in a thread. Never raises: a report that

@@ -868,6 +868,7 @@ class MessageQueue(AsyncService):
             settlement = self._failure(claimed, None, f"internal error: {exc!r}", "", retry=True)
         finally:
             self._running.pop(claimed.token, None)
+            self._tracker.cancelled.discard(claimed.token)
             ticket = self._tickets.pop(claimed.token, None)
             if ticket is not None:
                 ticket.close()  # not used (undecodable, say): the thread is free again
@@ -947,6 +948,7 @@ class MessageQueue(AsyncService):
             return
         self._lost.add(lease.token)
         self._local["cancelled_here"] += 1
+        self._tracker.cancelled.add(lease.token)
         running[1].cancel()
 
     def _timed_out(self, claimed: Claimed, message: Message, timeout: float | None) -> Settlement:

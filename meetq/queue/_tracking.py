@@ -29,19 +29,21 @@ from meetq.core._validation import check_name, check_seconds
 from meetq.core.config import MessageQueueConfig
 from meetq.core.errors import (
     MeetqError,
-    ResultError,
     TrackingUnsupported,
     ValidationError,
 )
 from meetq.core.protocols import CAP_TRACKING, Backend, Claimed, LeaseRef, WorkQueueBackend
-from meetq.core.serialization import Serializer, decode_message
+from meetq.core.serialization import Serializer
 from meetq.core.tracking import (
     LeaseLabel,
-    MessageFacts,
     MessageStatus,
     TrackingWorkQueue,
-    decode_record,
+    cancel_record,
     encode_record,
+    not_finished,
+    result_of,
+    results_off,
+    status_from_facts,
 )
 
 __all__ = ["DeliveryContext", "Tracker", "current_delivery"]
@@ -74,32 +76,58 @@ class DeliveryContext:
     ``message_id``, ``message_type``, ``attempt`` (1-based) and ``worker`` describe it;
     ``progress(fraction, info)`` reports how far it got, shown by ``status()`` in any
     process. Safe to call from the handler's thread; cheap to call often (coalesced).
+    ``cancelled`` is True once ``cancel()`` (any process) stopped this delivery: a
+    handler that catches ``CancelledError`` can tell a cancel from a shutdown by it.
     """
 
+    # Made for every delivery: the constructor only stores; what progress() needs is
+    # built on its first call.
     __slots__ = (
+        "_claimed",
         "_last_write",
         "_lease",
         "_loop",
         "_pending",
         "_tracker",
         "_writing",
-        "attempt",
-        "message_id",
-        "message_type",
         "worker",
     )
 
     def __init__(self, tracker: Tracker | None, claimed: Claimed, worker: str) -> None:
         self._tracker = tracker
-        self._lease = LeaseRef(id=claimed.id, type=claimed.type, token=claimed.token)
-        self._loop = asyncio.get_running_loop()
+        self._claimed = claimed
+        self._lease: LeaseRef | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: bytes | None = None
         self._writing = False
         self._last_write = -math.inf
-        self.message_id = claimed.id
-        self.message_type = claimed.type
-        self.attempt = claimed.attempt
         self.worker = worker
+
+    @property
+    def message_id(self) -> str:
+        """The id of the message being handled."""
+        return self._claimed.id
+
+    @property
+    def message_type(self) -> str:
+        """Its type."""
+        return self._claimed.type
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is, 1 for the first."""
+        return self._claimed.attempt
+
+    def _lease_ref(self) -> LeaseRef:
+        if self._lease is None:
+            c = self._claimed
+            self._lease = LeaseRef(id=c.id, type=c.type, token=c.token)
+        return self._lease
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this delivery was cancelled through ``MessageQueue.cancel``."""
+        return self._tracker is not None and self._claimed.token in self._tracker.cancelled
 
     def progress(self, fraction: float, info: Any = None) -> None:
         """Report ``fraction`` (0.0 to 1.0) done, with ``info`` (JSON-encodable, small).
@@ -118,24 +146,29 @@ class DeliveryContext:
             data = encode_record({"fraction": float(fraction), "info": info, "at": time.time()})
         except (TypeError, ValueError) as exc:
             raise ValidationError("info", info, f"cannot be encoded as JSON: {exc}") from None
+        loop = self._loop
+        if loop is None:  # the first report: made on the loop, or from the handler's thread
+            loop = self._loop = self._tracker.loop
+            assert loop is not None  # set before any handler runs (Tracker.context)
         try:
-            running = asyncio.get_running_loop() is self._loop
+            running = asyncio.get_running_loop() is loop
         except RuntimeError:
             running = False
         if running:
             self._offer(data)
         else:
-            self._loop.call_soon_threadsafe(self._offer, data)
+            loop.call_soon_threadsafe(self._offer, data)
 
     def _offer(self, data: bytes) -> None:
         self._pending = data
         if self._writing:
             return  # the write in flight (or waiting out the throttle) takes it next
         self._writing = True
+        assert self._loop is not None
         self._loop.create_task(self._write())
 
     async def _write(self) -> None:
-        assert self._tracker is not None
+        assert self._tracker is not None and self._loop is not None
         try:
             while self._pending is not None:
                 wait = self._last_write + _PROGRESS_EVERY - self._loop.time()
@@ -145,7 +178,7 @@ class DeliveryContext:
                 self._last_write = self._loop.time()
                 try:
                     await self._tracker.queue().report_progress(
-                        self._lease, data, self._tracker.status_keep_ms
+                        self._lease_ref(), data, self._tracker.status_keep_ms
                     )
                 except MeetqError as exc:
                     log.warning(
@@ -175,6 +208,9 @@ class Tracker:
         self._serializer = serializer
         self.name = cfg.queue_name
         self.enabled = CAP_TRACKING in backend.capabilities
+        # Tokens of this worker's deliveries a cancel stopped, while their task ends.
+        self.cancelled: set[str] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the consuming loop
         self.result_keep_ms = int(cfg.result_ttl * 1000)
         self.status_keep_ms = max(int(cfg.status_ttl * 1000), self.result_keep_ms)
 
@@ -186,6 +222,8 @@ class Tracker:
     # -- what a delivery leaves behind -------------------------------------------------
 
     def context(self, claimed: Claimed, worker: str) -> contextvars.Token[DeliveryContext]:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         return _CURRENT.set(DeliveryContext(self if self.enabled else None, claimed, worker))
 
     @staticmethod
@@ -240,86 +278,15 @@ class Tracker:
     async def status(self, message_id: str) -> MessageStatus:
         check_name("message_id", message_id)
         facts = await self.queue("status()").facts(message_id)
-        return self._status(message_id, facts)
-
-    def _status(self, message_id: str, facts: MessageFacts) -> MessageStatus:
-        record = decode_record(facts.record)
-        progress = decode_record(facts.progress)
-        fraction = progress.get("fraction")
-        shown: dict[str, Any] = {
-            "progress": float(fraction) if isinstance(fraction, int | float) else None,
-            "progress_info": progress.get("info"),
-            "error": facts.error,
-        }
-        where = facts.where
-        if where == "gone":
-            state = record.get("state")
-            if state not in ("done", "cancelled", "dead"):
-                return MessageStatus(id=message_id, state="unknown", **shown)
-            shown["error"] = str(record.get("error") or facts.error or "")
-            return MessageStatus(
-                id=message_id,
-                state=state,
-                type=str(record.get("type") or ""),
-                priority=_int(record.get("priority"), 1),
-                attempt=_int(record.get("attempt"), 0),
-                published_at=_float(record.get("published_at")),
-                started_at=_float(record.get("started_at")),
-                finished_at=_float(record.get("finished_at")),
-                worker=str(record.get("worker") or ""),
-                **shown,
-            )
-        published = None
-        if facts.body is not None:
-            try:
-                published = decode_message(facts.body, self._serializer, retry_count=0).timestamp
-            except (ValueError, KeyError, TypeError, MeetqError):
-                published = None  # an undecodable body: the rest still shows
-        started, worker = None, ""
-        if where == "leased":
-            state = "running"
-            label = LeaseLabel.parse(facts.token)
-            if label is not None:
-                started, worker = label.started_ms / 1000.0, label.worker
-        elif where == "dead":
-            state = "dead"
-        elif facts.attempts > 0:
-            state = "retrying"
-        else:
-            state = "waiting" if where == "ready" else "delayed"
-        return MessageStatus(
-            id=message_id,
-            state=state,  # type: ignore[arg-type]
-            type=facts.type,
-            priority=facts.priority,
-            attempt=facts.attempts,
-            published_at=published,
-            available_at=None if facts.available_ms is None else facts.available_ms / 1000.0,
-            started_at=started,
-            finished_at=None if facts.dead_at_ms is None else facts.dead_at_ms / 1000.0,
-            worker=worker,
-            **shown,
-        )
+        return status_from_facts(message_id, facts, self._serializer)
 
     async def cancel(self, message_id: str) -> bool:
         check_name("message_id", message_id)
         queue = self.queue("cancel()")
-        before = self._status(message_id, await queue.facts(message_id))
-        if before.state in ("unknown", "done", "cancelled", "dead"):
+        before = status_from_facts(message_id, await queue.facts(message_id), self._serializer)
+        record = cancel_record(before)
+        if record is None:
             return False
-        record = encode_record(
-            {
-                "state": "cancelled",
-                "finished_at": time.time(),
-                "type": before.type,
-                "priority": before.priority,
-                "attempt": before.attempt,
-                "published_at": before.published_at,
-                "started_at": before.started_at,
-                "worker": before.worker,
-                "error": before.error,
-            }
-        )
         return await queue.cancel(message_id, record, self.status_keep_ms)
 
     async def result(self, message_id: str, timeout: float | None) -> Any:  # noqa: ASYNC109  (waits without cancelling anything)
@@ -327,52 +294,17 @@ class Tracker:
         limit = None if timeout is None else check_seconds("timeout", timeout)
         queue = self.queue("result()")
         if self.result_keep_ms <= 0:
-            raise ResultError(
-                message_id,
-                "off",
-                "results are off on this queue; set message_queue.result_ttl (seconds) "
-                "in the workers' config to keep handlers' return values",
-            )
+            raise results_off(message_id)
         loop = asyncio.get_running_loop()
         deadline = None if limit is None else loop.time() + limit
         async with queue.final_wait(message_id) as wait:
             while True:
                 facts = await queue.facts(message_id)
-                status = self._status(message_id, facts)
-                if status.state == "done":
-                    return decode_record(facts.record).get("result")
-                if status.state in ("dead", "cancelled", "unknown"):
-                    raise ResultError(
-                        message_id, status.state, _ended(status), status.error
-                    )
+                done, value = result_of(message_id, facts, self._serializer)
+                if done:
+                    return value
                 left = _RECHECK if deadline is None else min(_RECHECK, deadline - loop.time())
                 if left <= 0:
-                    raise ResultError(
-                        message_id,
-                        status.state,
-                        f"not finished within {limit:g}s (it is {status.state})",
-                        status.error,
-                    )
+                    raise not_finished(message_id, facts, self._serializer, limit)
                 await wait(left)
-
-
-def _ended(status: MessageStatus) -> str:
-    if status.state == "dead":
-        return f"it failed for good (dead): {status.error or 'no error recorded'}"
-    if status.state == "cancelled":
-        return "it was cancelled"
-    return (
-        "no such message: never published, or finished longer ago than "
-        "message_queue.result_ttl (or published to another queue)"
-    )
-
-
-def _int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -30,16 +31,28 @@ from meetq.core._publishing import (
     queue_totals,
     requeue_request,
 )
-from meetq.core._validation import check_channel, check_text
+from meetq.core._validation import check_channel, check_name, check_seconds, check_text
 from meetq.core.config import MeetqConfig, MessageQueueConfig, load_config
-from meetq.core.errors import ClosedError, ValidationError
-from meetq.core.protocols import SyncBackend, SyncWorkQueue
+from meetq.core.errors import ClosedError, TrackingUnsupported, ValidationError
+from meetq.core.protocols import CAP_TRACKING, SyncBackend, SyncWorkQueue
 from meetq.core.registry import BackendContext, BackendRegistry
 from meetq.core.serialization import JsonSerializer, Serializer, encode_pubsub_message
+from meetq.core.tracking import (
+    MessageStatus,
+    SyncTrackingWorkQueue,
+    cancel_record,
+    not_finished,
+    result_of,
+    results_off,
+    status_from_facts,
+)
 from meetq.core.types import Message, PubSubMessage
 from meetq.manager import build_registry
 
 __all__ = ["SyncProducer", "SyncPubSub"]
+
+# result(): how often it reads again while no push came (as MessageQueue.result).
+_RECHECK = 5.0
 
 
 class SyncProducer:
@@ -78,7 +91,10 @@ class SyncProducer:
         self.name = mq.queue_name
         self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
         context = BackendContext(config=self.config, client=redis)
-        self._backend_name = reg.get(mq.type, key="message_queue.type").name
+        spec = reg.get(mq.type, key="message_queue.type")
+        self._backend_name = spec.name
+        self._capabilities = spec.capabilities
+        self._result_keep_ms = int(mq.result_ttl * 1000)
         self._backend: SyncBackend = reg.create_sync(mq.type, context, key="message_queue.type")
         self._queue: SyncWorkQueue = self._backend.work_queue(mq.queue_name, queue_options(mq))
         self._registry, self._context = reg, context
@@ -128,6 +144,52 @@ class SyncProducer:
         request = requeue_request(max_count, message_type)
         self._check_open()
         return self._queue.maintain(request)
+
+    # -- a message by id (backends with the tracking capability) ------------------------
+
+    def _tracking(self, call: str) -> SyncTrackingWorkQueue:
+        self._check_open()
+        if CAP_TRACKING not in self._capabilities:
+            raise TrackingUnsupported(self._backend_name, call)
+        return self._queue  # type: ignore[return-value]  # declared by CAP_TRACKING
+
+    def status(self, message_id: str) -> MessageStatus:
+        """As ``MessageQueue.status``: the message's state and facts; one round trip."""
+        check_name("message_id", message_id)
+        facts = self._tracking("status()").facts(message_id)
+        return status_from_facts(message_id, facts, self.serializer)
+
+    def cancel(self, message_id: str) -> bool:
+        """As ``MessageQueue.cancel``: True when it was waiting, delayed or running (its
+        handler is stopped where it runs), False for an unknown or finished id."""
+        check_name("message_id", message_id)
+        queue = self._tracking("cancel()")
+        before = status_from_facts(message_id, queue.facts(message_id), self.serializer)
+        record = cancel_record(before)
+        if record is None:
+            return False
+        keep_ms = max(int(self.queue_config.status_ttl * 1000), self._result_keep_ms)
+        return queue.cancel(message_id, record, keep_ms)
+
+    def result(self, message_id: str, timeout: float | None = None) -> Any:
+        """As ``MessageQueue.result``, blocking the calling thread: the handler's return
+        value, waited for by push; ``ResultError`` says why there is none."""
+        check_name("message_id", message_id)
+        limit = None if timeout is None else check_seconds("timeout", timeout)
+        queue = self._tracking("result()")
+        if self._result_keep_ms <= 0:
+            raise results_off(message_id)
+        deadline = None if limit is None else time.monotonic() + limit
+        with queue.final_wait(message_id) as wait:
+            while True:
+                facts = queue.facts(message_id)
+                done, value = result_of(message_id, facts, self.serializer)
+                if done:
+                    return value
+                left = _RECHECK if deadline is None else min(_RECHECK, deadline - time.monotonic())
+                if left <= 0:
+                    raise not_finished(message_id, facts, self.serializer, limit)
+                wait(left)
 
     # -- broadcast ---------------------------------------------------------------------
 

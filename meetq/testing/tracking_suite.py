@@ -15,9 +15,16 @@ import pytest
 import pytest_asyncio
 
 import meetq
-from meetq import MessageQueue
+from meetq import (
+    DispatchStatus,
+    MessageQueue,
+    ReceivedTask,
+    TaskDispatcher,
+    TaskRequest,
+    TaskResponse,
+)
 from meetq.core.errors import ResultError, TrackingUnsupported, ValidationError
-from meetq.core.protocols import CAP_TRACKING, Backend
+from meetq.core.protocols import CAP_LIMITS, CAP_TRACKING, Backend
 from meetq.core.types import Message, Priority
 from meetq.queue import _tracking
 from meetq.testing._base import BackendContract
@@ -275,6 +282,21 @@ class TrackingContract(BackendContract):
             assert stats["total_retried"] == 0 and stats["total_failed"] == 0
         assert await mq.cancel(message_id) is False
 
+    @requires(CAP_TRACKING, CAP_LIMITS)
+    async def test_cancel_running_frees_its_concurrency_slot(self, tracked: MakeQueue) -> None:
+        mq = tracked(concurrency_limits={"t": 1})
+        gate = _Gate()
+        mq.register_handler("t", gate)
+        first = await mq.publish(Message(type="t"))
+        second = await mq.publish(Message(type="t"))
+        async with mq:
+            await gate.wait_started(first)
+            assert await mq.cancel(first) is True
+            # The one slot of type t is free again: the second message runs.
+            await gate.wait_started(second)
+            gate.let_go(second)
+            await eventually(lambda: _processed(mq, 1))
+
     @requires(CAP_TRACKING)
     async def test_cancel_unknown_and_finished_return_false(self, tracked: MakeQueue) -> None:
         mq = tracked(result_ttl="60s", max_retries=0)
@@ -373,6 +395,96 @@ class TrackingContract(BackendContract):
             release_plain.set()
         with pytest.raises(meetq.MeetqError):
             meetq.current_delivery()
+
+    # -- the dispatcher on top -----------------------------------------------------------
+
+    @requires(CAP_TRACKING)
+    async def test_dispatched_task_status_result_and_cancel_from_any_process(
+        self, backend: Backend
+    ) -> None:
+        # Three "processes" on one backend and queue: a service, the client that
+        # dispatches, and an observer that never saw the dispatch.
+        def dispatcher(service: str | None) -> TaskDispatcher:
+            mq = MessageQueue(backend, **{**QUICK, "queue_name": "tdq", "result_ttl": "60s"})
+            return TaskDispatcher(mq, service_name=service)
+
+        service, client, observer = dispatcher("asr"), dispatcher("gateway"), dispatcher(None)
+        client.register_route("speech_recognition", "asr")
+        hold = asyncio.Event()
+        runs: list[str] = []
+        stopped: list[str] = []
+
+        @service.task("speech_recognition")
+        async def recognize(task: ReceivedTask) -> dict[str, Any]:
+            runs.append(task.id)
+            if task.payload.get("hold"):
+                try:
+                    await hold.wait()
+                except asyncio.CancelledError:
+                    stopped.append(task.id)
+                    raise
+            return {"text": f"heard {task.payload.get('audio')}"}
+
+        parts = (service, client, observer)
+        try:
+            for part in parts:
+                await part.message_queue.start()
+                await part.start()
+            done = await client.dispatch_task(
+                TaskRequest(type="speech_recognition", payload={"audio": "a.wav"})
+            )
+            assert await observer.task_result(done.task_id, timeout=TIMEOUT) == {
+                "text": "heard a.wav"
+            }
+            assert (await observer.task_status(done.task_id)).state == "done"
+            assert await observer.cancel_task(done.task_id) is False  # finished
+
+            held = await client.dispatch_task(
+                TaskRequest(type="speech_recognition", payload={"hold": True}, max_retries=3)
+            )
+            await eventually(lambda: held.task_id in runs)
+
+            async def running() -> bool:
+                return (await observer.task_status(held.task_id)).state == "running"
+
+            await eventually(running)
+            assert await observer.cancel_task(held.task_id) is True
+            await eventually(lambda: stopped == [held.task_id])
+            final = await client.wait(held.task_id, timeout=TIMEOUT)
+            assert final.status is DispatchStatus.CANCELLED
+            assert (await observer.task_status(held.task_id)).state == "cancelled"
+            with pytest.raises(ResultError) as info:
+                await observer.task_result(held.task_id, timeout=TIMEOUT)
+            assert info.value.state == "cancelled"
+            assert runs.count(held.task_id) == 1  # not retried
+        finally:
+            for part in parts:
+                await part.stop()
+                await part.message_queue.stop(grace=0)
+
+    @requires(CAP_TRACKING)
+    async def test_cancel_task_in_the_dispatching_process_ends_its_record(
+        self, backend: Backend
+    ) -> None:
+        mq = MessageQueue(backend, **{**QUICK, "queue_name": "tdq2"})
+        client = TaskDispatcher(mq, service_name="gateway")
+        client.register_route("speech_recognition", "asr")  # nobody serves it here
+        seen: list[TaskResponse] = []
+        try:
+            await mq.start()
+            await client.start()
+            waiting = await client.dispatch_task(
+                TaskRequest(type="speech_recognition", callback=seen.append)
+            )
+            assert await client.cancel_task(waiting.task_id) is True
+            final = await client.wait(waiting.task_id, timeout=TIMEOUT)
+            assert final.status is DispatchStatus.CANCELLED
+            await eventually(lambda: len(seen) == 1)
+            assert await client.cancel_task(waiting.task_id) is False
+            assert await mq.queue_length() == 0
+        finally:
+            await client.stop()
+            await mq.stop(grace=0)
 
     # -- without the capability --------------------------------------------------------
 

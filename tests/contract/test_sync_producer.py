@@ -32,6 +32,7 @@ from meetq import (
     Priority,
     PubSubMessage,
     QueueManager,
+    ResultError,
     ValidationError,
     initialize_queue_system,
 )
@@ -46,7 +47,12 @@ class Setup:
 
     def __init__(self, kind: str, namespace: str, redis_url: str | None) -> None:
         self.kind = kind
-        queue = {"queue_name": namespace, "poll_interval": "50ms", "max_retries": 0}
+        queue = {
+            "queue_name": namespace,
+            "poll_interval": "50ms",
+            "max_retries": 0,
+            "result_ttl": "60s",
+        }
         if kind == "memory":
             self.config: dict[str, Any] = {
                 "memory": {"broker": namespace},
@@ -272,3 +278,44 @@ def test_a_backend_without_a_sync_face_is_refused_by_name() -> None:
     )
     with pytest.raises(BackendError, match=r"message_queue.type='asynconly'.*no sync producer"):
         SyncProducer({"message_queue": {"type": "asynconly"}}, registry=registry)
+
+
+async def test_sync_status_cancel_and_result_meet_the_async_worker(
+    manager: QueueManager, producer: SyncProducer
+) -> None:
+    mq = _queue(manager)
+    started = asyncio.Event()
+    stopped: list[str] = []
+
+    @mq.handler("slow")
+    async def slow(message: Message) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stopped.append(message.id)
+            raise
+
+    @mq.handler("quick")
+    async def quick(message: Message) -> dict[str, int]:
+        return {"n": message.payload["n"]}
+
+    later = await asyncio.to_thread(producer.publish, Message(type="quick"), delay=60)
+    assert (await asyncio.to_thread(producer.status, later)).state == "delayed"
+    assert await asyncio.to_thread(producer.cancel, later) is True
+    assert await asyncio.to_thread(producer.cancel, later) is False
+    assert (await asyncio.to_thread(producer.status, later)).state == "cancelled"
+    await manager.start()
+    running = await asyncio.to_thread(producer.publish, Message(type="slow"))
+    await asyncio.wait_for(started.wait(), 10)
+    status = await asyncio.to_thread(producer.status, running)
+    assert status.state == "running" and status.worker == mq.worker_name
+    assert await asyncio.to_thread(producer.cancel, running) is True
+    await eventually(lambda: stopped == [running])
+    done = await asyncio.to_thread(producer.publish, Message(type="quick", payload={"n": 5}))
+    assert await asyncio.to_thread(producer.result, done, 10) == {"n": 5}
+    with pytest.raises(ResultError) as info:
+        await asyncio.to_thread(producer.result, running, 10)
+    assert info.value.state == "cancelled"
+    with pytest.raises(ValidationError):
+        await asyncio.to_thread(producer.status, "")

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from meetq.testing._redis_cluster import LocalRedisCluster
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from meetq import BackendUnavailableError, PubSubMessage, pubsub_from
 from meetq.testing import Collector, PubSubContract, eventually
+from meetq.testing._redis_cluster import LocalRedisCluster
 
 # A generous correctness bound for riding out a dead node on a shared machine.
 RIDE_OUT = 30.0

@@ -29,11 +29,11 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from meetq.backends.memory._backend import MemoryBackend, loops_holding
-from meetq.core.errors import BackendUnavailableError, ClosedError
+from meetq.core.errors import BackendUnavailableError, ClosedError, MeetqError
 from meetq.core.protocols import (
     Maintenance,
     PubSubTransport,
@@ -42,6 +42,7 @@ from meetq.core.protocols import (
     SyncWorkQueue,
     WorkQueueOptions,
 )
+from meetq.core.tracking import MessageFacts
 
 __all__ = ["MemorySyncBackend"]
 
@@ -225,3 +226,44 @@ class MemorySyncWorkQueue:
 
     def maintain(self, request: Maintenance) -> int:
         return self._owner.call(lambda b: b.work_queue(self.name, self._options).maintain(request))
+
+    # -- tracking (the queue's MemoryTracking, on the broker's loop) --------------------
+
+    def _tracked(self, backend: MemoryBackend) -> Any:
+        return backend.work_queue(self.name, self._options)
+
+    def facts(self, message_id: str) -> MessageFacts:
+        result: MessageFacts = self._owner.call(lambda b: self._tracked(b).facts(message_id))
+        return result
+
+    def cancel(self, message_id: str, record: bytes, keep_ms: int) -> bool:
+        result: bool = self._owner.call(
+            lambda b: self._tracked(b).cancel(message_id, record, keep_ms)
+        )
+        return result
+
+    @contextlib.contextmanager
+    def final_wait(self, message_id: str) -> Iterator[Callable[[float], bool]]:
+        # A threading.Event stands among the queue's waiters: the loop sets it.
+        event = threading.Event()
+
+        async def add(backend: MemoryBackend) -> None:
+            self._tracked(backend)._final_waiters.setdefault(message_id, set()).add(event)
+
+        async def remove(backend: MemoryBackend) -> None:
+            waiters = self._tracked(backend)._final_waiters.get(message_id)
+            if waiters is not None:
+                waiters.discard(event)
+
+        self._owner.call(add)
+
+        def wait(timeout: float) -> bool:
+            came = event.wait(max(0.0, timeout))
+            event.clear()
+            return came
+
+        try:
+            yield wait
+        finally:
+            with contextlib.suppress(MeetqError):
+                self._owner.call(remove)

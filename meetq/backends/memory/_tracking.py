@@ -41,11 +41,14 @@ class MemoryTracking:
     _entries: dict[str, Any]
     _dead: dict[str, Any]
     _processing: int
+    _leased: Any  # leases held per type (the concurrency limits count them)
     _counts: Any
 
     def _tracking_init(self) -> None:
         self._kept: dict[str, _Kept] = {}
-        self._final_waiters: dict[str, set[asyncio.Event]] = {}
+        # Objects with set(): an asyncio.Event per result() waiter (a threading.Event
+        # for the sync producer's).
+        self._final_waiters: dict[str, set[Any]] = {}
         self._cancel_callbacks: list[CancelCallback] = []
 
     # -- hooks MemoryWorkQueue calls ---------------------------------------------------
@@ -133,6 +136,7 @@ class MemoryTracking:
         lease = LeaseRef(id=entry.id, type=entry.type, token=entry.token)
         if state == "leased":
             self._processing -= 1
+            self._leased[entry.type] -= 1
         else:
             self._unwait(entry)
         self._forget(entry)

@@ -35,6 +35,7 @@ from meetq.backends.redis._scripts import (
     inspect_steps,
     requeue_steps,
 )
+from meetq.backends.redis._tracking import RedisSyncTracking
 from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import (
     Maintenance,
@@ -138,8 +139,9 @@ class RedisSyncBackend:
                 self._client.close()
 
 
-class RedisSyncWorkQueue:
-    """One queue's producer calls; the keys are built as the async queue builds them."""
+class RedisSyncWorkQueue(RedisSyncTracking):
+    """One queue's producer calls; the keys are built as the async queue builds them.
+    Tracking (status, cancel, result) comes from ``_tracking.RedisSyncTracking``."""
 
     def __init__(self, backend: RedisSyncBackend, queue_name: str, options: WorkQueueOptions):
         self.name = queue_name
@@ -156,6 +158,12 @@ class RedisSyncWorkQueue:
 
     def inspect(self) -> QueueSnapshot:
         return self._backend.run(inspect_steps(self._keys, self._options))
+
+    def _drive(self, steps: Generator[Call, Any, Any]) -> Any:
+        return self._backend.run(steps)
+
+    def _sync_client(self) -> Any:
+        return self._backend.client()
 
     def maintain(self, request: Maintenance) -> int:
         if request.action != "requeue_dead":

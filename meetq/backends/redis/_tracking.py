@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from typing import Any, TypeVar
 
 import redis.exceptions
 
@@ -35,6 +35,8 @@ from meetq.core.tracking import CancelCallback, FinalWait, MessageFacts
 __all__ = ["RedisTracking", "track_call"]
 
 log = logging.getLogger("meetq.redis.work_queue")
+
+T = TypeVar("T")
 
 
 def facts_key(keys: QueueKeys, message_id: str) -> bytes:
@@ -68,6 +70,81 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def by_type_steps(
+    keys: QueueKeys, script: str, message_id: str, extra: Sequence[Any]
+) -> Generator[Call, Any, Any]:
+    """status.lua or cancel.lua with every known type's keys; once more, with the types
+    the script named, when the id is stored under a type not passed."""
+    names = keys.known_types
+    reply: Any = None
+    for _ in range(2):
+        reply = yield (
+            SCRIPTS[script],
+            [*keys.with_types(names), facts_key(keys, message_id)],
+            [message_id, len(names), *extra],
+        )
+        if script == "cancel":
+            stale = reply[1] if isinstance(reply, list) else None
+        else:
+            stale = reply[9] if reply[0] == b"elsewhere" and len(reply) > 9 else None
+        if not stale:
+            break
+        keys.known_types = names = sorted({*names, *(text(t) for t in stale)})
+    return reply
+
+
+def facts_from(keys: QueueKeys, reply: Sequence[Any]) -> MessageFacts:
+    """status.lua's reply as ``MessageFacts``."""
+    where, t, score, attempts, token, when, body, dinfo, flat = reply[:9]
+    where = text(where)
+    kept = {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+    common: dict[str, Any] = {
+        "error": text(kept.get("error", b"")),
+        "progress": kept.get("progress", b""),
+        "record": kept.get("record", b""),
+    }
+    if where == "dead":
+        info: Any = {}
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            info = json.loads(dinfo) if dinfo else {}
+        if not isinstance(info, dict):
+            info = {}
+        common["error"] = str(info.get("error", "")) or common["error"]
+        return MessageFacts(
+            where="dead",
+            type=str(info.get("type", "")),
+            priority=_int(info.get("priority"), 1),
+            attempts=_int(info.get("attempts")),
+            body=body or None,
+            dead_at_ms=_int(info.get("failed_at")) or None,
+            **common,
+        )
+    if where in ("gone", "elsewhere"):
+        # "elsewhere" twice: its type is gone from the types set (a key removed by
+        # hand); nothing live can be shown for it.
+        return MessageFacts(where="gone", **common)
+    names = keys.known_types
+    priority = 3 - _int(score) // 2**44
+    return MessageFacts(
+        where=where,  # type: ignore[arg-type]  # ready, delayed or leased here
+        type=names[t - 1] if 0 < t <= len(names) else "",
+        priority=priority if 0 <= priority <= 3 else 1,
+        attempts=_int(attempts),
+        body=body,
+        token=text(token),
+        available_ms=_int(when) or None if where != "leased" else None,
+        **common,
+    )
+
+
+def cancel_args(keys: QueueKeys, record: bytes, keep_ms: int) -> tuple[Any, ...]:
+    return (record, max(1, keep_ms), keys.key("cancel"))
+
+
+def cancelled(reply: Any) -> bool:
+    return not isinstance(reply, list) and int(reply) == 1
+
+
 class RedisTracking:
     """The tracking calls; ``RedisWorkQueue`` supplies the plumbing they use."""
 
@@ -78,79 +155,19 @@ class RedisTracking:
     async def _eval(self, script: Any, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         raise NotImplementedError
 
-    async def _command(self, what: str, *args: Any) -> Any:
+    async def _run(self, steps: Generator[Call, Any, T]) -> T:
         raise NotImplementedError
 
     def _check_open(self) -> None:
         raise NotImplementedError
 
-    async def _all_types(self) -> list[str]:
-        """Every type the queue has stored (the scripts need their keys)."""
-        members = await self._command("status", "SMEMBERS", self._keys.key("types"))
-        self._keys.known_types = sorted({*self._keys.known_types, *(text(t) for t in members)})
-        return self._keys.known_types
-
-    async def _by_type(self, script: str, message_id: str, extra: Sequence[Any]) -> Any:
-        """Run ``script`` with every known type's keys; once more with a fresh list when
-        it says the id is stored under a type not passed."""
-        names = self._keys.known_types
-        for attempt in range(2):
-            keys = [*self._keys.with_types(names), facts_key(self._keys, message_id)]
-            reply = await self._eval(SCRIPTS[script], keys, [message_id, len(names), *extra])
-            stale = reply == -1 if script == "cancel" else reply[0] == b"elsewhere"
-            if not stale or attempt == 1:
-                return reply
-            names = await self._all_types()
-        return reply
-
     async def facts(self, message_id: str) -> MessageFacts:
-        reply = await self._by_type("status", message_id, ())
-        where, t, score, attempts, token, when, body, dinfo, flat = reply
-        where = text(where)
-        kept = {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-        common: dict[str, Any] = {
-            "error": text(kept.get("error", b"")),
-            "progress": kept.get("progress", b""),
-            "record": kept.get("record", b""),
-        }
-        if where == "dead":
-            info: Any = {}
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                info = json.loads(dinfo) if dinfo else {}
-            if not isinstance(info, dict):
-                info = {}
-            common["error"] = str(info.get("error", "")) or common["error"]
-            return MessageFacts(
-                where="dead",
-                type=str(info.get("type", "")),
-                priority=_int(info.get("priority"), 1),
-                attempts=_int(info.get("attempts")),
-                body=body or None,
-                dead_at_ms=_int(info.get("failed_at")) or None,
-                **common,
-            )
-        if where in ("gone", "elsewhere"):
-            # "elsewhere" twice: its type's keys are gone from the types set (a key
-            # removed by hand); nothing live can be shown for it.
-            return MessageFacts(where="gone", **common)
-        names = self._keys.known_types
-        priority = 3 - _int(score) // 2**44
-        return MessageFacts(
-            where=where,  # type: ignore[arg-type]  # ready, delayed or leased here
-            type=names[t - 1] if 0 < t <= len(names) else "",
-            priority=priority if 0 <= priority <= 3 else 1,
-            attempts=_int(attempts),
-            body=body,
-            token=text(token),
-            available_ms=_int(when) or None if where != "leased" else None,
-            **common,
-        )
+        steps = by_type_steps(self._keys, "status", message_id, ())
+        return facts_from(self._keys, await self._run(steps))
 
     async def cancel(self, message_id: str, record: bytes, keep_ms: int) -> bool:
-        reply = await self._by_type(
-            "cancel", message_id, (record, max(1, keep_ms), self._keys.key("cancel"))
-        )
-        return int(reply) == 1
+        extra = cancel_args(self._keys, record, keep_ms)
+        return cancelled(await self._run(by_type_steps(self._keys, "cancel", message_id, extra)))
 
     async def report_progress(self, lease: LeaseRef, data: bytes, keep_ms: int) -> bool:
         keys = [self._keys.fixed[3], facts_key(self._keys, lease.id)]
@@ -216,3 +233,45 @@ def translate(what: str) -> Any:
             yield
         except RuntimeError as exc:  # redis-py: a pubsub used after close
             raise ClosedError(f"{what}: {exc}") from exc
+
+
+class RedisSyncTracking:
+    """The blocking tracking calls of the sync producer (``_sync.py``): the same scripts
+    and replies, driven by the sync client."""
+
+    _keys: QueueKeys
+
+    def _drive(self, steps: Generator[Call, Any, Any]) -> Any:
+        raise NotImplementedError
+
+    def _sync_client(self) -> Any:
+        raise NotImplementedError
+
+    def facts(self, message_id: str) -> MessageFacts:
+        steps = by_type_steps(self._keys, "status", message_id, ())
+        return facts_from(self._keys, self._drive(steps))
+
+    def cancel(self, message_id: str, record: bytes, keep_ms: int) -> bool:
+        extra = cancel_args(self._keys, record, keep_ms)
+        return cancelled(self._drive(by_type_steps(self._keys, "cancel", message_id, extra)))
+
+    @contextlib.contextmanager
+    def final_wait(self, message_id: str) -> Iterator[Callable[[float], bool]]:
+        pubsub = self._sync_client().pubsub()
+        try:
+            with translate("result"):
+                pubsub.subscribe(facts_key(self._keys, message_id))
+                while True:  # the confirmation first: after it, a record written is heard
+                    message = pubsub.get_message(timeout=5.0)
+                    if message is None or _kind(message) == "subscribe":
+                        break
+
+            def wait(timeout: float) -> bool:
+                with translate("result"):
+                    message = pubsub.get_message(timeout=max(0.0, timeout))
+                return message is not None and _kind(message) == "message"
+
+            yield wait
+        finally:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                pubsub.close()

@@ -3,8 +3,9 @@
 --   caller knows of, then the message's facts HASH (P t:<id>, see status.lua).
 -- ARGV[1] id, [2] T = number of types, [3] the finished record to keep (core's bytes),
 --   [4] how long to keep it (ms), [5] the queue's cancel channel (P cancel).
--- Returns 1 when cancelled, 0 when the id is not stored or dead-lettered, -1 when it is
---   stored under a type not passed (call again with every type; nothing written).
+-- Returns 1 when cancelled, 0 when the id is not stored or dead-lettered, or, when it is
+--   stored under a type not passed, {-1, every stored type} (nothing written: call again
+--   with them).
 -- A leased message's lease ends here (its token is deleted, so the holder's settlement
 -- is refused) and its holder is told on the cancel channel ('<id>\n<token>'); waiters of
 -- result() on the facts key's channel. Checked before the first write: a corrupt key
@@ -32,7 +33,10 @@ for t = 1, ntypes do
   end
   if found then break end
 end
-if not found then return -1 end
+if not found then
+  local types = redis.pcall('SMEMBERS', K_TYPES)
+  return {-1, type(types) == 'table' and not types.err and types or {}}
+end
 -- (writes) nothing below can fail: every key was checked above.
 redis.call('ZREM', found, id)
 if token then

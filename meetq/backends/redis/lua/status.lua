@@ -5,7 +5,8 @@
 -- ARGV[1] id, [2] T = number of types.
 -- Returns {where, type index, score, attempts, token, when ms, body, dead info, facts}:
 --   where is 'ready', 'delayed', 'leased', 'dead', 'gone' (not stored), or 'elsewhere'
---   (stored under a type not passed: call again with every type in `types`); when is
+--   (stored under a type not passed: the reply then ends with every stored type, to
+--   call again with); when is
 --   the ms it became ready, comes due, or its lease deadline; facts is the HASH flat.
 -- A key of the wrong type reads as absent: a status call never fails on a corrupt key.
 local id, ntypes = ARGV[1], tonumber(ARGV[2])
@@ -36,4 +37,4 @@ for t = 1, ntypes do
     return {'ready', t, score, attempts, '', read('HGET', K_READYAT, id) or '', body, '', facts}
   end
 end
-return {'elsewhere', 0, score, attempts, '', '', body, '', facts}
+return {'elsewhere', 0, score, attempts, '', '', body, '', facts, read('SMEMBERS', K_TYPES) or {}}
