@@ -3,6 +3,7 @@ collection on the loop serves, and the error without prometheus-client."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import pytest
@@ -69,3 +70,32 @@ def test_without_prometheus_client_the_error_says_what_to_install(
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'meetq\[prometheus\]'"):
         Metrics(CollectorRegistry())
+
+
+async def test_pubsub_dropped_counter_counts_what_a_full_buffer_dropped() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    pubsub = PubSub(
+        MemoryBackend(), namespace="d", subscriber_buffer=1, subscriber_overflow="drop_newest"
+    )
+    metrics.instrument(pubsub)
+    release = asyncio.Event()
+
+    async def stuck(message: PubSubMessage) -> None:
+        await release.wait()
+
+    async with pubsub:
+        await pubsub.subscribe("ch", stuck)
+        for _ in range(3):  # one in the handler, one in the buffer at most: one dropped
+            await pubsub.publish("ch", PubSubMessage(type="t"))
+        await eventually(lambda: _dropped(pubsub))
+        await metrics.refresh()
+        scraped = _values(registry)
+        stats = await pubsub.stats()
+        release.set()
+    assert scraped["meetq_pubsub_dropped_total"] == stats["dropped"] >= 1
+    assert scraped["meetq_pubsub_published_total"] == 3
+
+
+async def _dropped(pubsub: PubSub) -> bool:
+    return (await pubsub.stats())["dropped"] >= 1
