@@ -8,8 +8,13 @@ type as plain numbers; the backend keeps the state (a token bucket per rate-limi
 type, the count of leases for a concurrency limit) and never parses anything.
 
 The rate is a token bucket: ``count`` tokens every ``period`` seconds, at most ``burst``
-kept (1 unless asked: ``"100/s"`` then means one start every 10 ms, never 100 at once).
-A claim takes one token per message it leases; the bucket starts full. Syntax:
+whole tokens kept (1 unless asked: ``"100/s"`` then means one start every 10 ms, never
+100 at once). A claim takes one whole token per message it leases; the bucket starts
+with ``burst``. Beyond ``burst`` it keeps up to half a token more (``GRACE_TOKENS``, less
+for a slow rate: what ``GRACE_MS`` brings): a worker that comes back for the next token
+a few milliseconds late — a timer, a round trip, a busy machine — then loses none of the
+rate, while in any span ``d`` no more than ``burst + rate * d`` starts happen, give or
+take that half token. Syntax:
 ``"100/s"``, ``"10/m"``, ``"5/h"``, ``"1/d"``, ``"30/10s"`` (any duration after the
 slash), optionally ``" burst 20"``; or the mapping ``{rate: "100/s", burst: 20}``.
 """
@@ -41,6 +46,9 @@ MAX_CONCURRENCY = 1_000_000
 #: The fastest rate accepted, in tokens per second, and the largest count or burst.
 MAX_RATE_PER_SECOND = 1_000_000.0
 _MAX_COUNT = 10**9
+#: The most a bucket keeps beyond ``burst``, in tokens, and the lateness it absorbs.
+GRACE_TOKENS = 0.5
+GRACE_MS = 20.0
 
 _RATE = re.compile(
     r"^\s*(\d+)\s*/\s*([0-9]*\.?[0-9]*)\s*(ms|s|m|h|d)\s*(?:burst\s+(\d+)\s*)?$"
@@ -71,14 +79,16 @@ class TypeLimit:
     """What a backend enforces for one message type at every claim, in every process.
 
     ``concurrency`` > 0: at most that many of the type leased at once (leases held by any
-    worker count, until settled or expired); ``rate_per_ms`` > 0: a token bucket of
-    ``burst`` tokens refilled at that many tokens per millisecond of the backend's clock.
-    0 means no such limit."""
+    worker count, until settled or expired); ``rate_per_ms`` > 0: a token bucket refilled
+    at that many tokens per millisecond of the backend's clock, holding up to ``bucket``
+    tokens (``burst`` plus the grace: see the module docstring) and ``floor(bucket)`` =
+    ``burst`` at first; a lease takes one whole token. 0 means no such limit."""
 
     type: str
     concurrency: int = 0
     rate_per_ms: float = 0.0
     burst: int = 0
+    bucket: float = 0.0
 
 
 def _rate(path: str, value: object) -> RateLimit:
@@ -156,6 +166,10 @@ def check_concurrency_limits(path: str, value: object) -> dict[str, int]:
     return out
 
 
+def _grace(rate_per_ms: float) -> float:
+    return min(GRACE_TOKENS, rate_per_ms * GRACE_MS)
+
+
 def type_limits(
     rate_limits: Mapping[str, RateLimit], concurrency_limits: Mapping[str, int]
 ) -> tuple[TypeLimit, ...]:
@@ -169,6 +183,7 @@ def type_limits(
                 concurrency=concurrency_limits.get(name, 0),
                 rate_per_ms=0.0 if rate is None else rate.per_second / 1000.0,
                 burst=0 if rate is None else rate.burst,
+                bucket=0.0 if rate is None else rate.burst + _grace(rate.per_second / 1000.0),
             )
         )
     return tuple(out)

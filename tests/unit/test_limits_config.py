@@ -84,8 +84,9 @@ def test_a_config_built_in_code_holds_parsed_limits_too() -> None:
 def test_the_backend_gets_one_type_limit_per_type_as_numbers() -> None:
     cfg = _section(rate_limits={"b": "100/s burst 5", "a": "6/m"}, concurrency_limits={"b": 3})
     assert queue_options(cfg).limits == (
-        TypeLimit(type="a", concurrency=0, rate_per_ms=0.0001, burst=1),
-        TypeLimit(type="b", concurrency=3, rate_per_ms=0.1, burst=5),
+        # the grace: what 20 ms bring, at most half a token
+        TypeLimit(type="a", concurrency=0, rate_per_ms=0.0001, burst=1, bucket=1.002),
+        TypeLimit(type="b", concurrency=3, rate_per_ms=0.1, burst=5, bucket=5.5),
     )
     assert queue_options(_section()).limits == ()
 

@@ -303,10 +303,10 @@ class MemoryWorkQueue(MemoryTracking):
 
     # -- limits --------------------------------------------------------------------------
 
-    def _tokens(self, message_type: str, rate_per_ms: float, burst: int, now: float) -> float:
-        """The type's bucket refilled up to ``now`` (full the first time it is asked)."""
-        tokens, at = self._buckets.get(message_type, (float(burst), now))
-        tokens = min(float(burst), tokens + max(0.0, now - at) * rate_per_ms)
+    def _tokens(self, message_type: str, rate_per_ms: float, bucket: float, now: float) -> float:
+        """The type's bucket refilled up to ``now`` (``burst`` the first time)."""
+        tokens, at = self._buckets.get(message_type, (float(math.floor(bucket)), now))
+        tokens = min(bucket, tokens + max(0.0, now - at) * rate_per_ms)
         self._buckets[message_type] = (tokens, now)
         return tokens
 
@@ -321,7 +321,7 @@ class MemoryWorkQueue(MemoryTracking):
             if limit.concurrency:
                 cap = limit.concurrency - self._leased[message_type]
             if limit.rate_per_ms:
-                tokens = self._tokens(message_type, limit.rate_per_ms, limit.burst, now)
+                tokens = self._tokens(message_type, limit.rate_per_ms, limit.bucket, now)
                 cap = min(cap, math.floor(tokens))
             caps[message_type] = int(max(0, min(cap, 2**31)))
         return caps

@@ -571,7 +571,7 @@ class RedisWorkQueue(RedisTracking):
                 limit = self._limits.get(name)
                 if limit is not None:
                     parts.append(
-                        f"{i} {limit.concurrency} {limit.rate_per_ms!r} {limit.burst}"
+                        f"{i} {limit.concurrency} {limit.rate_per_ms!r} {limit.bucket!r}"
                     )
             encoded = ";".join(parts).encode()
             if len(self._limit_args) < 1024:

@@ -12,7 +12,8 @@
 --   then 6 values per settlement: outcome (a ack, r retry, d dead, x drop, l release),
 --   type index, id, token, delay ms (retry) or error (dead), traceback (dead),
 --   then (last) the limits of the limited types among them (core's, as data):
---   'index concurrency tokens_per_ms burst;...' (0 = no such limit; '' = none at all).
+--   'index concurrency tokens_per_ms bucket;...' (0 = no such limit; '' = none at all;
+--   bucket = the most tokens kept, burst plus a grace under one: meetq/core/_limits.py).
 -- Returns {settled flags as a '1'/'0' string, the faults (flat: type index, text naming
 --   the corrupt key; usually empty), retry-after ms (> 0: a ready message of a claimed
 --   type waits only for its rate limit's next token, due then), then per claimed
@@ -22,9 +23,9 @@
 -- Limits, applied here so every process together stays within them: a type with a
 -- concurrency N is not leased while lease:T holds N (hand-offs included: a limited type
 -- is never parked for, so enqueue_one never hands one off); a rate-limited type is
--- leased only for the whole tokens of its bucket (burst at most, refilled on Redis TIME,
--- full when absent), one each. A held-back message stays ready, uncharged; the other
--- types and strict priority among what may run are unchanged. A settlement that frees a
+-- leased only for the whole tokens of its bucket (refilled on Redis TIME up to bucket,
+-- floor(bucket) = burst when absent), one each. A held-back message stays ready,
+-- uncharged; the other types and strict priority among what may run are unchanged. A settlement that frees a
 -- concurrency slot of a type with ready messages wakes the other workers.
 --
 -- Faults, checked before the first write (Redis keeps a failed script's writes):
@@ -44,9 +45,9 @@ local channel, park_ms = ARGV[9], tonumber(ARGV[10])
 local first = 11 + ntypes
 local K_PARKED = KEYS[15 + 3 * ntypes]
 local K_LIMITS = KEYS[#KEYS]
--- Limits by type index: {concurrency, tokens per ms, burst}; absent = unlimited.
+-- Limits by type index: {concurrency, tokens per ms, bucket}; absent = unlimited.
 local limits, limited = {}, false
-for t, c, r, b in string.gmatch(ARGV[#ARGV], '(%d+) (%d+) ([^ ;]+) (%d+)') do
+for t, c, r, b in string.gmatch(ARGV[#ARGV], '(%d+) (%d+) ([^ ;]+) ([^ ;]+)') do
   limits[tonumber(t)] = {tonumber(c), tonumber(r), tonumber(b)}
   limited = true
 end
@@ -185,7 +186,7 @@ if claim > 0 and nclaim > 0 then
             -- A field meetq did not write counts as a full bucket (rewritten below).
             local v = redis.call('HGET', K_LIMITS, ARGV[10 + t])
             local had, at = string.match(v or '', '^(%d+%.?%d*) (%d+)$')
-            local tokens = lim[3]
+            local tokens = math.floor(lim[3])
             if had then
               tokens = math.min(lim[3], tonumber(had) + math.max(0, now - tonumber(at)) * lim[2])
             end
