@@ -25,8 +25,9 @@
 -- is never parked for, so enqueue_one never hands one off); a rate-limited type is
 -- leased only for the whole tokens of its bucket (refilled on Redis TIME up to bucket,
 -- floor(bucket) = burst when absent), one each. A held-back message stays ready,
--- uncharged; the other types and strict priority among what may run are unchanged. A settlement that frees a
--- concurrency slot of a type with ready messages wakes the other workers.
+-- uncharged; the other types and strict priority among what may run are unchanged. A
+-- settlement that frees a concurrency slot of a type with ready messages wakes the
+-- other workers.
 --
 -- Faults, checked before the first write (Redis keeps a failed script's writes):
 -- - a corrupt fixed key or counter: nothing is written and the script returns an error
@@ -178,7 +179,9 @@ if claim > 0 and nclaim > 0 then
       local lim = limits[t]
       if lim then
         local cap = claim
-        if lim[1] > 0 then cap = math.min(cap, lim[1] - redis.call('ZCARD', KEYS[14 + 3 * t])) end
+        if lim[1] > 0 then
+          cap = math.min(cap, lim[1] - redis.call('ZCARD', KEYS[14 + 3 * t]))
+        end
         if lim[2] > 0 then
           if limits_fault then
             cap = 0
@@ -188,7 +191,8 @@ if claim > 0 and nclaim > 0 then
             local had, at = string.match(v or '', '^(%d+%.?%d*) (%d+)$')
             local tokens = math.floor(lim[3])
             if had then
-              tokens = math.min(lim[3], tonumber(had) + math.max(0, now - tonumber(at)) * lim[2])
+              local refill = math.max(0, now - tonumber(at)) * lim[2]
+              tokens = math.min(lim[3], tonumber(had) + refill)
             end
             buckets[t] = tokens
             cap = math.min(cap, math.floor(tokens))
@@ -220,7 +224,8 @@ if claim > 0 and nclaim > 0 then
   elseif #open > 1 then
     local heads, pos, chosen = {}, {}, {}
     for _, t in ipairs(open) do
-      heads[t] = redis.call('ZRANGE', KEYS[12 + 3 * t], 0, (caps[t] or claim) - 1, 'WITHSCORES')
+      local want = caps[t] or claim
+      heads[t] = redis.call('ZRANGE', KEYS[12 + 3 * t], 0, want - 1, 'WITHSCORES')
       pos[t] = 1
     end
     for _ = 1, claim do
