@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from meetq import BackendUnavailableError, PubSubMessage, pubsub_from
-from meetq.testing import Collector, PubSubContract, eventually
+from meetq.testing import Collector, PubSubContract, eventually, free_port
 from meetq.testing._redis_cluster import LocalRedisCluster
 
 # A generous correctness bound for riding out a dead node on a shared machine.
@@ -126,3 +126,19 @@ async def test_a_subscriber_moves_to_another_node_when_its_node_dies(
         await client.aclose()
         if killed is not None:
             await asyncio.to_thread(cluster.restart, killed)
+
+
+async def test_an_unreachable_cluster_is_a_meetq_error() -> None:
+    # redis-py raises RedisClusterException (not a RedisError) when no startup node
+    # answers; the caller sees BackendUnavailableError.
+    client = RedisCluster(host="127.0.0.1", port=free_port(), socket_connect_timeout=1.0)
+    ps = pubsub_from({"event_bus": {"type": "redis_pubsub"}}, redis=client)
+    try:
+        await ps.start()
+        with pytest.raises(BackendUnavailableError, match="cluster"):
+            await ps.publish("news", PubSubMessage(type="m"))
+        with pytest.raises(BackendUnavailableError, match="cluster"):
+            await ps.subscribe("news", Collector())
+    finally:
+        await ps.stop()
+        await client.aclose()

@@ -184,9 +184,14 @@ class _ClusterEndpoint:
         self._failed: set[str] = set()  # nodes that failed lately: tried last
 
     async def pool(self) -> Any:
-        with translate_errors("cluster discovery"):
-            await self._client.initialize()  # a no-op once the client knows its nodes
-            nodes = self._client.get_nodes()
+        try:
+            with translate_errors("cluster discovery"):
+                await self._client.initialize()  # a no-op once the client knows its nodes
+                nodes = self._client.get_nodes()
+        except redis.exceptions.RedisClusterException as exc:  # not a RedisError
+            raise BackendUnavailableError(
+                f"redis: cluster discovery failed: {exc}", backend="redis"
+            ) from exc
         if not nodes:
             raise BackendUnavailableError(
                 "redis: the cluster client knows no node to subscribe on", backend="redis"
@@ -310,7 +315,11 @@ class RedisPubSubTransport:
         # connection this transport keeps for publishing, and its integer replies are
         # read with the connection's own parser. Errors are translated as everywhere.
         self._check_open()
-        pool = self._pool or await self._open_pool()
+        pool = self._pool
+        if pool is None:
+            # Opening the pool may ask a cluster for its nodes: bounded like the publish.
+            with translate_errors(what), self._reply_deadline(what), self._deadline():
+                pool = await self._open_pool()
         head = self._publish_heads.get(channel)
         if head is None:
             head = self._publish_head(pool, channel)
