@@ -94,6 +94,43 @@ async def main(url: str, n: int, result_ttl: str) -> None:
 asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
 """
 
+# The same drain on memory, timed in CPU seconds of the child: the in-process cost per
+# message, much less moved by other processes on a shared machine than wall time.
+MEMORY_CHILD = r"""
+import asyncio, json, sys, time
+import meetq
+from meetq import Message
+
+
+async def main(n: int) -> None:
+    qm = await meetq.initialize_queue_system(
+        {"message_queue": {"type": "memory", "queue_name": "m", "workers": 32},
+         "event_bus": {"enabled": False}}
+    )
+    mq = qm.get_message_queue()
+    for start in range(0, n, 1000):
+        await mq.publish_batch([Message(type="noop") for _ in range(min(1000, n - start))])
+    done = asyncio.Event()
+    seen = 0
+
+    @mq.handler("noop")
+    async def noop(msg):
+        nonlocal seen
+        seen += 1
+        if seen == n:
+            done.set()
+
+    t0 = time.process_time()
+    await qm.start()
+    await done.wait()
+    cpu = time.process_time() - t0
+    await qm.stop()
+    print(json.dumps({"us": cpu / n * 1e6}))
+
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
 CANCEL_WORKER = r"""
 import asyncio, sys, time
 import meetq
@@ -151,9 +188,15 @@ def _base_tree(rev: str | None, where: Path) -> tuple[Path, str]:
 
 
 def _drain_sample(tree: Path, url: str, n: int, result_ttl: str) -> dict[str, float]:
+    if url == "memory":
+        return _child(tree, [MEMORY_CHILD, str(4 * n)])
+    return _child(tree, [DRAIN_CHILD, url, str(n), result_ttl])
+
+
+def _child(tree: Path, argv: list[str]) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     out = subprocess.run(
-        [sys.executable, "-c", DRAIN_CHILD, url, str(n), result_ttl],
+        [sys.executable, "-c", *argv],
         env=env,
         capture_output=True,
         text=True,
@@ -285,9 +328,12 @@ def main() -> None:
             ("this tree, result_ttl 60s", ROOT, "60s"),
         ]
         drains: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in trees}
+        cpu: dict[str, list[float]] = {label: [] for label, _, ttl in trees if ttl == "-"}
         for _ in range(args.rounds):
             for label, tree, ttl in trees:
                 drains[label].append(_drain_sample(tree, server.url, args.n, ttl))
+                if label in cpu:
+                    cpu[label].append(_drain_sample(tree, "memory", args.n, ttl)["us"])
         cancel = asyncio.run(_cancel_latency(server.url, args.cancels))
         redis_cfg = {
             "redis": {"url": server.url, "key_prefix": "trs" + uuid.uuid4().hex[:8]},
@@ -312,6 +358,12 @@ def main() -> None:
         rate = statistics.median(r["rate"] for r in rows)
         ratio = statistics.median(r["rate"] / r["bare"] for r in rows)
         print(f"| {label} | {rate:,.0f} | {ratio:.3f} |")
+    print()
+    print(f"memory drain, CPU per message (median of {args.rounds}, n={4 * args.n})")
+    print("| tree | CPU per message (us) |")
+    print("|---|---:|")
+    for label, values in cpu.items():
+        print(f"| {label} | {statistics.median(values):.2f} |")
     print()
     print(f"cancel across processes: {args.cancels} cancels of running handlers")
     print("| measure | p50 (ms) | p99 (ms) |")

@@ -868,7 +868,7 @@ class MessageQueue(AsyncService):
             settlement = self._failure(claimed, None, f"internal error: {exc!r}", "", retry=True)
         finally:
             self._running.pop(claimed.token, None)
-            self._tracker.cancelled.discard(claimed.token)
+            self._tracker.leave(claimed.token)
             ticket = self._tickets.pop(claimed.token, None)
             if ticket is not None:
                 ticket.close()  # not used (undecodable, say): the thread is free again
@@ -915,7 +915,7 @@ class MessageQueue(AsyncService):
             self._deliveries[claimed.token] = delivery  # _run settles it with the outcome
             self._middleware.before_process(delivery)
         tracker = self._tracker
-        context = tracker.context(claimed, self.worker_name)
+        tracker.enter(claimed)  # current_delivery(), in this delivery's own task
         try:
             value = await call_user(
                 handler, message, is_async=ticket is None, timeout=timeout, ticket=ticket
@@ -924,8 +924,6 @@ class MessageQueue(AsyncService):
             if failure.timeout is not None:
                 return self._timed_out(claimed, message, failure.timeout)
             return self._handler_failed(claimed, message, failure)
-        finally:
-            tracker.reset(context)
         if tracker.result_keep_ms > 0 and tracker.enabled:
             return Settlement(
                 lease=lease,

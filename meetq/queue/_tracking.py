@@ -11,8 +11,9 @@ Design (why it looks like this):
   write; ``result`` subscribes first, then reads, then waits for the backend's push,
   re-reading every ``_RECHECK`` seconds in case a push was lost (a reconnect).
 - Progress goes through a per-delivery context (``current_delivery()``, a contextvar
-  set around each handler call, visible in plain handlers' threads too): handlers keep
-  their one-argument signature. Reports are coalesced: at most one write per
+  set in each delivery's own task, so visible in plain handlers' threads too, and the
+  ``DeliveryContext`` made only when a handler asks): handlers keep their one-argument
+  signature. Reports are coalesced: at most one write per
   ``_PROGRESS_EVERY`` seconds per delivery, the latest value winning.
 """
 
@@ -55,19 +56,24 @@ _RECHECK: Final = 5.0
 # Progress reports: at most one backend write per delivery this often.
 _PROGRESS_EVERY: Final = 0.25
 
-_CURRENT: contextvars.ContextVar[DeliveryContext] = contextvars.ContextVar("meetq_delivery")
+# Set in each delivery's own task (whose context ends with it, so it is never reset):
+# the tracker and the delivery; the DeliveryContext is made only when a handler asks.
+_CURRENT: contextvars.ContextVar[tuple[Tracker, Claimed]] = contextvars.ContextVar(
+    "meetq_delivery"
+)
 
 
 def current_delivery() -> DeliveryContext:
     """The delivery the calling handler runs for (in an ``async`` handler, a plain one's
     thread, or code they call). Outside a handler it raises ``MeetqError``."""
     try:
-        return _CURRENT.get()
+        tracker, claimed = _CURRENT.get()
     except LookupError:
         raise MeetqError(
             "meetq.current_delivery(): not inside a message handler (it is set only while "
             "a MessageQueue runs one)"
         ) from None
+    return tracker.delivery(claimed)
 
 
 class DeliveryContext:
@@ -211,6 +217,7 @@ class Tracker:
         # Tokens of this worker's deliveries a cancel stopped, while their task ends.
         self.cancelled: set[str] = set()
         self.loop: asyncio.AbstractEventLoop | None = None  # the consuming loop
+        self._contexts: dict[str, DeliveryContext] = {}  # token -> one asked for
         self.result_keep_ms = int(cfg.result_ttl * 1000)
         self.status_keep_ms = max(int(cfg.status_ttl * 1000), self.result_keep_ms)
 
@@ -221,14 +228,29 @@ class Tracker:
 
     # -- what a delivery leaves behind -------------------------------------------------
 
-    def context(self, claimed: Claimed, worker: str) -> contextvars.Token[DeliveryContext]:
+    def enter(self, claimed: Claimed) -> None:
+        """In the delivery's own task, before its handler: ``current_delivery()`` finds it.
+        The cheapest form (one ``ContextVar.set``): the rest waits for a handler to ask."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        return _CURRENT.set(DeliveryContext(self if self.enabled else None, claimed, worker))
+        _CURRENT.set((self, claimed))
 
-    @staticmethod
-    def reset(token: contextvars.Token[DeliveryContext]) -> None:
-        _CURRENT.reset(token)
+    def delivery(self, claimed: Claimed) -> DeliveryContext:
+        """The one ``DeliveryContext`` of a running delivery, made on first use."""
+        found = self._contexts.get(claimed.token)
+        if found is None:
+            tracker = self if self.enabled else None
+            found = self._contexts[claimed.token] = DeliveryContext(
+                tracker, claimed, self._worker_name
+            )
+        return found
+
+    def leave(self, token: str) -> None:
+        """The delivery ended: forget what was kept for it."""
+        if self._contexts:
+            self._contexts.pop(token, None)
+        if self.cancelled:
+            self.cancelled.discard(token)
 
     def done_record(self, claimed: Claimed, value: Any, published_at: float) -> bytes:
         """The finished record of an ack (results on): the return value, if JSON can

@@ -201,7 +201,8 @@ class MemoryWorkQueue(MemoryTracking):
         entry = self._holds(settlement.lease)
         if entry is None:
             return False
-        self._track(settlement)
+        if settlement.keep_ms:
+            self._track(settlement)
         self._processing -= 1
         self._leased[entry.type] -= 1
         outcome = settlement.outcome
