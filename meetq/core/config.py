@@ -34,8 +34,9 @@ import attrs
 
 from meetq.core._durations import parse_duration
 from meetq.core._limits import RateLimit, check_concurrency_limits, check_rate_limits
+from meetq.core._schedules import ScheduleDefinition, schedules_from_config
 from meetq.core._validation import not_utf8
-from meetq.core.errors import ConfigError
+from meetq.core.errors import ConfigError, ValidationError
 
 __all__ = [
     "COMPONENT_SECTIONS",
@@ -141,6 +142,20 @@ def _choice(default: str, choices: tuple[str, ...]) -> Any:
     )
 
 
+def _custom(default: Any, convert: Callable[[str, Any], Any], *, key: str) -> Any:
+    """A key of its own shape (a list of mappings): ``convert(path, value)`` returns the
+    stored value or raises ``ValidationError`` (turned into ``ConfigError`` naming the
+    key); it must accept a value it returned. ``key`` is its dotted path, for a value
+    given in code. Not settable from the environment."""
+    meta = {"kind": "custom", "convert": convert}
+    return attrs.field(
+        default=default,
+        # Built in code (MessageQueueConfig(schedules=[...])), the value is converted too.
+        converter=lambda value: _convert(key, value, meta),
+        metadata=meta,
+    )
+
+
 def _float(default: float, minimum: float, maximum: float) -> Any:
     """A number key from ``minimum`` to ``maximum``."""
     return attrs.field(
@@ -209,6 +224,12 @@ class MessageQueueConfig:
     # error, progress reports and a cancelled message's record are kept.
     result_ttl: float = _duration(0.0, SECONDS)
     status_ttl: float = _duration(3600.0, SECONDS)
+    # Named schedules stored in the backend at start() (docs/schedules.md), and whether
+    # this process's consuming queue runs the fire loop.
+    schedules: tuple[ScheduleDefinition, ...] = _custom(
+        (), schedules_from_config, key="message_queue.schedules"
+    )
+    fire_schedules: bool = _bool(True)
 
     # Without ``workers``: an asyncio handler mostly waits (on I/O), and one more in
     # flight costs a task, so a worker with async handlers keeps this many running; a
@@ -380,6 +401,11 @@ def _unknown(key: str, value: Any, known: list[str]) -> ConfigError:
 
 def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
     kind = meta["kind"]
+    if kind == "custom":
+        try:
+            return meta["convert"](path, value)
+        except ValidationError as exc:
+            raise ConfigError(exc.field, exc.value, exc.problem) from None
     if kind == "duration":
         try:
             seconds = parse_duration(value, number_unit=meta["unit"])
@@ -585,11 +611,14 @@ def _checked(variable: str, text: str, section: str, field: attrs.Attribute[Any]
     """The raw value ``variable`` gives ``section.<field>``, checked as the YAML would be."""
     meta = field.metadata
     kind = meta["kind"]
-    value = (
-        text
-        if kind in _TEXT_KINDS
-        else _yaml_scalar(variable, text, mapping=kind in _MAPPING_KINDS)
-    )
+    if kind == "custom":  # a list of mappings: YAML flow style in the variable
+        value = _yaml_value(variable, text)
+    else:
+        value = (
+            text
+            if kind in _TEXT_KINDS
+            else _yaml_scalar(variable, text, mapping=kind in _MAPPING_KINDS)
+        )
     try:
         _convert(f"{section}.{field.name}", value, meta)
     except ConfigError as exc:
@@ -609,14 +638,18 @@ def _variable(section: str, key: str) -> str:
     return f"{ENV_PREFIX}{section.upper()}{ENV_SEPARATOR}{key.upper()}"
 
 
-def _yaml_scalar(variable: str, text: str, *, mapping: bool = False) -> Any:
-    """One YAML value; with ``mapping``, a flow mapping too (``{mail: 100/s}``)."""
+def _yaml_value(variable: str, text: str) -> Any:
     import yaml
 
     try:
-        value = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(variable, text, "not a YAML value") from None
+
+
+def _yaml_scalar(variable: str, text: str, *, mapping: bool = False) -> Any:
+    """One YAML value; with ``mapping``, a flow mapping too (``{mail: 100/s}``)."""
+    value = _yaml_value(variable, text)
     if mapping and isinstance(value, Mapping):
         return value
     if isinstance(value, Mapping | list):

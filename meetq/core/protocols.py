@@ -24,6 +24,7 @@ __all__ = [
     "CAP_CROSS_PROCESS",
     "CAP_DURABLE",
     "CAP_LIMITS",
+    "CAP_SCHEDULES",
     "CAP_TRACKING",
     "COUNTER_NAMES",
     "OUTCOME_COUNTERS",
@@ -40,8 +41,10 @@ __all__ = [
     "PubSubProtocol",
     "PubSubTransport",
     "QueueSnapshot",
+    "ScheduleStore",
     "Settlement",
     "StoredMessage",
+    "StoredSchedule",
     "SyncBackend",
     "SyncWorkQueue",
     "TaskDispatcherProtocol",
@@ -60,12 +63,17 @@ CAP_CROSS_PROCESS = "cross_process"
 #: per message type) inside ``exchange``. A ``MessageQueue`` configured with limits
 #: refuses to start consuming on a backend without it.
 CAP_LIMITS = "limits"
-#: Every capability a ``BackendSpec`` may declare and a contract test may require
-#: (``meetq.testing.requires``): the one list of their names.
+#: Capability: the work queues store named schedules (``ScheduleStore``, reached through
+#: the queue handle's ``schedule_store()``) and fire each of them once per fire time.
+CAP_SCHEDULES = "schedules"
 #: Capability: messages can be looked up, cancelled and awaited by id
 #: (``meetq.core.tracking.TrackingWorkQueue``).
 CAP_TRACKING = "tracking"
-CAPABILITIES = frozenset({CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS, CAP_TRACKING})
+#: Every capability a ``BackendSpec`` may declare and a contract test may require
+#: (``meetq.testing.requires``): the one list of their names.
+CAPABILITIES = frozenset(
+    {CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS, CAP_SCHEDULES, CAP_TRACKING}
+)
 
 Outcome = Literal["ack", "retry", "dead", "drop", "release"]
 
@@ -409,6 +417,71 @@ class WorkQueueBackend(Protocol):
 
     async def aclose(self) -> None:
         """Stop the wake-up path; later calls raise ``ClosedError``. Idempotent."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class StoredSchedule:
+    """A named schedule as a backend keeps it (``ScheduleStore``).
+
+    ``definition`` is core's encoding of it (canonical JSON; the backend never reads
+    it, only compares it); ``revision`` changes each time a different definition is
+    stored under the name; ``next_fire_ms`` is its next fire time, Unix milliseconds.
+    """
+
+    name: str
+    definition: bytes
+    revision: str
+    next_fire_ms: int
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """The named schedules of one work queue (capability ``CAP_SCHEDULES``): a work
+    queue handle of a backend declaring it has ``schedule_store() -> ScheduleStore``.
+
+    Core computes every fire time (``meetq.core._schedules``); the store keeps them and
+    applies each fire step atomically:
+
+    - **Exactly once per fire time**: ``fire`` is a compare-and-set. It applies only
+      when the schedule still has ``revision`` and its stored next fire time is
+      ``expected_ms``; then, in one atomic step, it stores ``message`` exactly as
+      ``WorkQueueBackend.enqueue`` would (wake-ups included) and sets the next fire
+      time to ``next_ms``. Otherwise it changes nothing. A caller that dies before or
+      after the step leaves the schedule whole: fired or not, never half.
+    - A corrupt stored record fails the call naming its key, with nothing written.
+    - Every call ends within the backend's bound; after the backend's ``aclose`` it
+      raises ``ClosedError``.
+    """
+
+    async def put(self, schedule: StoredSchedule) -> StoredSchedule:
+        """Store ``schedule`` under its name and return what is stored: when the
+        stored one has the same ``definition`` it is kept as it is (its revision and
+        next fire time: storing an unchanged schedule again moves nothing), else
+        ``schedule`` replaces it (or is added). A change wakes the watchers."""
+        ...
+
+    async def remove(self, name: str) -> bool:
+        """Delete the schedule ``name``; False when there was none. Wakes the watchers."""
+        ...
+
+    async def list(self) -> list[StoredSchedule]:
+        """Every schedule of the queue, by name."""
+        ...
+
+    async def fire(
+        self, name: str, *, revision: str, expected_ms: int, next_ms: int,
+        message: StoredMessage | None,
+    ) -> bool:
+        """The compare-and-set above; True when it applied (``message`` None: only the
+        next fire time moves, a skipped fire)."""
+        ...
+
+    async def watch(self, callback: WakeCallback) -> Callable[[], None]:
+        """Call ``callback()`` (cheap, never raising, on the loop's thread) after a
+        ``put`` that changed something or a ``remove``, from any process sharing the
+        store, until the returned function is called. Best effort across processes (a
+        lost connection loses wake-ups; callers re-read now and then)."""
         ...
 
 

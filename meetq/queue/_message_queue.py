@@ -48,6 +48,7 @@ from meetq.core._publishing import (
 )
 from meetq.core._queues import open_work_queue
 from meetq.core._ratelog import LogEvery
+from meetq.core._schedules import ScheduleDefinition
 from meetq.core._usercode import SyncThreads, Ticket, UserCodeFailed, call_user
 from meetq.core._validation import (
     MAX_DEAD_LETTER_BATCH,
@@ -81,6 +82,7 @@ from meetq.core.serialization import JsonSerializer, Serializer, decode_message
 from meetq.core.tracking import MessageStatus
 from meetq.core.types import DeadLetter, Message, Priority
 from meetq.queue._inspection import QueueInfo
+from meetq.queue._schedules import QueueSchedules, ScheduleInfo
 from meetq.queue._tracking import Tracker
 
 __all__ = ["MessageQueue"]
@@ -195,6 +197,8 @@ class MessageQueue(AsyncService):
         )
         self._stop_cancels: Callable[[], None] | None = None
         self._settling: list[Settlement] = []  # the settlements of the exchange on the wire
+        # Named schedules stored in the backend, and the fire loop (queue/_schedules.py).
+        self._schedules = QueueSchedules(backend, self._queue, self.name, self._prepare_fired)
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -301,6 +305,51 @@ class MessageQueue(AsyncService):
         for m, message_id in zip(shown, ids, strict=True):
             chain.after_publish(self.name, m, message_id, None)
         return ids
+
+    # -- schedules (queue/_schedules.py) ------------------------------------------------
+
+    def _prepare_fired(self, message: Message) -> StoredMessage:
+        return self._prepare(message, None, None, "message")
+
+    async def schedule(
+        self,
+        name: str,
+        message: Message,
+        *,
+        cron: str | None = None,
+        every: float | str | None = None,
+        timezone: str | None = None,
+        misfire: str = "skip",
+        misfire_grace: float | str | None = None,
+    ) -> ScheduleInfo:
+        """Create or replace the schedule ``name``, stored in the backend: ``message``
+        is published (a fresh id each time) at every fire time of ``cron`` (in
+        ``timezone``, default UTC) or ``every`` seconds (``"30s"``), exactly once
+        however many processes run this queue. A fire time found more than
+        ``misfire_grace`` late (default: the gap to the next one, at most 60 s) was
+        missed: ``misfire="skip"`` publishes nothing for it, ``"run_once"`` one message
+        for the run missed. Storing an unchanged schedule again keeps its next fire time.
+        Bad input raises ``ValidationError`` naming it; a backend without schedules
+        ``BackendError``. See ``docs/schedules.md``."""
+        definition = ScheduleDefinition.build(
+            name,
+            message,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            misfire=misfire,
+            misfire_grace=misfire_grace,
+        )
+        return await self._schedules.put(definition)
+
+    async def unschedule(self, name: str) -> bool:
+        """Delete the schedule ``name``; False when there was none."""
+        return await self._schedules.remove(name)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule of this queue (of every process), by name, with its next fire
+        time."""
+        return await self._schedules.list()
 
     # -- inspection --------------------------------------------------------------------
 
@@ -450,6 +499,7 @@ class MessageQueue(AsyncService):
             "in_flight": len(self._running),
             "handled_types": self.handled_types,
             **self._local,
+            **self._schedules.counts,
             **self._sync_stats(),
         }
 
@@ -474,6 +524,8 @@ class MessageQueue(AsyncService):
     async def _start(self) -> None:
         """Start consuming the registered types (``start()``; the rules are
         ``AsyncService``'s). Publishing works without it."""
+        if self.config.schedules:
+            await self._schedules.put_all(self.config.schedules)
         if not self._handlers:
             log.warning("meetq: queue %r started with no handlers; it only publishes", self.name)
             return
@@ -514,6 +566,10 @@ class MessageQueue(AsyncService):
             asyncio.create_task(self._lease_keeper(), name=f"meetq:{self.name}:leases"),
             asyncio.create_task(self._janitor(), name=f"meetq:{self.name}:janitor"),
         ]
+        if cfg.fire_schedules and self._schedules.supported:
+            self._tasks.append(
+                asyncio.create_task(self._schedules.run(), name=f"meetq:{self.name}:schedules")
+            )
 
     def _check_limits_supported(self) -> None:
         # Limits hold only where the claim happens; a backend that would ignore them

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from meetq.testing.inspection_suite import InspectionContract
     from meetq.testing.limits_suite import LimitsContract
     from meetq.testing.pubsub_suite import PubSubContract
+    from meetq.testing.schedule_suite import ScheduleContract
     from meetq.testing.tracking_suite import TrackingContract
     from meetq.testing.work_queue_suite import WorkQueueContract
 
@@ -64,6 +65,7 @@ __all__ = [
     "RedisSentinelSetup",
     "RedisServer",
     "RedisServerUnavailable",
+    "ScheduleContract",
     "TaskDispatcherContract",
     "TrackingContract",
     "WorkQueueContract",
@@ -84,6 +86,7 @@ _PYTEST_CLASSES = {
     "LimitsContract": "meetq.testing.limits_suite",
     "requires": "meetq.testing._marks",
     "PubSubContract": "meetq.testing.pubsub_suite",
+    "ScheduleContract": "meetq.testing.schedule_suite",
     "TaskDispatcherContract": "meetq.testing.dispatcher_suite",
     "TrackingContract": "meetq.testing.tracking_suite",
     "WorkQueueContract": "meetq.testing.work_queue_suite",

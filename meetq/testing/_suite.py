@@ -7,6 +7,7 @@ from meetq.testing.dispatcher_suite import TaskDispatcherContract
 from meetq.testing.inspection_suite import InspectionContract
 from meetq.testing.limits_suite import LimitsContract
 from meetq.testing.pubsub_suite import PubSubContract
+from meetq.testing.schedule_suite import ScheduleContract
 from meetq.testing.tracking_suite import TrackingContract
 from meetq.testing.work_queue_suite import WorkQueueContract
 
@@ -18,6 +19,7 @@ class ContractSuite(
     InspectionContract,
     LimitsContract,
     PubSubContract,
+    ScheduleContract,
     TaskDispatcherContract,
     TrackingContract,
     BackendObjectContract,

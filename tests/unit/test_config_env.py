@@ -73,6 +73,9 @@ def _a_valid_other_value(field: attrs.Attribute[Any]) -> tuple[str, Any]:
         return "{mail: 10/s burst 2}", {"mail": RateLimit(count=10, period=1.0, burst=2)}
     if kind == "concurrency_limits":
         return "{render: 3}", {"render": 3}
+    if kind == "custom":  # message_queue.schedules: a YAML flow list
+        text = "[{name: env, every: 30s, type: tick}]"
+        return text, meta["convert"]("x", [{"name": "env", "every": "30s", "type": "tick"}])
     if field.name == "url":
         return "redis://env-host:6390/1", "redis://env-host:6390/1"
     return "from-env", "from-env"

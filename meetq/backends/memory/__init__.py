@@ -6,9 +6,9 @@ broadcast between PubSub objects made from the same backend.
 Backends built from configs naming one ``memory.broker`` in a process (one event loop)
 meet on queue and channel names, as processes on one Redis do (``_backend.py``).
 Capabilities: ``limits`` (rate and concurrency limits per type, applied at the claim),
-``tracking`` (status, cancel, progress and results by id, ``_tracking.py``);
-not ``durable``, not ``cross_process``: messages live as long as a backend is attached
-to their broker.
+``schedules`` (``_schedules.py``), ``tracking`` (status, cancel, progress and results by
+id, ``_tracking.py``); not ``durable``, not ``cross_process``: messages and schedules live
+as long as a backend is attached to their broker.
 Config keys: ``type: memory`` in ``message_queue`` or ``event_bus``; its own ``memory:``
 section, ``MemoryConfig`` in ``_config.py``: ``broker`` (default ``"default"``; another
 name for a separate broker, ``isolated`` for a private one) and ``sync_call_timeout``
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from meetq.backend import (
     CAP_LIMITS,
+    CAP_SCHEDULES,
     CAP_TRACKING,
     Backend,
     BackendContext,
@@ -52,7 +53,7 @@ class _MemoryPlugin:
             BackendSpec(
                 name="memory",
                 factory=_create,
-                capabilities=frozenset({CAP_LIMITS, CAP_TRACKING}),
+                capabilities=frozenset({CAP_LIMITS, CAP_SCHEDULES, CAP_TRACKING}),
                 config=MemoryConfig,
                 description="in-process queues and broadcast; nothing survives the process",
                 sync_factory=_create_sync,

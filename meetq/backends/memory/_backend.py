@@ -26,6 +26,7 @@ from meetq.core._validation import check_queue_options
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import (
     CAP_LIMITS,
+    CAP_SCHEDULES,
     CAP_TRACKING,
     DeliveryCallback,
     PubSubTransport,
@@ -154,7 +155,7 @@ class MemoryBackend:
     """
 
     name = "memory"
-    capabilities: frozenset[str] = frozenset({CAP_LIMITS, CAP_TRACKING})
+    capabilities: frozenset[str] = frozenset({CAP_LIMITS, CAP_SCHEDULES, CAP_TRACKING})
 
     def __init__(self, *, broker: str = ISOLATED) -> None:
         self.broker_name = broker

@@ -44,6 +44,7 @@ from meetq.core.protocols import (
     LeaseRef,
     Maintenance,
     QueueSnapshot,
+    ScheduleStore,
     Settlement,
     StoredMessage,
     WakeCallback,
@@ -113,6 +114,7 @@ class MemoryWorkQueue(MemoryTracking):
         self._leased: Counter[str] = Counter()  # leases held, per type
         self._buckets: dict[str, tuple[float, float]] = {}  # type -> (tokens, at ms)
         self._tracking_init()
+        self._schedules: ScheduleStore | None = None
 
     # -- transitions -------------------------------------------------------------------
 
@@ -151,6 +153,10 @@ class MemoryWorkQueue(MemoryTracking):
 
     async def enqueue(self, messages: Sequence[StoredMessage]) -> list[str]:
         self._check_open()
+        return self._store(messages)
+
+    def _store(self, messages: Sequence[StoredMessage]) -> list[str]:
+        # Never suspends: the schedule store's fire calls it between check and write.
         now = _now_ms()
         ids: list[str] = []
         claimed_keys: dict[str, str] = {}
@@ -597,6 +603,14 @@ class MemoryWorkQueue(MemoryTracking):
         """A waiting entry leaves the waiting counts (it is being removed)."""
         self._waiting[entry.priority] -= 1
         self._delayed_count -= entry.state is _State.DELAYED
+
+    def schedule_store(self) -> ScheduleStore:
+        """This queue's schedules (capability ``schedules``), made on first use."""
+        if self._schedules is None:
+            from meetq.backends.memory._schedules import MemorySchedules
+
+            self._schedules = MemorySchedules(self)
+        return self._schedules
 
     def _check_open(self) -> None:
         # The same rule as every backend: a closed backend refuses every call.

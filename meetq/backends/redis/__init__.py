@@ -5,7 +5,7 @@ is one Lua script on keys that share the queue's hash tag (``meetq:{name}:...``)
 queue lives in one Redis Cluster slot; push wake-up through a notification channel;
 Pub/Sub broadcast over one connection per process with automatic reconnect.
 Capabilities: ``durable``, ``cross_process``, ``limits`` (in ``exchange.lua``, across
-every process), ``tracking`` (status, cancel, results by id).
+every process), ``schedules``, ``tracking`` (status, cancel, results by id).
 Config keys: ``type: redis`` (``message_queue``), ``type: redis_pubsub`` or ``redis``
 (``event_bus``); its own ``redis:`` section, ``RedisConfig`` in ``_config.py`` (url, the
 time bounds — socket and connect timeouts, health checks, TCP keepalive —
@@ -22,6 +22,7 @@ from meetq.backend import (
     CAP_CROSS_PROCESS,
     CAP_DURABLE,
     CAP_LIMITS,
+    CAP_SCHEDULES,
     CAP_TRACKING,
     Backend,
     BackendContext,
@@ -56,7 +57,9 @@ class _RedisPlugin:
                 name="redis",
                 aliases=("redis_pubsub",),
                 factory=_create,
-                capabilities=frozenset({CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS, CAP_TRACKING}),
+                capabilities=frozenset(
+                    {CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS, CAP_SCHEDULES, CAP_TRACKING}
+                ),
                 requires=(Requirement(module="redis", install="pip install 'meetq[redis]'"),),
                 config=RedisConfig,
                 description="durable, cross-process queues and Pub/Sub on Redis",

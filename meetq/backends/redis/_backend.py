@@ -15,6 +15,7 @@ from meetq.core.protocols import (
     CAP_CROSS_PROCESS,
     CAP_DURABLE,
     CAP_LIMITS,
+    CAP_SCHEDULES,
     CAP_TRACKING,
     PubSubTransport,
     WorkQueueBackend,
@@ -35,7 +36,7 @@ class RedisBackend:
 
     name = "redis"
     capabilities: frozenset[str] = frozenset(
-        {CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS, CAP_TRACKING}
+        {CAP_DURABLE, CAP_CROSS_PROCESS, CAP_LIMITS, CAP_SCHEDULES, CAP_TRACKING}
     )
 
     def __init__(

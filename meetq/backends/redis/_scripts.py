@@ -26,6 +26,7 @@ __all__ = [
     "Call",
     "QueueKeys",
     "Script",
+    "batch_layout",
     "dead_entries",
     "dead_info",
     "dead_kept",
@@ -115,6 +116,10 @@ def _load_scripts() -> dict[str, Script]:
         "cancel",
         "track",
         "progress",
+        "schedule_put",
+        "schedule_remove",
+        "schedule_list",
+        "schedule_fire",
     )
     return {name: Script(name, head if name in _HEAD_ONLY else prelude) for name in names}
 
@@ -208,6 +213,13 @@ def enqueue_call(keys: QueueKeys, messages: Sequence[StoredMessage]) -> Call:
             keys.single(m.type),
             (m.id, m.type, m.priority, m.delay_ms, m.body),
         )
+    names, args = batch_layout(messages)
+    return SCRIPTS["enqueue"], keys.with_types(names), args
+
+
+def batch_layout(messages: Sequence[StoredMessage]) -> tuple[list[str], list[Any]]:
+    """The types of ``messages`` (their KEYS triplets' order) and the batch as
+    enqueue.lua's ARGV lays it out (``store_batch`` in _lib.lua reads it)."""
     index: dict[str, int] = {}
     body: list[Any] = []
     for m in messages:
@@ -218,7 +230,7 @@ def enqueue_call(keys: QueueKeys, messages: Sequence[StoredMessage]) -> Call:
         key = "" if m.dedup_key is None else "=" + m.dedup_key
         body += (m.id, t, m.priority, m.delay_ms, key, m.body)
     names = list(index)
-    return SCRIPTS["enqueue"], keys.with_types(names), [len(names), *names, *body]
+    return names, [len(names), *names, *body]
 
 
 #: Fewer enqueue_one calls than this in one coalesced write go out as they are: for two,

@@ -16,8 +16,9 @@ connection, their single publishes as one ``enqueue.lua`` call; the clock is Red
 Core's rules arrive as data: the dead-letter caps and the outcome-to-counter policy in
 ``WorkQueueOptions``, retry delays in each ``Settlement``, the sweep's reason text in
 ``Maintenance``.
-Capabilities: ``durable``, ``cross_process``, ``tracking`` (declared by ``RedisBackend``;
-tracking is the mixin in ``_tracking.py``, with its keys ``P t:<id>`` and ``P cancel``).
+Capabilities: ``durable``, ``cross_process``, ``schedules`` (``_schedules.py``),
+``tracking`` (declared by ``RedisBackend``; tracking is the mixin in ``_tracking.py``,
+with its keys ``P t:<id>`` and ``P cancel``).
 Config keys: ``redis.key_prefix`` (via ``RedisBackend``); per queue
 ``WorkQueueOptions.dead_letter_max_size`` and ``dead_letter_max_age_ms``.
 
@@ -58,7 +59,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
@@ -105,6 +106,9 @@ from meetq.core.protocols import (
     WorkQueueOptions,
 )
 from meetq.core.tracking import CancelCallback, LeaseLabel
+
+if TYPE_CHECKING:
+    from meetq.backends.redis._schedules import RedisSchedules
 
 __all__ = ["RedisWorkQueue"]
 
@@ -199,6 +203,9 @@ class RedisWorkQueue(RedisTracking):
         self._limits = {limit.type: limit for limit in options.limits}
         self._limit_args: dict[tuple[str, ...], bytes] = {}
         self._listeners: list[WakeCallback] = []
+        # Called on a schedule wake-up ("s" on notify: _schedules.py) instead of those.
+        self.schedule_watchers: list[WakeCallback] = []
+        self._schedules: RedisSchedules | None = None
         # Hand-offs: this instance's own channel and the callbacks that take deliveries.
         # Parked only while exactly one is registered (the caller of exchange is then
         # known) and the subscription stands.
@@ -641,9 +648,22 @@ class RedisWorkQueue(RedisTracking):
 
         return stop
 
-    def _wake(self) -> None:
-        for callback in list(self._listeners):
-            callback()
+    def _wake(self, data: bytes = b"") -> None:
+        """A notify message (``data``), or a reconnect (``b""``: anything was missed)."""
+        if data != b"s":
+            for callback in list(self._listeners):
+                callback()
+        if data != b"1":  # a schedule changed (_schedules.py), or maybe did meanwhile
+            for callback in list(self.schedule_watchers):
+                callback()
+
+    def schedule_store(self) -> RedisSchedules:
+        """This queue's schedules (capability ``schedules``), made on first use."""
+        if self._schedules is None:
+            from meetq.backends.redis._schedules import RedisSchedules
+
+            self._schedules = RedisSchedules(self)
+        return self._schedules
 
     def _handed(self, data: bytes) -> None:
         """A hand-off from enqueue_one.lua: to the deliverer, or back to the queue."""
@@ -733,7 +753,7 @@ class RedisWorkQueue(RedisTracking):
                         elif heard == self._cancels:
                             self._cancel_heard(_as_bytes(message["data"]))
                         else:
-                            self._wake()
+                            self._wake(_as_bytes(message["data"]))
                     elif kind == "subscribe":
                         if _as_bytes(message["channel"]) != self._channel:
                             continue  # the hand-off channel: its confirmation says nothing new
@@ -894,6 +914,7 @@ class RedisWorkQueue(RedisTracking):
             return
         self._closed = True
         self._listeners.clear()
+        self.schedule_watchers.clear()
         self._deliverers.clear()
         self._cancel_callbacks.clear()
         self._subscribed = False

@@ -282,3 +282,120 @@ local function promote(base, now, name, dead)
   bury(corrupt, now, dead[1], dead[2])
   return moved
 end
+
+-- Store a batch of messages, all or nothing: enqueue.lua's whole work, shared with
+-- schedule_fire.lua. The batch is laid out in A from A[at] on as enqueue.lua's ARGV is
+-- (its header): T, T type names (KEYS triplet order), then 6 values per message.
+-- Every key it may write is checked before its first write: returns nil and a fault
+-- text with nothing written, else the dedup reply (see enqueue.lua) and nil.
+local function store_batch(A, at)
+  local now = now_ms()
+  local WAITING = {'waiting:0', 'waiting:1', 'waiting:2', 'waiting:3'}
+  local ntypes = tonumber(A[at])
+  local first = at + ntypes + 1
+  local n = (#A - first + 1) / 6
+
+  -- Every key it may write is checked first: a corrupt one fails the whole batch with an
+  -- error naming it and nothing stored, so the same publish succeeds once it is repaired.
+  local fault = fixed_fault({1, 2, 5, 6, 7, 10, 12}) or seq_fault()
+  if fault then return nil, fault end
+  for t = 1, ntypes do
+    local base = 12 + 3 * t
+    fault = key_fault(KEYS[base], 'zset') or key_fault(KEYS[base + 1], 'zset')
+    if fault then return nil, fault end
+  end
+
+  local ids = {}
+  for i = 0, n - 1 do ids[i + 1] = A[first + i * 6] end
+  -- A stored body means the id is taken: waiting, leased, or kept as a dead letter.
+  local stored = hmget(K_BODY, ids)
+
+  local out, fresh, seen_id, seen_key = {}, {}, {}, {}
+  for i = 0, n - 1 do
+    local o = first + i * 6
+    local id, key = A[o], A[o + 4]
+    local t, p, delay = tonumber(A[o + 1]), tonumber(A[o + 2]), tonumber(A[o + 3])
+    -- Checked before the first write, so a bad message leaves the whole batch unstored.
+    if not (t and p and delay) or t < 1 or t > ntypes or p < 0 or p > 3 or p % 1 ~= 0 then
+      return nil, 'meetq: enqueue: bad message ' .. i + 1 .. ' (id ' .. id .. ')'
+    end
+    local holder = nil
+    if key ~= '' then
+      holder = seen_key[key] or redis.call('HGET', K_DEDUP, key)
+      if not holder then seen_key[key] = id end
+    end
+    if holder then
+      out[#out + 1] = i + 1
+      out[#out + 1] = holder
+    else
+      if not stored[i + 1] and not seen_id[id] then
+        seen_id[id] = true
+        fresh[#fresh + 1] = o
+      end
+    end
+  end
+
+  local k = #fresh
+  if k > 0 then
+    -- One INCRBY reserves k consecutive positions; messages keep publish order.
+    local seq = redis.call('INCRBY', K_SEQ, k) - k
+    local body, score, ready_at, dedup, dedupkey = {}, {}, {}, {}, {}
+    local ready, delayed = {}, {}
+    local woke = false
+    local waiting = {0, 0, 0, 0}
+    for j = 1, k do
+      local o = fresh[j]
+      local id, t, p = A[o], tonumber(A[o + 1]), tonumber(A[o + 2])
+      local delay, key = tonumber(A[o + 3]), A[o + 4]
+      local s = (3 - p) * BAND + seq + j
+      body[#body + 1] = id
+      body[#body + 1] = A[o + 5]
+      score[#score + 1] = id
+      score[#score + 1] = s
+      local list
+      if delay > 0 then
+        list = delayed[t] or {}
+        delayed[t] = list
+        list[#list + 1] = now + delay
+      else
+        list = ready[t] or {}
+        ready[t] = list
+        list[#list + 1] = s
+        ready_at[#ready_at + 1] = id
+        ready_at[#ready_at + 1] = now
+        woke = true
+      end
+      list[#list + 1] = id
+      if key ~= '' then
+        dedup[#dedup + 1] = key
+        dedup[#dedup + 1] = id
+        dedupkey[#dedupkey + 1] = id
+        dedupkey[#dedupkey + 1] = key
+      end
+      waiting[p + 1] = waiting[p + 1] + 1
+    end
+    for p = 0, 3 do
+      if waiting[p + 1] > 0 then count(WAITING[p + 1], waiting[p + 1]) end
+    end
+    bulk('HSET', K_BODY, body)
+    bulk('HSET', K_SCORE, score)
+    if #ready_at > 0 then bulk('HSET', K_READYAT, ready_at) end
+    if #dedup > 0 then
+      bulk('HSET', K_DEDUP, dedup)
+      bulk('HSET', K_DEDUPKEY, dedupkey)
+    end
+    for t = 1, ntypes do
+      local base = 12 + 3 * t
+      if ready[t] then bulk('ZADD', KEYS[base], ready[t]) end
+      if delayed[t] then bulk('ZADD', KEYS[base + 1], delayed[t]) end
+    end
+    local names = {}
+    for t = 1, ntypes do names[t] = A[at + t] end
+    -- In chunks: unpack() of thousands of names overflows Lua's stack.
+    bulk('SADD', K_TYPES, names)
+    count('published', k)
+    flush_counts()
+    if woke then redis.call('PUBLISH', K_NOTIFY, '1') end
+  end
+  return out, nil
+end
