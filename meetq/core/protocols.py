@@ -466,7 +466,9 @@ class ScheduleStore(Protocol):
         ...
 
     async def list(self) -> list[StoredSchedule]:
-        """Every schedule of the queue, by name."""
+        """Every schedule of the queue, by name. A stored record the backend cannot
+        read comes back with ``revision`` "" and its raw bytes as ``definition``: core
+        lists it with an error and never fires it."""
         ...
 
     async def fire(

@@ -36,15 +36,18 @@ from typing import Any
 from meetq.core._backoff import Backoff
 from meetq.core._build import build_config
 from meetq.core._lifecycle import AsyncService
+from meetq.core._schedules import parse_cadence
 from meetq.core._usercode import UserCodeFailed, call_user
 from meetq.core._validation import (
     check_key,
+    check_name,
     check_seconds,
     is_async_callable,
 )
 from meetq.core.config import TaskSchedulerConfig
 from meetq.core.errors import ClosedError, QueueFull, ValidationError
 from meetq.core.tasks import Task, TaskHandler, TaskSnapshot, TaskStatus
+from meetq.inprocess._recurring import RecurringTasks
 
 __all__ = ["Task", "TaskHandler", "TaskScheduler", "TaskSnapshot", "TaskStatus"]
 
@@ -184,6 +187,8 @@ class TaskScheduler(AsyncService):
         self._timer_when = 0.0
         self._started = False
         self._stopped: asyncio.Event | None = None
+        # Recurring tasks (schedule_task): timers that submit a copy at each fire time.
+        self._recurring = RecurringTasks(self.submit_task)
         self._counts = dict.fromkeys(
             (
                 "total_submitted",
@@ -245,6 +250,45 @@ class TaskScheduler(AsyncService):
             self._push_ready(entry)
             self._dispatch()
         return task.id
+
+    def schedule_task(
+        self,
+        name: str,
+        task: Task,
+        *,
+        cron: str | None = None,
+        every: float | str | None = None,
+        timezone: str | None = None,
+    ) -> float:
+        """Submit a fresh copy of ``task`` (a new id) at every fire time of ``cron`` (in
+        ``timezone``, default UTC) or ``every`` seconds (``"30s"``), replacing a recurring
+        task of the same ``name``; return the first fire time (Unix seconds).
+
+        **In this process only**: nothing is stored, each process that calls it runs
+        its own copy, and ``stop()`` ends it (``MessageQueue.schedule`` fires once across
+        processes). The fire times follow the queue's schedules' rules (cron, zones,
+        DST); one passed while the event loop was blocked runs once, late. A copy the
+        buffer refuses is logged and skipped. Needs a running event loop. Bad input
+        raises ``ValidationError`` naming it; ``ClosedError`` after ``stop()``.
+        """
+        if self._stopping:
+            raise ClosedError("the task scheduler is stopped; schedule on a new TaskScheduler")
+        check_name("name", name)
+        if not isinstance(task, Task):
+            raise ValidationError("task", task, "expected a meetq.Task")
+        cadence = parse_cadence(cron, every, timezone)
+        self._bind_loop()
+        return self._recurring.add(name, task, cadence)
+
+    def unschedule_task(self, name: str) -> bool:
+        """End the recurring task ``name`` (copies already submitted run on); False when
+        there is none."""
+        check_key("name", name)
+        return self._recurring.remove(name)
+
+    def scheduled_tasks(self) -> dict[str, float]:
+        """Each recurring task's name -> its next fire time (Unix seconds), by name."""
+        return self._recurring.next_fires()
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -459,6 +503,7 @@ class TaskScheduler(AsyncService):
                 await self._stopped.wait()
             return
         self._stopped = stopped = asyncio.Event()
+        self._recurring.close()
         grace = self._shutdown_grace if grace is None else grace
         try:
             waiting = [e for e in self._entries.values() if e.status is not TaskStatus.RUNNING]

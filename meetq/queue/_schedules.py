@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from meetq.core._backoff import Backoff
+from meetq.core._ratelog import LogEvery
 from meetq.core._schedules import (
     ScheduleDefinition,
     decode_definition,
@@ -133,6 +134,8 @@ class QueueSchedules:
         self._changed = asyncio.Event()
         # Decoded definitions by (name, revision): a stored one never changes.
         self._decoded: dict[tuple[str, str], ScheduleDefinition | str] = {}
+        self._reported: set[tuple[str, str]] = set()  # unreadable ones, logged once
+        self._fire_errors = LogEvery()
         self.counts = {"schedule_fired": 0, "schedule_skipped": 0, "schedule_races_lost": 0}
 
     @property
@@ -185,6 +188,11 @@ class QueueSchedules:
         found = self._decoded.get(key)
         if found is None:
             try:
+                if not stored.revision:
+                    raise ValueError(
+                        f"unreadable schedule {stored.name!r}: the backend's record of it is "
+                        f"corrupt ({stored.definition[:80]!r})"
+                    )
                 found = decode_definition(stored.name, stored.definition)
             except ValueError as exc:
                 found = str(exc)
@@ -231,18 +239,37 @@ class QueueSchedules:
     async def _round(self, store: ScheduleStore) -> float:
         """Apply every due fire step; return how long to sleep (0: read again now)."""
         earliest: int | None = None
+        errors = 0
         for stored in await store.list():
             found = self._definition(stored)
             if isinstance(found, str):
-                log.error("meetq: %s: schedule skipped: %s", self._queue_name, found)
+                if (stored.name, stored.revision) not in self._reported:
+                    self._reported.add((stored.name, stored.revision))
+                    log.error("meetq: %s: schedule skipped: %s", self._queue_name, found)
                 continue
-            next_ms = await self._fire_due(store, stored, found)
+            try:
+                next_ms = await self._fire_due(store, stored, found)
+            except MeetqError as exc:
+                # This schedule's step failed (a corrupt key it writes, a backend error):
+                # the others still fire; it is tried again next round.
+                if self._fire_errors.tick():
+                    log.warning(
+                        "meetq: %s: schedule %r could not fire: %s",
+                        self._queue_name,
+                        stored.name,
+                        exc,
+                    )
+                errors += 1
+                continue
             if next_ms is None:
                 return 0.0  # another process moved it: read it again
             earliest = next_ms if earliest is None else min(earliest, next_ms)
-        if earliest is None:
-            return _REFRESH
-        return min(_REFRESH, max(0.0, (earliest - _now_ms()) / 1000))
+        wait = _REFRESH if earliest is None else (earliest - _now_ms()) / 1000
+        if errors:
+            # A failed step is tried again within a second (not at once: it most likely
+            # fails until its key is repaired); the other schedules keep their times.
+            wait = min(wait, 1.0)
+        return min(_REFRESH, max(0.0, wait))
 
     async def _fire_due(
         self, store: ScheduleStore, stored: StoredSchedule, definition: ScheduleDefinition

@@ -285,6 +285,27 @@ class ScheduleContract(BackendContract):
         assert (await producer.schedules())[0].next_fire_time * 1000 > started_ms
 
     @requires(CAP_SCHEDULES)
+    async def test_an_unreadable_schedule_is_listed_with_its_error_and_others_fire(
+        self, backend: Backend, make_schedule_queue: MakeQueue
+    ) -> None:
+        await _store(backend).put(
+            StoredSchedule(name="junk", definition=b"not json", revision="r", next_fire_ms=1)
+        )
+        mq = make_schedule_queue()
+        seen: list[Message] = []
+
+        @mq.handler("tick")
+        async def tick(message: Message) -> None:
+            seen.append(message)
+
+        await mq.schedule("good", Message(type="tick"), every="100ms", misfire_grace="30s")
+        junk = next(s for s in await mq.schedules() if s.name == "junk")
+        assert "unreadable schedule 'junk'" in junk.error and junk.message is None
+        await mq.start()
+        await eventually(lambda: len(seen) >= 2)
+        assert {m.headers["meetq-schedule"] for m in seen} == {"good"}
+
+    @requires(CAP_SCHEDULES)
     async def test_config_schedules_are_stored_at_start_once(
         self, make_schedule_queue: MakeQueue
     ) -> None:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from meetq.backends.redis._scripts import SCRIPTS, QueueKeys, Script, batch_layout, text
-from meetq.core.errors import BackendUnavailableError
 from meetq.core.protocols import (
     DeliveryCallback,
     StoredMessage,
@@ -60,21 +59,18 @@ class RedisSchedules:
         self._head = [self._sched, keys.channel]
 
     def _record(self, name: str, raw: Any) -> StoredSchedule:
-        parts = raw if isinstance(raw, list) else text(raw).split(" ", 2)
+        parts = raw if isinstance(raw, list) else bytes(raw).split(b" ", 2)
         try:
             next_ms, revision, definition = parts
             return StoredSchedule(
                 name=name,
-                definition=definition if isinstance(definition, bytes) else definition.encode(),
+                definition=bytes(definition),
                 revision=text(revision),
                 next_fire_ms=int(next_ms),
             )
-        except (ValueError, TypeError):
-            raise BackendUnavailableError(
-                f"meetq: corrupt key {self._sched.decode()}: field {name} is not a meetq "
-                "schedule record",
-                backend="redis",
-            ) from None
+        except (ValueError, TypeError, UnicodeDecodeError):
+            # Not one of ours (overwritten by hand): listed with an error, never fired.
+            return StoredSchedule(name=name, definition=bytes(raw), revision="", next_fire_ms=0)
 
     async def put(self, schedule: StoredSchedule) -> StoredSchedule:
         reply = await self._queue._eval(
