@@ -221,6 +221,7 @@ class QueueSchedules:
                     wait = await self._round(store)
                     failures = 0
                 except MeetqError as exc:
+                    _reraise_cancel(exc)
                     failures += 1
                     wait = _ERROR_BACKOFF.delay(failures)
                     log.warning(
@@ -229,6 +230,7 @@ class QueueSchedules:
                         wait,
                         exc,
                     )
+                _reraise_cancel(None)
                 if wait > 0:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
@@ -250,6 +252,7 @@ class QueueSchedules:
             try:
                 next_ms = await self._fire_due(store, stored, found)
             except MeetqError as exc:
+                _reraise_cancel(exc)
                 # This schedule's step failed (a corrupt key it writes, a backend error):
                 # the others still fire; it is tried again next round.
                 if self._fire_errors.tick():
@@ -314,6 +317,17 @@ class QueueSchedules:
                 )
             next_ms = plan.next_ms
         return next_ms
+
+
+def _reraise_cancel(exc: BaseException | None) -> None:
+    """Raise ``CancelledError`` when this task was cancelled and the cancellation did not
+    come through: a driver may swallow it mid-call (redis-py on a non-pooled path can
+    turn it into a timeout error, ``exc``, or retry the command and return), and the loop
+    would then go on and keep ``stop()`` waiting for it forever. ``Task.cancelling()``
+    still counts the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 def _iso(ms: int) -> str:

@@ -3,7 +3,10 @@ the stored encoding, the config entries, and a backend without the capability.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -21,6 +24,8 @@ from meetq.core._schedules import (
 )
 from meetq.core.config import MessageQueueConfig, load_config
 from meetq.core.errors import BackendError, ConfigError, ValidationError
+from meetq.core.protocols import StoredSchedule, WorkQueueOptions
+from meetq.queue._schedules import QueueSchedules
 from meetq.testing import RecordingBackend
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -316,3 +321,30 @@ async def test_a_backend_without_schedules_refuses_them_clearly() -> None:
     with pytest.raises(BackendError):
         await configured.start()
     await plain.aclose()
+
+
+async def test_the_fire_loop_ends_on_cancel_even_when_a_call_swallows_it() -> None:
+    # A driver may swallow a cancellation mid-call (retry the command and return): the
+    # loop must still end, or MessageQueue.stop() would wait for it forever.
+    entered = asyncio.Event()
+
+    class SwallowingStore:
+        async def list(self) -> list[StoredSchedule]:
+            entered.set()
+            with contextlib.suppress(asyncio.CancelledError):  # as a misbehaving driver
+                await asyncio.Event().wait()
+            return []
+
+        async def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+            return lambda: None
+
+    backend = MemoryBackend()
+    queue = backend.work_queue("q", WorkQueueOptions())
+    schedules = QueueSchedules(backend, queue, "q", lambda m: None)  # type: ignore[arg-type,return-value]
+    schedules._store = SwallowingStore()  # type: ignore[assignment]
+    loop = asyncio.create_task(schedules.run())
+    await asyncio.wait_for(entered.wait(), 5)
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(loop, 5)
+    await backend.aclose()
