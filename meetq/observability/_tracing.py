@@ -99,8 +99,11 @@ class TracingMiddleware:
             attributes["messaging.meetq.priority"] = _PRIORITY_NAMES[message.priority]
         span = self._tracer.start_span(f"send {queue}", kind=self._producer, attributes=attributes)
         self._sending[(queue, message.id)] = span
+        textmap = self._propagator()
+        if not self._fields:  # a propagator that writes nothing: the message stays as is
+            return message
         headers = dict(message.headers)
-        self._propagate.inject(headers, context=self._trace.set_span_in_context(span))
+        textmap.inject(headers, context=self._set_span_in_context(span))
         return attrs.evolve(message, headers=headers)
 
     def after_publish(
@@ -118,16 +121,21 @@ class TracingMiddleware:
             span.set_status(self._status(self._error_code, str(error)))
         span.end()
 
+    def _propagator(self) -> Any:
+        """The global propagator; its fields are read again only when it changes."""
+        textmap = self._propagate.get_global_textmap()
+        if textmap is not self._textmap:
+            self._textmap = textmap
+            self._fields = frozenset(textmap.fields)
+        return textmap
+
     def _sent_links(self, headers: Mapping[str, str]) -> list[Any]:
         """A link to the send span whose context ``headers`` carry, if any. The
         propagator's work is skipped when none of its fields is there (the fields are
         read once per configured propagator, not per message)."""
         if not headers:
             return []
-        textmap = self._propagate.get_global_textmap()
-        if textmap is not self._textmap:
-            self._textmap = textmap
-            self._fields = frozenset(textmap.fields)
+        textmap = self._propagator()
         if self._fields.isdisjoint(headers):
             return []
         sent = self._trace.get_current_span(textmap.extract(headers)).get_span_context()

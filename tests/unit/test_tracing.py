@@ -158,3 +158,25 @@ def _of(spans: Any, name: str, message_type: str) -> list[Any]:
 
 def _named(exporter: InMemorySpanExporter, name: str) -> bool:
     return any(span.name == name for span in exporter.get_finished_spans())
+
+
+async def test_a_propagator_that_writes_nothing_leaves_the_headers_alone() -> None:
+    from opentelemetry import propagate
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    provider, exporter = _provider()
+    mq = MessageQueue(MemoryBackend(), queue_name="tq", poll_interval=0.05)
+    instrument_tracing(mq, tracer_provider=provider)
+    seen: list[Message] = []
+    mq.handler("job")(seen.append)
+    configured = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([]))
+    try:
+        await mq.publish(Message(type="job", headers={"mine": "1"}))
+        async with mq:
+            await eventually(lambda: _named(exporter, "process tq"))
+    finally:
+        propagate.set_global_textmap(configured)
+    assert seen[0].headers == {"mine": "1"}
+    assert [s.name for s in exporter.get_finished_spans()] == ["send tq", "process tq"]
+    assert exporter.get_finished_spans()[1].links == ()
