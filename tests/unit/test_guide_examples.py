@@ -50,4 +50,15 @@ def test_the_example_runs_and_prints_what_the_page_says(
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    assert done.stdout == printed
+    assert _without_slow_callback_notes(done.stdout) == printed
+
+
+def _without_slow_callback_notes(out: str) -> str:
+    # PYTHONASYNCIODEBUG=1 logs "Executing <...> took 0.123 seconds" when the machine is
+    # busy; an example that logs to stdout would print it among its own lines.
+    return "".join(
+        line for line in out.splitlines(keepends=True) if not _SLOW_CALLBACK.match(line)
+    )
+
+
+_SLOW_CALLBACK = re.compile(r"(?:\S+ )*Executing <.*> took \d+\.\d+ seconds$")
