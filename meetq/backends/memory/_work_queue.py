@@ -111,6 +111,9 @@ class MemoryWorkQueue(MemoryTracking):
         self._token_prefix = uuid.uuid4().hex[:12]
         self._closed = False
         self._limits = {limit.type: limit for limit in options.limits}
+        self._concurrency_limited = frozenset(
+            t for t, limit in self._limits.items() if limit.concurrency
+        )
         self._leased: Counter[str] = Counter()  # leases held, per type
         self._buckets: dict[str, tuple[float, float]] = {}  # type -> (tokens, at ms)
         self._tracking_init()
@@ -333,7 +336,7 @@ class MemoryWorkQueue(MemoryTracking):
             caps[message_type] = int(max(0, min(cap, 2**31)))
         return caps
 
-    def _retry_after(self, types: Sequence[str], caps: dict[str, int]) -> int:
+    def _retry_after(self, caps: dict[str, int]) -> int:
         """Milliseconds until the next token of a type whose ready messages wait only
         for one (0: none does)."""
         wait = 0
@@ -399,21 +402,19 @@ class MemoryWorkQueue(MemoryTracking):
                         token=entry.token,
                     )
                 )
-            if caps:
-                retry_after = self._retry_after(types, caps)
-        if self._limits and settlements and self._freed([s.lease.type for s in settlements]):
+            if caps and len(claimed) < claim:  # a full claim: the caller does not wait
+                retry_after = self._retry_after(caps)
+        if self._concurrency_limited and settlements and self._freed(settlements):
             self._signal()
         return ExchangeResult(settled=settled, claimed=claimed, retry_after_ms=retry_after)
 
-    def _freed(self, settled_types: Sequence[str]) -> bool:
+    def _freed(self, settlements: Sequence[Settlement]) -> bool:
         """A settled type is concurrency-limited, below its limit now, and has ready
         messages: a worker held back by the limit (anywhere) should claim again."""
-        for message_type in set(settled_types):
-            limit = self._limits.get(message_type)
+        limited = self._concurrency_limited
+        for message_type in {s.lease.type for s in settlements if s.lease.type in limited}:
             if (
-                limit is not None
-                and limit.concurrency
-                and self._leased[message_type] < limit.concurrency
+                self._leased[message_type] < self._limits[message_type].concurrency
                 and self._head(message_type) is not None
             ):
                 return True

@@ -304,9 +304,10 @@ if claim > 0 and nclaim > 0 then
       end
     end
   end
-  -- When the next token comes for a type whose ready messages wait only for one.
+  -- When the next token comes for a type whose ready messages wait only for one (a
+  -- full claim: the caller does not wait, so there is nothing to say).
   local retry_after = 0
-  for t, tokens in pairs(buckets) do
+  for t, tokens in pairs(n < claim and buckets or {}) do
     local lim = limits[t]
     if tokens < 1 and redis.call('ZCARD', KEYS[12 + 3 * t]) > 0
       and not (lim[1] > 0 and redis.call('ZCARD', KEYS[14 + 3 * t]) >= lim[1]) then
