@@ -82,7 +82,7 @@ from meetq.core.serialization import JsonSerializer, Serializer, decode_message
 from meetq.core.tracking import MessageStatus
 from meetq.core.types import DeadLetter, Message, Priority
 from meetq.queue._inspection import QueueInfo
-from meetq.queue._schedules import QueueSchedules, ScheduleInfo
+from meetq.queue._schedules import QueueSchedules, ScheduleInfo, _reraise_cancel
 from meetq.queue._tracking import Tracker
 
 __all__ = ["MessageQueue"]
@@ -728,7 +728,8 @@ class MessageQueue(AsyncService):
                     lease_ms=self._lease_ms,
                     **self._exchange_extra,
                 )
-            except MeetqError as exc:
+            except Exception as exc:  # a MeetqError, or a backend's own bug: retried alike
+                _reraise_cancel(exc)  # stop() cancelled us and the driver swallowed it
                 self._pending[:0] = settlements  # keep them; they are retried next round
                 if draining or self._draining:
                     # stop() waits, and the backend has just failed within its bound: one
@@ -743,7 +744,11 @@ class MessageQueue(AsyncService):
                 failures += 1
                 backoff = self._error_backoff.delay(failures)
                 log.warning(
-                    "meetq: %s: backend error, retrying in %.2fs: %s", self.name, backoff, exc
+                    "meetq: %s: backend error, retrying in %.2fs: %s",
+                    self.name,
+                    backoff,
+                    exc,
+                    exc_info=_unexpected(exc),
                 )
                 await self._back_off(backoff)
                 continue
@@ -1036,6 +1041,7 @@ class MessageQueue(AsyncService):
     async def _lease_keeper(self) -> None:
         interval = self._lease_ms / 3000.0
         while True:
+            _reraise_cancel(None)
             await asyncio.sleep(interval)
             leases = [
                 LeaseRef(id=c.id, type=c.type, token=c.token)
@@ -1046,8 +1052,15 @@ class MessageQueue(AsyncService):
                 continue
             try:
                 held = await self._queue.extend(leases, self._lease_ms)
-            except MeetqError as exc:
-                log.warning("meetq: %s: could not renew %d leases: %s", self.name, len(leases), exc)
+            except Exception as exc:
+                _reraise_cancel(exc)
+                log.warning(
+                    "meetq: %s: could not renew %d leases: %s",
+                    self.name,
+                    len(leases),
+                    exc,
+                    exc_info=_unexpected(exc),
+                )
                 continue
             for lease, ok in zip(leases, held, strict=True):
                 if not ok and lease.token not in self._lost:
@@ -1070,19 +1083,30 @@ class MessageQueue(AsyncService):
             reason=unhandled_reason(timeout_ms),
         )
         while True:
+            _reraise_cancel(None)
             await asyncio.sleep(interval)
             try:
                 await self._queue.heartbeat(
                     self.handled_types, self._heartbeat_ttl_ms, self.worker_name
                 )
                 swept = await self._queue.maintain(sweep)
-            except MeetqError as exc:
-                log.warning("meetq: %s: heartbeat failed: %s", self.name, exc)
+            except Exception as exc:
+                _reraise_cancel(exc)
+                log.warning(
+                    "meetq: %s: heartbeat failed: %s", self.name, exc, exc_info=_unexpected(exc)
+                )
                 continue
             if swept:
                 log.error(
                     "meetq: %s: dead-lettered %d messages no live worker handles", self.name, swept
                 )
+
+
+def _unexpected(exc: Exception) -> bool:
+    """A backend error that is no ``MeetqError``: a bug of the backend (or of its driver)
+    that it failed to translate. The loops retry it like any backend error, so a worker
+    rides it out, and log its traceback, so it can be fixed."""
+    return not isinstance(exc, MeetqError)
 
 
 def unhandled_reason(timeout_ms: int) -> str:

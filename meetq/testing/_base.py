@@ -72,7 +72,16 @@ class BackendContract:
         return None
 
     @pytest.fixture
-    def meetq_config(self, backend_config: Mapping[str, Any], meetq_namespace: str) -> MeetqConfig:
+    def contract_queue_name(self) -> str:
+        """The queue the suite's tests work on, ``"q"``. A binding may give each test its
+        own: a Redis Cluster binding spreads the tests over its primaries this way (one
+        queue lives in one slot)."""
+        return "q"
+
+    @pytest.fixture
+    def meetq_config(
+        self, backend_config: Mapping[str, Any], meetq_namespace: str, contract_queue_name: str
+    ) -> MeetqConfig:
         return load_config(
             _merge(
                 backend_config,
@@ -80,7 +89,7 @@ class BackendContract:
                     "redis": {"key_prefix": meetq_namespace},
                     # Each test its own broker, as each has its own key prefix on Redis.
                     "memory": {"broker": "isolated"},
-                    "message_queue": {"queue_name": "q"},
+                    "message_queue": {"queue_name": contract_queue_name},
                     "event_bus": {"namespace": meetq_namespace},
                 },
             )

@@ -14,6 +14,7 @@ The API a test needs::
         cluster.ports              # every node's port, in start order
         cluster.primaries()        # the ports of the primaries now (asks the cluster)
         cluster.owner_of(key)      # the port of the primary serving that key's slot
+        cluster.slot_of(key)       # the key's hash slot
         failover = cluster.kill_primary(port)   # kill -9, wait for a replica's promotion
         failover.killed, failover.promoted, failover.seconds
         cluster.restart(failover.killed)        # back as a replica of the promoted node
@@ -47,11 +48,13 @@ __all__ = ["ClusterFailover", "LocalRedisCluster"]
 
 @attrs.frozen(kw_only=True)
 class ClusterFailover:
-    """What ``kill_primary`` did: the port killed, the replica promoted, how long it took."""
+    """What ``kill_primary`` did: the port killed, the replica promoted, how long it took
+    from the kill (``killed_at_ns``, on ``time.monotonic_ns()``) to the takeover."""
 
     killed: int
     promoted: int
     seconds: float
+    killed_at_ns: int
 
 
 @attrs.frozen(kw_only=True)
@@ -147,11 +150,16 @@ class LocalRedisCluster:
         primary = next(n for n in nodes if n.port == port)
         return sorted(n.port for n in nodes if n.primary_id == primary.node_id and not n.failed)
 
-    def owner_of(self, key: str) -> int:
-        """The port of the primary that serves ``key``'s hash slot (hash tags honoured)."""
+    @staticmethod
+    def slot_of(key: str) -> int:
+        """``key``'s hash slot (the part in its first ``{...}`` if there is one)."""
         from redis.crc import key_slot
 
-        slot = key_slot(key.encode())
+        return int(key_slot(key.encode()))
+
+    def owner_of(self, key: str) -> int:
+        """The port of the primary that serves ``key``'s hash slot (hash tags honoured)."""
+        slot = self.slot_of(key)
         for node in self._nodes():
             serves = any(first <= slot <= last for first, last in node.slots)
             if node.is_primary and not node.failed and serves:
@@ -211,8 +219,9 @@ class LocalRedisCluster:
         replicas = self.replicas_of(target)
         if not replicas:
             raise ValueError(f"port={target!r} has no live replica to promote")
-        started = time.monotonic()
         self._servers[target].kill()
+        killed_at_ns = time.monotonic_ns()
+        started = time.monotonic()
         promoted: list[int] = []
 
         def taken_over() -> bool:
@@ -222,7 +231,10 @@ class LocalRedisCluster:
 
         self._wait(taken_over, started + timeout, f"a replica of {target} to be promoted")
         return ClusterFailover(
-            killed=target, promoted=promoted[0], seconds=time.monotonic() - started
+            killed=target,
+            promoted=promoted[0],
+            seconds=time.monotonic() - started,
+            killed_at_ns=killed_at_ns,
         )
 
     def restart(self, port: int, timeout: float = 30.0) -> None:

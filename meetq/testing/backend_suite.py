@@ -34,10 +34,12 @@ class BackendObjectContract(BackendContract):
     ) -> None:
         assert backend.capabilities == backend_spec.capabilities
 
-    async def test_a_recording_wrapper_changes_nothing_a_user_sees(self, backend: Backend) -> None:
+    async def test_a_recording_wrapper_changes_nothing_a_user_sees(
+        self, backend: Backend, contract_queue_name: str
+    ) -> None:
         # Tests stage failures through RecordingBackend: it must forward every call as is.
         recording = RecordingBackend(backend)
-        mq = MessageQueue(recording, **{**QUICK, "queue_name": "q"})
+        mq = MessageQueue(recording, **{**QUICK, "queue_name": contract_queue_name})
         seen: list[int] = []
 
         @mq.handler("job")
@@ -50,20 +52,20 @@ class BackendObjectContract(BackendContract):
         assert sorted(seen) == [0, 1, 2] and len(set(ids)) == 3
         assert await mq.queue_length() == 0
         assert recording.count("enqueue") == 1
-        assert {call.target for call in recording.calls} == {"work_queue:q"}
+        assert {call.target for call in recording.calls} == {f"work_queue:{contract_queue_name}"}
         assert recording.work_queues and recording.name == backend.name
 
     @requires(CAP_DURABLE)
     async def test_stored_messages_outlive_the_backend_object_that_stored_them(
-        self, backend: Backend, make_backend: MakeBackend
+        self, backend: Backend, make_backend: MakeBackend, contract_queue_name: str
     ) -> None:
-        first = MessageQueue(backend, **{**QUICK, "queue_name": "q"})
+        first = MessageQueue(backend, **{**QUICK, "queue_name": contract_queue_name})
         ids = await first.publish_batch(
             [Message(type="keep", payload={"n": n}) for n in range(3)]
         )
         await backend.aclose()  # as the publishing process exits
 
-        later = MessageQueue(make_backend(), **{**QUICK, "queue_name": "q"})
+        later = MessageQueue(make_backend(), **{**QUICK, "queue_name": contract_queue_name})
         seen: dict[str, int] = {}
 
         @later.handler("keep")
@@ -81,11 +83,12 @@ class BackendObjectContract(BackendContract):
         pubsub_backend: Backend,
         make_backend: MakeBackend,
         meetq_config: MeetqConfig,
+        contract_queue_name: str,
     ) -> None:
         # Two backend objects stand for two processes on one server: each its own
         # connections, nothing shared in Python.
-        consumer = MessageQueue(make_backend(), **{**QUICK, "queue_name": "q"})
-        producer = MessageQueue(backend, **{**QUICK, "queue_name": "q"})
+        consumer = MessageQueue(make_backend(), **{**QUICK, "queue_name": contract_queue_name})
+        producer = MessageQueue(backend, **{**QUICK, "queue_name": contract_queue_name})
         got: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
 
         @consumer.handler("job")

@@ -54,9 +54,12 @@ class TaskDispatcherContract(BackendContract):
     """The task-dispatcher part of the contract suite."""
 
     @pytest_asyncio.fixture
-    async def make_dispatcher(self, backend: Backend) -> AsyncIterator[MakeDispatcher]:
+    async def make_dispatcher(
+        self, backend: Backend, contract_queue_name: str
+    ) -> AsyncIterator[MakeDispatcher]:
         """``make(service_name, queue={...}, **options)``: a dispatcher on a fresh
-        MessageQueue (QUICK settings, queue "q") — one "process" of the test."""
+        MessageQueue (QUICK settings, queue ``contract_queue_name``) — one "process" of
+        the test."""
         made: list[TaskDispatcher] = []
 
         def make(
@@ -65,7 +68,9 @@ class TaskDispatcherContract(BackendContract):
             queue: Mapping[str, Any] | None = None,
             **options: Any,
         ) -> TaskDispatcher:
-            mq = MessageQueue(backend, **{**QUICK, "queue_name": "q", **(queue or {})})
+            mq = MessageQueue(
+                backend, **{**QUICK, "queue_name": contract_queue_name, **(queue or {})}
+            )
             dispatcher = TaskDispatcher(mq, service_name=service_name, **options)
             made.append(dispatcher)
             return dispatcher

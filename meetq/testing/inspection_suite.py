@@ -32,12 +32,12 @@ class InspectionContract(BackendContract):
 
     @pytest_asyncio.fixture
     async def inspected_queue(
-        self, backend: Backend
+        self, backend: Backend, contract_queue_name: str
     ) -> AsyncIterator[Callable[..., MessageQueue]]:
         made: list[MessageQueue] = []
 
         def make(**overrides: Any) -> MessageQueue:
-            mq = MessageQueue(backend, **{**QUICK, "queue_name": "q", **overrides})
+            mq = MessageQueue(backend, **{**QUICK, "queue_name": contract_queue_name, **overrides})
             made.append(mq)
             return mq
 
@@ -71,7 +71,7 @@ class InspectionContract(BackendContract):
         await mq.publish(Message(type="job", priority=Priority.LOW))
         await mq.publish(Message(type="other", priority=Priority.NORMAL), delay=600)
         info = await mq.inspect()
-        assert info.queue == "q"
+        assert info.queue == mq.config.queue_name
         assert info.waiting == {"critical": 0, "high": 2, "normal": 1, "low": 1}
         assert info.waiting_total == 4
         assert info.delayed == 1

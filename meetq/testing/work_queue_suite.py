@@ -20,7 +20,13 @@ from meetq import MessageQueue, QueueManager
 from meetq.core._durations import MAX_DURATION
 from meetq.core._validation import MAX_DEAD_LETTER_BATCH, MAX_PAYLOAD_DEPTH
 from meetq.core.config import MeetqConfig, MessageQueueConfig
-from meetq.core.errors import ClosedError, ConfigError, SerializationError, ValidationError
+from meetq.core.errors import (
+    BackendUnavailableError,
+    ClosedError,
+    ConfigError,
+    SerializationError,
+    ValidationError,
+)
 from meetq.core.protocols import (
     OUTCOME_COUNTERS,
     Backend,
@@ -44,12 +50,14 @@ class WorkQueueContract(BackendContract):
     """The work-queue part of the contract suite."""
 
     @pytest_asyncio.fixture
-    async def make_queue(self, backend: Backend) -> AsyncIterator[Callable[..., MessageQueue]]:
+    async def make_queue(
+        self, backend: Backend, contract_queue_name: str
+    ) -> AsyncIterator[Callable[..., MessageQueue]]:
         made: list[MessageQueue] = []
 
         def make(*, via: Backend | None = None, **overrides: Any) -> MessageQueue:
             # `via`: the backend wrapped (a RecordingBackend) to stage a failure.
-            settings = {**QUICK, "queue_name": "q", **overrides}
+            settings = {**QUICK, "queue_name": contract_queue_name, **overrides}
             mq = MessageQueue(via or backend, **settings)
             made.append(mq)
             return mq
@@ -224,7 +232,7 @@ class WorkQueueContract(BackendContract):
         assert await mq.requeue_dead_letters(MAX_DEAD_LETTER_BATCH) == 0
 
     async def test_a_stored_body_nested_too_deep_is_dead_lettered_raw(
-        self, make_queue: MakeQueue, backend: Backend
+        self, make_queue: MakeQueue, backend: Backend, contract_queue_name: str
     ) -> None:
         # Bytes nobody could publish through the API (another writer, a damaged key):
         # decoding them must not blow the stack of the worker or of dead_letters().
@@ -236,7 +244,7 @@ class WorkQueueContract(BackendContract):
             ok.set()
 
         body = b"[" * 100_000 + b"]" * 100_000
-        raw = backend.work_queue("q", WorkQueueOptions())
+        raw = backend.work_queue(contract_queue_name, WorkQueueOptions())
         await raw.enqueue([StoredMessage(id="deep1", type="job", priority=1, body=body)])
         await mq.publish(Message(type="job"))
         async with mq:
@@ -466,6 +474,26 @@ class WorkQueueContract(BackendContract):
         calls = recording.count("exchange")
         assert 1 <= calls <= 15, calls
 
+    async def test_a_worker_rides_out_any_backend_error_of_its_exchange(
+        self, make_queue: MakeQueue, backend: Backend
+    ) -> None:
+        # A backend error fails one round, not the worker, whether the backend translated
+        # it (BackendUnavailableError) or let a driver's own error through (a bug).
+        recording = RecordingBackend(backend)
+        mq = make_queue(via=recording)
+        seen: list[str] = []
+
+        @mq.handler("job")
+        async def job(msg: Message) -> None:
+            seen.append(msg.id)
+
+        ids = await mq.publish_batch([Message(type="job") for _ in range(3)])
+        recording.fail("exchange", BackendUnavailableError("staged", backend=backend.name))
+        recording.fail("exchange", RuntimeError("a driver error nobody translated"))
+        async with mq:
+            await eventually(lambda: sorted(seen) == sorted(ids))
+        assert recording.count("exchange") >= 3  # two failed rounds, then the claim
+
     async def test_requeue_dead_letters_resets_attempts(self, make_queue: MakeQueue) -> None:
         mq = make_queue()
         fail = True
@@ -661,7 +689,7 @@ class WorkQueueContract(BackendContract):
         assert started == stuck_n
 
     async def test_stop_does_not_wait_for_a_stuck_plain_handler(
-        self, make_queue: MakeQueue
+        self, make_queue: MakeQueue, contract_queue_name: str
     ) -> None:
         # Python cannot stop the thread: stop() releases the message uncharged after its
         # grace and returns; the thread is a daemon, left to finish on its own.
@@ -682,7 +710,8 @@ class WorkQueueContract(BackendContract):
             await asyncio.wait_for(mq.stop(grace=0.05), 10)
             assert await mq.queue_length() == 1  # handed back
             assert await mq.processing_count() == 0
-            pool = [t for t in threading.enumerate() if t.name.startswith("meetq-q-sync")]
+            prefix = f"meetq-{contract_queue_name}-sync"
+            pool = [t for t in threading.enumerate() if t.name.startswith(prefix)]
             assert pool and all(t.daemon for t in pool)
         finally:
             release.set()
@@ -955,7 +984,7 @@ class WorkQueueContract(BackendContract):
             await eventually(lambda: attempts == [1])
 
     async def test_undecodable_message_is_dead_lettered_raw(
-        self, make_queue: MakeQueue, backend: Backend
+        self, make_queue: MakeQueue, backend: Backend, contract_queue_name: str
     ) -> None:
         mq = make_queue()
         ok = asyncio.Event()
@@ -964,7 +993,7 @@ class WorkQueueContract(BackendContract):
         async def job(msg: Message) -> None:
             ok.set()
 
-        raw = backend.work_queue("q", WorkQueueOptions())
+        raw = backend.work_queue(contract_queue_name, WorkQueueOptions())
         await raw.enqueue([StoredMessage(id="bad1", type="job", priority=1, body=b"\xff{not json")])
         await mq.publish(Message(type="job"))
         async with mq:
@@ -1036,9 +1065,9 @@ class WorkQueueContract(BackendContract):
         assert await first.dead_letter_count() == 0
 
     async def test_expired_lease_redelivers_and_late_settlement_is_refused(
-        self, backend: Backend, make_queue: MakeQueue
+        self, backend: Backend, make_queue: MakeQueue, contract_queue_name: str
     ) -> None:
-        raw = backend.work_queue("q", WorkQueueOptions())
+        raw = backend.work_queue(contract_queue_name, WorkQueueOptions())
         mq = make_queue(visibility_timeout="2s")
         await mq.publish(Message(type="job"))
         stuck = await raw.exchange([], types=["job"], claim=1, lease_ms=50)
@@ -1067,9 +1096,9 @@ class WorkQueueContract(BackendContract):
         assert seen == [2]
 
     async def test_release_keeps_position_and_attempt(
-        self, backend: Backend, make_queue: MakeQueue
+        self, backend: Backend, make_queue: MakeQueue, contract_queue_name: str
     ) -> None:
-        raw = backend.work_queue("q", WorkQueueOptions())
+        raw = backend.work_queue(contract_queue_name, WorkQueueOptions())
         mq = make_queue()
         await mq.publish_batch([Message(type="job", payload={"i": i}) for i in range(3)])
         got = await raw.exchange([], types=["job"], claim=1, lease_ms=5000)

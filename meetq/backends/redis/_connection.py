@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import redis.asyncio as aioredis
@@ -23,10 +23,12 @@ from meetq.backends.redis._config import RedisConfig
 from meetq.core.errors import BackendUnavailableError
 
 __all__ = [
+    "DRIVER_ERRORS",
     "Bounds",
     "blocking_client",
     "bounds_of",
     "client_options",
+    "connection_kwargs",
     "translate_errors",
     "translated",
     "untimed_pool",
@@ -34,7 +36,18 @@ __all__ = [
 ]
 
 
-def translated(what: str, exc: redis.exceptions.RedisError | OSError) -> BackendUnavailableError:
+#: What a redis-py call raises when Redis is not there or refuses: its own errors (cluster
+#: redirections, ``ClusterDownError``, ``TryAgainError`` and ``MasterDownError`` among
+#: them), socket errors, and the cluster client's routing errors, which are no
+#: ``RedisError`` (``SlotNotCoveredError`` and every other ``RedisClusterException``).
+DRIVER_ERRORS: Final = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
+
+
+def translated(what: str, exc: Exception) -> BackendUnavailableError:
     """The ``BackendUnavailableError`` a redis-py (or socket) error becomes."""
     error = BackendUnavailableError(f"redis: {what} failed: {exc}", backend="redis")
     error.__cause__ = exc
@@ -46,7 +59,7 @@ def translate_errors(what: str) -> Iterator[None]:
     """Turn any redis-py error raised inside into ``BackendUnavailableError``."""
     try:
         yield
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except DRIVER_ERRORS as exc:
         raise translated(what, exc) from exc
 
 
@@ -89,12 +102,18 @@ class Bounds:
     health_check_interval: float | None
 
 
-def bounds_of(client: Any) -> Bounds:
-    """What ``client`` bounds: redis-py's ``Redis`` (or anything with its
-    ``connection_pool``), a Sentinel ``master_for`` client, or a ``RedisCluster`` (whose
-    options are its own ``connection_kwargs``, shared by every node)."""
+def connection_kwargs(client: Any) -> dict[str, Any]:
+    """The options ``client`` makes its connections with: its pool's, or a
+    ``RedisCluster``'s own ``connection_kwargs``, shared by every node; {} if unknown."""
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "connection_kwargs", {})
+    return dict(kwargs)
+
+
+def bounds_of(client: Any) -> Bounds:
+    """What ``client`` bounds: redis-py's ``Redis`` (or anything with its
+    ``connection_pool``), a Sentinel ``master_for`` client, or a ``RedisCluster``."""
+    kwargs = connection_kwargs(client)
 
     def seconds(key: str) -> float | None:
         value = kwargs.get(key)

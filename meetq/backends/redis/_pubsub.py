@@ -53,6 +53,7 @@ from redis.asyncio.client import PubSub as PubSubConnection
 from redis.asyncio.cluster import RedisCluster
 
 from meetq.backends.redis._connection import (
+    DRIVER_ERRORS,
     Bounds,
     bounds_of,
     translate_errors,
@@ -87,7 +88,7 @@ _PLAIN, _PATTERN = 1, 2
 _MESSAGE = {b"message": _PLAIN, "message": _PLAIN, b"pmessage": _PATTERN, "pmessage": _PATTERN}
 _CONFIRMATIONS = frozenset({"subscribe", "psubscribe", "unsubscribe", "punsubscribe"})
 # RedisClusterException (no node reachable at all) is not a RedisError.
-_DRIVER_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
+_DRIVER_ERRORS = DRIVER_ERRORS
 # What says the node itself is gone or unresponsive (not, say, an ACL refusal).
 _NODE_FAILURES = (
     redis.exceptions.ConnectionError,

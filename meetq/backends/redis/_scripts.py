@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -23,6 +24,7 @@ __all__ = [
     "COUNT_FIELDS",
     "FIXED_KEYS",
     "SCRIPTS",
+    "SHARDED_SCRIPTS",
     "Call",
     "QueueKeys",
     "Script",
@@ -84,9 +86,9 @@ class Script:
 
     __slots__ = ("name", "sha", "source")
 
-    def __init__(self, name: str, prelude: str) -> None:
+    def __init__(self, name: str, source: str) -> None:
         self.name = name
-        self.source = prelude + "\n" + (_LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+        self.source = source
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
 
@@ -121,10 +123,32 @@ def _load_scripts() -> dict[str, Script]:
         "schedule_list",
         "schedule_fire",
     )
-    return {name: Script(name, head if name in _HEAD_ONLY else prelude) for name in names}
+    return {
+        name: Script(name, (head if name in _HEAD_ONLY else prelude) + "\n" + _lua(name))
+        for name in names
+    }
+
+
+def _lua(name: str) -> str:
+    return (_LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
 
 
 SCRIPTS: Final = _load_scripts()
+
+# The command's name as a Lua string literal, however the call is written.
+_PUBLISH: Final = re.compile(r"""(['"])PUBLISH\1""")
+
+
+def _sharded(script: Script) -> Script:
+    # Every channel a script publishes on carries the queue's hash tag, so it is a shard
+    # channel of the script's own slot, which a script on a cluster may SPUBLISH to.
+    return Script(script.name, _PUBLISH.sub(r"\1SPUBLISH\1", script.source))
+
+
+#: The scripts for a Redis Cluster: the same, with every ``PUBLISH`` (wake-ups, hand-offs)
+#: a ``SPUBLISH``, so a notification stays on the queue's primary instead of being
+#: broadcast to every node, and reaches the ``SSUBSCRIBE`` listener there (``_sharded.py``).
+SHARDED_SCRIPTS: Final = {name: _sharded(script) for name, script in SCRIPTS.items()}
 
 #: One script call: the script, its KEYS, its ARGV.
 Call = tuple[Script, Sequence[bytes], Sequence[Any]]

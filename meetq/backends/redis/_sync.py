@@ -27,6 +27,7 @@ from redis.client import NEVER_DECODE
 from meetq.backends.redis._config import RedisConfig
 from meetq.backends.redis._connection import client_options, translate_errors
 from meetq.backends.redis._scripts import (
+    SHARDED_SCRIPTS,
     Call,
     QueueKeys,
     Script,
@@ -35,6 +36,7 @@ from meetq.backends.redis._scripts import (
     inspect_steps,
     requeue_steps,
 )
+from meetq.backends.redis._sharded import is_cluster
 from meetq.backends.redis._tracking import RedisSyncTracking
 from meetq.core.errors import ClosedError, ValidationError
 from meetq.core.protocols import (
@@ -70,6 +72,7 @@ class RedisSyncBackend:
         self._closed = False
         self._pid = os.getpid()
         self._client = client if client is not None else self._connect()
+        self._sharded = is_cluster(self._client)
 
     def _connect(self) -> Any:
         cfg = self._config
@@ -100,15 +103,19 @@ class RedisSyncBackend:
         return RedisSyncWorkQueue(self, queue_name, options)
 
     def eval(self, call: Call) -> Any:
-        """One script call (EVALSHA; on NOSCRIPT, SCRIPT LOAD and once more)."""
+        """One script call: EVALSHA; on NOSCRIPT, EVAL of its source (routed by its keys
+        on a cluster, as the async queue does), which loads it there."""
         script, keys, args = call
         client = self.client()
+        if self._sharded:  # the scripts whose notifications are sharded Pub/Sub
+            script = SHARDED_SCRIPTS[script.name]
         with translate_errors(script.name):
             try:
                 return self._evalsha(client, script, keys, args)
             except redis.exceptions.NoScriptError:
-                client.execute_command("SCRIPT", "LOAD", script.source)
-                return self._evalsha(client, script, keys, args)
+                return client.execute_command(
+                    "EVAL", script.source, len(keys), *keys, *args, **_RAW
+                )
 
     @staticmethod
     def _evalsha(client: Any, script: Script, keys: Any, args: Any) -> Any:

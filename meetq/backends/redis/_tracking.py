@@ -28,6 +28,7 @@ import redis.exceptions
 
 from meetq.backends.redis._connection import translate_errors
 from meetq.backends.redis._scripts import SCRIPTS, Call, QueueKeys, text
+from meetq.backends.redis._sharded import ShardedSubscription
 from meetq.core.errors import ClosedError
 from meetq.core.protocols import LeaseRef, Settlement
 from meetq.core.tracking import CancelCallback, FinalWait, MessageFacts
@@ -151,6 +152,7 @@ class RedisTracking:
     _keys: QueueKeys
     _client: Any
     _cancel_callbacks: list[CancelCallback]
+    _sharded: bool  # a Redis Cluster: the scripts SPUBLISH (_sharded.py)
 
     async def _eval(self, script: Any, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         raise NotImplementedError
@@ -180,7 +182,7 @@ class RedisTracking:
     async def final_wait(self, message_id: str) -> AsyncIterator[FinalWait]:
         self._check_open()
         channel = facts_key(self._keys, message_id)
-        pubsub = self._client.pubsub()
+        pubsub = ShardedSubscription(self._client) if self._sharded else self._client.pubsub()
         try:
             with translate("result"):
                 await pubsub.subscribe(channel)

@@ -67,15 +67,17 @@ from redis.client import NEVER_DECODE
 
 from meetq.backends.redis._coalesce import Coalescer
 from meetq.backends.redis._connection import (
+    DRIVER_ERRORS,
     bounds_of,
+    connection_kwargs,
     translate_errors,
     translated,
     untimed_pool,
 )
 from meetq.backends.redis._deadline import SharedDeadline
 from meetq.backends.redis._scripts import SCRIPTS as _SCRIPTS
-from meetq.backends.redis._scripts import Call as _Call
 from meetq.backends.redis._scripts import (
+    SHARDED_SCRIPTS,
     QueueKeys,
     dead_entries,
     dead_info,
@@ -86,9 +88,11 @@ from meetq.backends.redis._scripts import (
     merged_enqueue,
     requeue_steps,
 )
+from meetq.backends.redis._scripts import Call as _Call
 from meetq.backends.redis._scripts import Script as _Script
 from meetq.backends.redis._scripts import lossy_text as _lossy_text
 from meetq.backends.redis._scripts import text as _text
+from meetq.backends.redis._sharded import ShardedSubscription, is_cluster
 from meetq.backends.redis._tracking import RedisTracking, track_call
 from meetq.core._backoff import Backoff
 from meetq.core.errors import ClosedError, MeetqError, ValidationError
@@ -218,8 +222,10 @@ class RedisWorkQueue(RedisTracking):
         self._subscribed = False
         self._orphans: set[asyncio.Task[Any]] = set()
         # A client that decodes replies would hand bodies over as text: no hand-offs.
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-        self._can_hand_off = not kwargs.get("decode_responses", False)
+        self._can_hand_off = not connection_kwargs(client).get("decode_responses", False)
+        # On a Redis Cluster the wake-ups and hand-offs are sharded Pub/Sub on the
+        # queue's primary: scripts that SPUBLISH, a listener that SSUBSCRIBEs there.
+        self._sharded = is_cluster(client)
         self._first_attempt = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
@@ -275,15 +281,40 @@ class RedisWorkQueue(RedisTracking):
                 return done.value  # type: ignore[no-any-return]
 
     async def _eval(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
-        """EVALSHA in one round trip; on NOSCRIPT (a restarted or flushed server) load
-        the script and run it again."""
+        """EVALSHA in one round trip; on NOSCRIPT (a restarted, flushed or newly promoted
+        server) the script's source once, which loads it there for the next EVALSHA."""
         self._check_open()
+        if self._sharded:
+            script = SHARDED_SCRIPTS[script.name]
         with translate_errors(script.name):
             try:
                 return await self._evalsha(script, keys, args)
             except redis.exceptions.NoScriptError:
-                await self._client.execute_command("SCRIPT", "LOAD", script.source)
-                return await self._evalsha(script, keys, args)
+                return await self._eval_source(script, keys, args)
+
+    async def _eval_source(
+        self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]
+    ) -> Any:
+        # EVAL rather than SCRIPT LOAD: it is routed by its keys as EVALSHA is, so a
+        # cluster client sends it to the primary of the queue's slot (SCRIPT LOAD names
+        # no key and cannot be routed), and Redis keeps the script it ran.
+        self._track_loaded = False  # that server lost its scripts: track's too
+        return await self._client.execute_command(
+            "EVAL", script.source, len(keys), *keys, *args, **_RAW
+        )
+
+    async def _load_script(self, script: _Script) -> None:
+        """``SCRIPT LOAD`` where this queue's scripts run: on a cluster, the primary of
+        the queue's slot, named to the client (the command has no key to route by)."""
+        if not self._sharded:
+            await self._command(script.name, "SCRIPT", "LOAD", script.source)
+            return
+        with translate_errors(script.name):
+            await self._client.initialize()
+            node = self._client.get_node_from_key(self._channel)
+        await self._command(
+            script.name, "SCRIPT", "LOAD", SHARDED_SCRIPTS[script.name].source, target_nodes=node
+        )
 
     async def _eval_call(self, call: _Call) -> Any:
         return await self._eval(*call)
@@ -295,17 +326,19 @@ class RedisWorkQueue(RedisTracking):
         failed round trip fails each call with its own error object."""
         try:
             self._check_open()
+            if self._sharded:
+                calls = [(SHARDED_SCRIPTS[s.name], keys, args) for s, keys, args in calls]
             replies = await self._evalsha_many(calls)
-            again = [i for i, reply in enumerate(replies) if isinstance(reply, _NOSCRIPT)]
-            if again:  # a restarted or flushed server: load what it lacks, run those again
-                for script in {calls[i][0].name: calls[i][0] for i in again}.values():
-                    await self._client.execute_command("SCRIPT", "LOAD", script.source)
-                rerun = await self._evalsha_many([calls[i] for i in again])
-                for i, reply in zip(again, rerun, strict=True):
-                    replies[i] = reply
+            # A restarted, flushed or promoted server: those calls again, from source.
+            for i, reply in enumerate(replies):
+                if isinstance(reply, _NOSCRIPT):
+                    try:
+                        replies[i] = await self._eval_source(*calls[i])
+                    except redis.exceptions.ResponseError as exc:
+                        replies[i] = exc
         except ClosedError as exc:
             return [ClosedError(str(exc)) for _ in calls]
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             return [translated(call[0].name, exc) for call in calls]
         return [
             translated(call[0].name, reply)
@@ -441,10 +474,10 @@ class RedisWorkQueue(RedisTracking):
         if self._closed:
             raise ClosedError(f"work queue {self.name!r}: its backend was closed")
 
-    async def _command(self, what: str, *args: Any) -> Any:
+    async def _command(self, what: str, *args: Any, **options: Any) -> Any:
         self._check_open()
         with translate_errors(what):
-            return await self._client.execute_command(*args, **_RAW)
+            return await self._client.execute_command(*args, **_RAW, **options)
 
     # -- WorkQueueBackend --------------------------------------------------------------
 
@@ -552,7 +585,7 @@ class RedisWorkQueue(RedisTracking):
             if not self._track_loaded:
                 # Loaded ahead: a NOSCRIPT rerun would come after the exchange, when the
                 # lease it checks is gone (after a SCRIPT FLUSH, one batch's records are).
-                await self._command("track", "SCRIPT", "LOAD", tracked[0].source)
+                await self._load_script(tracked[0])
                 self._track_loaded = True
             kept, reply = await self._eval_many([tracked, call])
             if isinstance(reply, BaseException):
@@ -721,7 +754,7 @@ class RedisWorkQueue(RedisTracking):
         reply_within = self._bounds.socket_timeout or _LISTEN_IDLE
         loop = asyncio.get_running_loop()
         while not self._closed:
-            pubsub = self._client.pubsub()
+            pubsub = ShardedSubscription(self._client) if self._sharded else self._client.pubsub()
             try:
                 # Hand-off channel first: confirmed before notify's confirmation, which
                 # is what allows parking (_subscribed).
