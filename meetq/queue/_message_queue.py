@@ -49,6 +49,7 @@ from meetq.core._publishing import (
 from meetq.core._queues import open_work_queue
 from meetq.core._ratelog import LogEvery
 from meetq.core._schedules import ScheduleDefinition
+from meetq.core._tasks import cancel_until_done
 from meetq.core._usercode import SyncThreads, Ticket, UserCodeFailed, call_user
 from meetq.core._validation import (
     MAX_DEAD_LETTER_BATCH,
@@ -626,14 +627,12 @@ class MessageQueue(AsyncService):
                             len(stuck),
                             CANCELLED_HANDLER_WAIT,
                         )
-            # Last flush of settlements, then stop the helpers.
-            for task in self._tasks[1:]:
-                task.cancel()
+            # Last flush of settlements, then stop the helpers (cancelled again while
+            # they run: a driver may swallow one cancellation). A cancellation of
+            # stop() itself reaches its caller.
             self._draining = True
             self._kick.set()
-            # gather, not a suppressed await: the helpers' own CancelledError is a result
-            # here, while a cancellation of stop() itself reaches its caller.
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_until_done(self._tasks, self._tasks[1:])
         except asyncio.CancelledError:
             for task in [*self._tasks, *(task for _, task in self._running.values())]:
                 task.cancel()
