@@ -57,7 +57,15 @@ class Worker:
         return self.events(name)
 
     async def exit_status(self) -> int:
-        status = await asyncio.wait_for(self.proc.wait(), BOUND)
+        try:
+            status = await asyncio.wait_for(self.proc.wait(), BOUND)
+        except TimeoutError:
+            # Say who hangs: Process.wait() also waits for the children sharing stderr.
+            tail = "\n".join(self.lines[-40:])
+            raise AssertionError(
+                f"pid {self.proc.pid} (or a child holding its stderr) still runs after "
+                f"{BOUND:g}s; its last log lines:\n{tail}"
+            ) from None
         await asyncio.wait_for(self._reader, BOUND)
         return status
 
