@@ -15,6 +15,7 @@ from meetq.core.config import (
     load_config,
 )
 from meetq.core.errors import (
+    BackendAccessDeniedError,
     BackendError,
     BackendNotFoundError,
     BackendUnavailableError,
@@ -64,6 +65,7 @@ from meetq.queue._message_queue import MessageQueue
 from meetq.queue._tracking import DeliveryContext, current_delivery
 
 __all__ = [
+    "BackendAccessDeniedError",
     "BackendContext",
     "BackendError",
     "BackendNotFoundError",

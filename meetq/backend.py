@@ -11,6 +11,7 @@ cycle with the components that use it.
 
 from meetq.core._durations import parse_duration
 from meetq.core.config import (
+    SECRET_SHOWN,
     MeetqConfig,
     bool_field,
     choice_field,
@@ -18,8 +19,10 @@ from meetq.core.config import (
     float_field,
     int_field,
     str_field,
+    str_list_field,
 )
 from meetq.core.errors import (
+    BackendAccessDeniedError,
     BackendError,
     BackendUnavailableError,
     ClosedError,
@@ -70,7 +73,9 @@ __all__ = [
     "CAP_TRACKING",
     "COUNTER_NAMES",
     "OUTCOME_COUNTERS",
+    "SECRET_SHOWN",
     "Backend",
+    "BackendAccessDeniedError",
     "BackendContext",
     "BackendError",
     "BackendRegistry",
@@ -110,4 +115,5 @@ __all__ = [
     "int_field",
     "parse_duration",
     "str_field",
+    "str_list_field",
 ]

@@ -40,6 +40,7 @@ from meetq.core.errors import ConfigError, ValidationError
 
 __all__ = [
     "COMPONENT_SECTIONS",
+    "SECRET_SHOWN",
     "EventBusConfig",
     "MeetqConfig",
     "MessageQueueConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "int_field",
     "load_config",
     "str_field",
+    "str_list_field",
     "use_default_registry",
 ]
 
@@ -118,21 +120,47 @@ def _str(
     forbid: str = "",
     max_len: int = 10_000,
     check: Callable[[str, str], None] | None = None,
+    secret: bool = False,
 ) -> Any:
     """A non-empty text key (``optional``: or null), at most ``max_len`` characters,
     without any character of ``forbid``. ``check(path, value)`` may refuse more (raising
-    ``ConfigError``): a backend's own format, such as the Redis URL."""
+    ``ConfigError``): a backend's own format, such as the Redis URL. A ``secret`` (a
+    password) is never shown: not in the config's repr, not in an error."""
     return attrs.field(
         default=default,
         validator=_validate,
+        repr=not secret,
         metadata={
             "kind": "str",
             "optional": optional,
             "forbid": forbid,
             "max_len": max_len,
             "check": check,
+            "secret": secret,
         },
     )
+
+
+def _str_list(
+    default: tuple[str, ...] = (),
+    *,
+    max_len: int = 1_000,
+    check: Callable[[str, str], None] | None = None,
+) -> Any:
+    """A list of non-empty text values (at most ``max_len`` of them), stored as a tuple;
+    ``check(path, item)`` may refuse an item (its path is ``key[i]``). In an environment
+    variable: the items separated by commas (``h1:7000,h2:7001``) or a YAML flow list."""
+    return attrs.field(
+        default=default,
+        validator=_validate,
+        converter=_as_tuple,
+        metadata={"kind": "str_list", "max_len": max_len, "check": check},
+    )
+
+
+def _as_tuple(value: Any) -> Any:
+    # A list given in code is stored as the tuple load_config makes of it.
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _choice(default: str, choices: tuple[str, ...]) -> Any:
@@ -185,6 +213,7 @@ duration_field = _duration
 int_field = _int
 bool_field = _bool
 str_field = _str
+str_list_field = _str_list
 choice_field = _choice
 float_field = _float
 
@@ -439,21 +468,41 @@ def _convert(path: str, value: Any, meta: Mapping[str, Any]) -> Any:
         if value not in meta["choices"]:
             raise ConfigError(path, value, f"expected one of {', '.join(meta['choices'])}")
         return value
+    if kind == "str_list":
+        return _str_list_value(path, value, meta)
     if value is None and meta.get("optional"):
         return None
+    shown = SECRET_SHOWN if meta.get("secret") else value
     if not isinstance(value, str) or not value:
-        raise ConfigError(path, value, "expected a non-empty string")
+        raise ConfigError(path, shown, "expected a non-empty string")
     if not_utf8(value):
-        raise ConfigError(path, value, "not valid Unicode (a lone surrogate)")
+        raise ConfigError(path, shown, "not valid Unicode (a lone surrogate)")
     if len(value) > meta.get("max_len", 10_000):
-        raise ConfigError(path, value, f"at most {meta['max_len']} characters")
+        raise ConfigError(path, shown, f"at most {meta['max_len']} characters")
     bad = [c for c in meta.get("forbid", "") if c in value]
     if bad:
-        raise ConfigError(path, value, f"must not contain {bad[0]!r}")
+        raise ConfigError(path, shown, f"must not contain {bad[0]!r}")
     check = meta.get("check")
     if check is not None:
         check(path, value)
     return value
+
+
+# What an error shows in place of a secret's value.
+SECRET_SHOWN = "<secret>"
+
+
+def _str_list_value(path: str, value: Any, meta: Mapping[str, Any]) -> tuple[str, ...]:
+    if isinstance(value, str):  # an environment variable's text: comma-separated
+        value = [part.strip() for part in value.split(",")] if value.strip() else []
+    if not isinstance(value, list | tuple):
+        raise ConfigError(path, value, "expected a list of strings")
+    if len(value) > meta["max_len"]:
+        raise ConfigError(path, value, f"at most {meta['max_len']} items")
+    item = {"kind": "str", "check": meta.get("check")}
+    for i, entry in enumerate(value):
+        _convert(f"{path}[{i}]", entry, item)
+    return tuple(value)
 
 
 def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
@@ -611,19 +660,22 @@ def _checked(variable: str, text: str, section: str, field: attrs.Attribute[Any]
     """The raw value ``variable`` gives ``section.<field>``, checked as the YAML would be."""
     meta = field.metadata
     kind = meta["kind"]
+    value: Any
     if kind == "custom":  # a list of mappings: YAML flow style in the variable
         value = _yaml_value(variable, text)
+    elif kind == "str_list":
+        # Comma-separated items, or a YAML flow list.
+        value = _yaml_list(variable, text) if text.lstrip().startswith("[") else text
+    elif kind in _TEXT_KINDS:
+        value = text
     else:
-        value = (
-            text
-            if kind in _TEXT_KINDS
-            else _yaml_scalar(variable, text, mapping=kind in _MAPPING_KINDS)
-        )
+        value = _yaml_scalar(variable, text, mapping=kind in _MAPPING_KINDS)
     try:
         _convert(f"{section}.{field.name}", value, meta)
     except ConfigError as exc:
+        shown = SECRET_SHOWN if meta.get("secret") else text
         raise ConfigError(
-            variable, text, f"{exc.problem} (it sets {section}.{field.name})"
+            variable, shown, f"{exc.problem} (it sets {section}.{field.name})"
         ) from None
     return value
 
@@ -655,6 +707,15 @@ def _yaml_scalar(variable: str, text: str, *, mapping: bool = False) -> Any:
     if isinstance(value, Mapping | list):
         raise ConfigError(variable, text, "expected one value, not a YAML mapping or list")
     return value
+
+
+def _yaml_list(variable: str, text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(variable, text, "not a YAML list") from None
 
 
 def _overlay(raw: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> Any:

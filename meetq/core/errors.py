@@ -11,6 +11,7 @@
     │   ├── BackendNotFoundError    ``type:`` names no registered backend (.available)
     │   ├── MissingDependencyError  the backend's driver is not installed (.install)
     │   ├── BackendUnavailableError the backend cannot be reached right now
+    │   │   └── BackendAccessDeniedError  it refused this client: credentials or ACL rights
     │   └── TrackingUnsupported     the backend cannot look messages up by id (no ``tracking``)
     ├── ClosedError              the component was stopped and takes no more work
     ├── QueueFull                a bounded buffer is full and the policy says raise
@@ -28,6 +29,7 @@ from meetq.core._show import show_field as _name
 from meetq.core._show import show_value as _show
 
 __all__ = [
+    "BackendAccessDeniedError",
     "BackendError",
     "BackendNotFoundError",
     "BackendUnavailableError",
@@ -121,6 +123,18 @@ class MissingDependencyError(BackendError):
 
 class BackendUnavailableError(BackendError):
     """The backend could not be reached or answered with an error."""
+
+
+class BackendAccessDeniedError(BackendUnavailableError):
+    """The backend refused this client: no or wrong credentials (authentication), or an
+    ACL that does not grant a command, key or channel it needs (``.reason`` is
+    ``"authentication"`` or ``"permission"``). Retrying does not help until the
+    credentials or the user's rights are fixed; the message says which key to look at.
+    """
+
+    def __init__(self, message: str, *, backend: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message, backend=backend)
 
 
 class TrackingUnsupported(BackendError):

@@ -61,8 +61,10 @@ async def initialize_queue_system(
 ) -> QueueManager:
     """Validate ``config`` and build a ``QueueManager`` (not started).
 
-    ``redis`` is an existing ``redis.asyncio.Redis`` (or ``fakeredis.FakeAsyncRedis``)
-    used as is by Redis backends; without it they connect to ``redis.url``. The
+    ``redis`` is an existing asyncio client — ``redis.asyncio.Redis``, ``RedisCluster``,
+    a Sentinel ``master_for`` client or ``fakeredis.FakeAsyncRedis`` — used as is by
+    Redis backends (a blocking client is refused); without it they connect as the
+    ``redis:`` section says (``mode``, addresses, TLS, credentials). The
     backends' config sections are checked by ``registry``'s specs (default: the built-ins
     and every installed plugin).
     """

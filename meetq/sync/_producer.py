@@ -69,7 +69,8 @@ class SyncProducer:
     ``memory.sync_call_timeout``) or raises ``BackendUnavailableError``; bad input raises
     ``ValidationError`` naming the field, before anything is sent; after ``close()``
     every call raises ``ClosedError``. ``redis`` is an existing sync client
-    (``redis.Redis``, ``fakeredis.FakeRedis``), used as is and left open.
+    (``redis.Redis``, ``redis.RedisCluster``, a sync Sentinel ``master_for`` client,
+    ``fakeredis.FakeRedis``), used as is and left open.
     """
 
     def __init__(

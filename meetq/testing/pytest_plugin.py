@@ -20,6 +20,9 @@ its own name and does nothing (a second registration would raise).
   ``.owner_of(key)``, ``.kill_primary(port)``). Without redis-server or redis-cli it is a
   skip, or a failure when ``CI`` is set. A test that kills a node ``restart()``s it before
   it ends, so the next test finds three healthy primaries again.
+- ``meetq_redis_tls_server`` (session): a private redis-server speaking TLS only, with
+  ACL users and no anonymous access (``meetq.testing._redis_tls``); skipped (failed in
+  CI) like the others without redis-server or openssl.
 - ``meetq_namespace`` (function): a key prefix no other test uses.
 - the ``meetq_requires(*capabilities)`` mark (``meetq.testing.requires``), registered so
   ``--strict-markers`` accepts it.
@@ -38,12 +41,14 @@ import pytest
 from meetq.testing._redis_cluster import LocalRedisCluster
 from meetq.testing._redis_sentinel import RedisSentinelSetup
 from meetq.testing._redis_server import RedisServer, RedisServerUnavailable, env_redis_url
+from meetq.testing._redis_tls import TlsRedisServer
 
 __all__ = [
     "meetq_namespace",
     "meetq_redis_cluster",
     "meetq_redis_sentinel",
     "meetq_redis_server",
+    "meetq_redis_tls_server",
     "meetq_redis_url",
     "pytest_configure",
 ]
@@ -122,6 +127,14 @@ def meetq_redis_cluster() -> Iterator[LocalRedisCluster]:
     """A private 3-primary Redis Cluster (one replica each) for the whole session."""
     with _started(LocalRedisCluster) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def meetq_redis_tls_server() -> Iterator[TlsRedisServer]:
+    """A TLS-only redis-server with ACL users for the session (tests add their own
+    users with ``ACL SETUSER``, named after their namespace)."""
+    with _started(TlsRedisServer) as server:
+        yield server
 
 
 @pytest.fixture

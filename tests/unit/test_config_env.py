@@ -76,9 +76,34 @@ def _a_valid_other_value(field: attrs.Attribute[Any]) -> tuple[str, Any]:
     if kind == "custom":  # message_queue.schedules: a YAML flow list
         text = "[{name: env, every: 30s, type: tick}]"
         return text, meta["convert"]("x", [{"name": "env", "every": "30s", "type": "tick"}])
+    if kind == "str_list":
+        return "h1:7000,h2:7001", ("h1:7000", "h2:7001")
     if field.name == "url":
         return "redis://env-host:6390/1", "redis://env-host:6390/1"
+    if field.name.endswith("_env"):  # names an environment variable
+        return "FROM_ENV", "FROM_ENV"
     return "from-env", "from-env"
+
+
+# Keys that only mean something beside others (RedisConfig's checks across keys): the
+# variables that make the key's setting valid.
+_SENTINEL_MODE = {
+    "MEETQ_REDIS__MODE": "sentinel",
+    "MEETQ_REDIS__SENTINELS": "h:26379",
+    "MEETQ_REDIS__SENTINEL_SERVICE": "main",
+}
+_COMPANIONS: dict[str, dict[str, str]] = {
+    "redis.startup_nodes": {"MEETQ_REDIS__MODE": "cluster"},
+    "redis.sentinels": _SENTINEL_MODE,
+    "redis.sentinel_service": _SENTINEL_MODE,
+    "redis.sentinel_username": _SENTINEL_MODE,
+    "redis.sentinel_password": _SENTINEL_MODE,
+    "redis.sentinel_password_file": _SENTINEL_MODE,
+    "redis.sentinel_password_env": _SENTINEL_MODE,
+    "redis.ssl_ca_certs": {"MEETQ_REDIS__SSL": "true"},
+    "redis.ssl_certfile": {"MEETQ_REDIS__SSL": "true"},
+    "redis.ssl_keyfile": {"MEETQ_REDIS__SSL": "true", "MEETQ_REDIS__SSL_CERTFILE": "c.pem"},
+}
 
 
 def _every_key() -> list[tuple[str, str, attrs.Attribute[Any]]]:
@@ -97,7 +122,8 @@ def test_every_key_can_be_set_from_the_environment(
 ) -> None:
     text, expected = _a_valid_other_value(field)
     variable = f"MEETQ_{section.upper()}__{key.upper()}"
-    config = load_config({}, environ={variable: text})
+    companions = _COMPANIONS.get(f"{section}.{key}", {})
+    config = load_config({}, environ={**companions, variable: text})
     assert getattr(_section(config, section), key) == expected
     assert getattr(_section(config, section), key) != field.default
 

@@ -7,10 +7,11 @@ Pub/Sub broadcast over one connection per process with automatic reconnect.
 Capabilities: ``durable``, ``cross_process``, ``limits`` (in ``exchange.lua``, across
 every process), ``schedules``, ``tracking`` (status, cancel, results by id).
 Config keys: ``type: redis`` (``message_queue``), ``type: redis_pubsub`` or ``redis``
-(``event_bus``); its own ``redis:`` section, ``RedisConfig`` in ``_config.py`` (url, the
+(``event_bus``); its own ``redis:`` section, ``RedisConfig`` in ``_config.py`` (mode —
+standalone, cluster, sentinel — and its addresses, url, db, TLS and ACL credentials, the
 time bounds — socket and connect timeouts, health checks, TCP keepalive —
 max_connections, key_prefix; ``MEETQ_REDIS_URL`` is the short form of
-``MEETQ_REDIS__URL``).
+``MEETQ_REDIS__URL``); the client is built in ``_connection.py`` (``build_client``).
 Registering this plugin does not import ``redis``; selecting it without the package
 installed raises ``MissingDependencyError`` with the install command. ``meetq.sync``
 builds its blocking face (``_sync.py``: redis-py's sync client, the same scripts).

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from meetq.backends.redis._config import RedisConfig
-from meetq.backends.redis._connection import blocking_client
+from meetq.backends.redis._connection import blocking_client, check_client, close_client
 from meetq.backends.redis._pubsub import RedisPubSubTransport
 from meetq.backends.redis._work_queue import RedisWorkQueue
 from meetq.core.protocols import (
@@ -29,9 +29,10 @@ __all__ = ["RedisBackend"]
 class RedisBackend:
     """Work queues and Pub/Sub on one Redis client.
 
-    The client is used as given (a ``redis.asyncio.Redis`` or ``fakeredis.FakeAsyncRedis``)
-    and then left open; a client the backend made itself from ``redis.url`` is closed by
-    ``aclose``.
+    The client is used as given (a ``redis.asyncio.Redis``, ``RedisCluster``, a Sentinel
+    ``master_for`` client or ``fakeredis.FakeAsyncRedis``; a blocking client is refused)
+    and then left open; a client the backend made itself from the ``redis:`` section
+    (``mode``: standalone, cluster or sentinel) is closed by ``aclose``.
     """
 
     name = "redis"
@@ -62,6 +63,7 @@ class RedisBackend:
         eb = context.config.event_bus
         backoff = (eb.reconnect_backoff_base, eb.reconnect_backoff_max)
         if context.client is not None:
+            check_client(context.client, asynchronous=True)
             return cls(context.client, key_prefix=cfg.key_prefix, reconnect_backoff=backoff)
         client = blocking_client(cfg)
         return cls(client, key_prefix=cfg.key_prefix, owns_client=True, reconnect_backoff=backoff)
@@ -83,4 +85,4 @@ class RedisBackend:
         for queue in self._queues:
             await queue.aclose()
         if self._owns_client:
-            await self.client.aclose()
+            await close_client(self.client)

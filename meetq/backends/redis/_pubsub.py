@@ -57,6 +57,7 @@ from meetq.backends.redis._connection import (
     Bounds,
     bounds_of,
     translate_errors,
+    translated,
     untimed_pool,
     untimed_pool_of,
 )
@@ -270,6 +271,12 @@ class RedisPubSubTransport:
         # was sent). Sent under the send lock before any later command, so in order.
         self._undo: list[tuple[str, list[str]]] = []
         self._undo_task: asyncio.Task[None] | None = None
+        # SUBSCRIBE/PSUBSCRIBE commands sent on the current connection whose replies are
+        # still due, oldest first: [kind, names, confirmations due, the caller's futures
+        # (None for a re-subscription)]. Redis answers in order, and answers a command
+        # the ACL refuses (NOPERM) with one error instead of a confirmation per name:
+        # that error belongs to the oldest entry, whose caller it fails (no reconnect).
+        self._due: deque[list[Any]] = deque()
         # Confirmations still expected after a reconnect; callbacks run when it empties.
         self._resubscribing: set[tuple[str, str]] = set()
         self._connected = asyncio.Event()
@@ -448,6 +455,7 @@ class RedisPubSubTransport:
                 return  # the next connection is made without them
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in names]
+        due: list[Any] = []
         for name, future in zip(names, futures, strict=True):
             self._waiting.setdefault((kind, name), deque()).append(future)
         try:
@@ -457,9 +465,15 @@ class RedisPubSubTransport:
                     self._ps = await self._new_pubsub()
                 with translate_errors(kind.upper()):
                     await self._send_undo()
+                    # Due before it is sent: the reader may see the reply first.
+                    due = [kind, names, len(names), futures]
+                    if add:
+                        self._due.append(due)
                     await self._ps.execute_command(kind.upper(), *names)
             self._connected.set()
         except BaseException as exc:
+            if due in self._due:
+                self._due.remove(due)
             # Not sent (or the connection broke sending it, and the reader reconnects).
             self._forget(kind, names, futures)
             if add:
@@ -534,7 +548,33 @@ class RedisPubSubTransport:
                     del self._waiting[(kind, name)]
             future.cancel()
 
+    def _refused(self, exc: redis.exceptions.NoPermissionError) -> None:
+        """The oldest subscription command due was refused: fail its call, keep the
+        connection (re-subscribing would only be refused again)."""
+        if not self._due:
+            log.error("meetq redis pub/sub: a command was refused: %s", exc)
+            return
+        kind, names, _, futures = self._due.popleft()
+        wanted = self._channels if kind == "subscribe" else self._patterns
+        wanted.difference_update(names)
+        error = translated(f"{kind.upper()} {' '.join(names)}", exc)
+        if futures is None:
+            log.error("meetq redis pub/sub: re-subscribing dropped %s: %s", names, error)
+            waited = bool(self._resubscribing)
+            self._resubscribing.difference_update((kind, name) for name in names)
+            if waited and not self._resubscribing:
+                self._run_callbacks()
+            return
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+
     def _confirmed(self, kind: str, name: str) -> None:
+        if kind in _UNDO and self._due:
+            due = self._due[0]
+            due[2] -= 1
+            if due[2] <= 0:
+                self._due.popleft()
         queue = self._waiting.get((kind, name))
         if queue:
             future = queue.popleft()
@@ -570,6 +610,10 @@ class RedisPubSubTransport:
                 response = await connection.read_response(
                     disconnect_on_error=False, push_request=True
                 )
+            except redis.exceptions.NoPermissionError as exc:
+                # A reply, read whole: the connection is fine, the ACL refused a command.
+                self._refused(exc)
+                continue
             except _DRIVER_ERRORS as exc:
                 if self._closed:
                     return
@@ -707,9 +751,12 @@ class RedisPubSubTransport:
             try:
                 async with self._sending("SUBSCRIBE"), self._send_lock:
                     ps = await self._new_pubsub()
+                    self._due.clear()
                     if channels:
+                        self._due.append(["subscribe", channels, len(channels), None])
                         await ps.execute_command("SUBSCRIBE", *channels)
                     if patterns:
+                        self._due.append(["psubscribe", patterns, len(patterns), None])
                         await ps.execute_command("PSUBSCRIBE", *patterns)
             except _FAILURES as retry_exc:
                 if ps is not None:
@@ -766,6 +813,7 @@ class RedisPubSubTransport:
         ps, self._ps = self._ps, None
         self._connected.clear()
         self._undo.clear()  # a new connection is made without those names anyway
+        self._due.clear()
         if ps is not None:
             await _close_quietly(ps)
 

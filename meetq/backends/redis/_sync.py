@@ -25,7 +25,13 @@ import redis.exceptions
 from redis.client import NEVER_DECODE
 
 from meetq.backends.redis._config import RedisConfig
-from meetq.backends.redis._connection import client_options, translate_errors
+from meetq.backends.redis._connection import (
+    SYNC,
+    build_client,
+    check_client,
+    close_sync_client,
+    translate_errors,
+)
 from meetq.backends.redis._scripts import (
     SHARDED_SCRIPTS,
     Call,
@@ -58,8 +64,8 @@ class RedisSyncBackend:
     """Work-queue producer calls and PUBLISH on one sync redis-py client.
 
     Built from the ``redis:`` section (its own pool, rebuilt after a fork and closed by
-    ``close``) or around a given sync client (``redis.Redis``, ``fakeredis.FakeRedis``),
-    used as is and left open.
+    ``close``) or around a given sync client (``redis.Redis``, ``redis.RedisCluster``, a
+    sync Sentinel ``master_for`` client, ``fakeredis.FakeRedis``), used as is and left open.
     """
 
     name = "redis"
@@ -71,19 +77,15 @@ class RedisSyncBackend:
         self._lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()
+        if client is not None:
+            check_client(client, asynchronous=False)
         self._client = client if client is not None else self._connect()
         self._sharded = is_cluster(self._client)
 
     def _connect(self) -> Any:
-        cfg = self._config
-        options = client_options(cfg)
-        pool = redis.BlockingConnectionPool.from_url(
-            cfg.url,
-            # A full pool waits this long for a connection to come back, then fails.
-            timeout=cfg.socket_timeout or None,
-            **options,
-        )
-        return redis.Redis(connection_pool=pool)
+        # The async backend's client in its blocking face: the same mode, bounds,
+        # credentials and TLS (a full pool waits within socket_timeout, then fails).
+        return build_client(self._config, SYNC)
 
     def client(self) -> Any:
         """This process's client: the pool is rebuilt the first time a forked child
@@ -143,7 +145,7 @@ class RedisSyncBackend:
             self._closed = True
         if self._owns_client and self._pid == os.getpid():
             with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                self._client.close()
+                close_sync_client(self._client)
 
 
 class RedisSyncWorkQueue(RedisSyncTracking):
