@@ -8,7 +8,9 @@ A failover test runs a producer and a worker (two queue managers, as two process
 would be) and a subscriber under load, fails the master (SIGKILL: connections reset;
 SIGSTOP: nothing answers, like a hung host), and checks that every message whose
 publish returned is handled, and that the worker, the producer and the subscriber (a
-channel and a pattern) carry on by themselves on the promoted replica.
+channel and a pattern) carry on by themselves on the promoted replica; it runs on
+``master_for`` clients passed in and on queue managers built from ``redis.mode:
+sentinel``.
 """
 
 from __future__ import annotations
@@ -93,15 +95,36 @@ def _config(namespace: str) -> dict[str, Any]:
     }
 
 
+def _sentinel_config(setup: RedisSentinelSetup, namespace: str) -> dict[str, Any]:
+    """``_config`` with the ``redis:`` section of a user who configures Sentinel."""
+    config = _config(namespace)
+    config["redis"].update(
+        mode="sentinel",
+        sentinels=setup.sentinel_hosts,
+        sentinel_service=SERVICE,
+        socket_timeout=f"{BOUNDS['socket_timeout']}s",
+        socket_connect_timeout=f"{BOUNDS['socket_connect_timeout']}s",
+        health_check_interval=f"{BOUNDS['health_check_interval']}s",
+    )
+    return config
+
+
 @pytest_asyncio.fixture
 async def managers(
-    meetq_redis_sentinel: RedisSentinelSetup, meetq_namespace: str
+    request: pytest.FixtureRequest, meetq_redis_sentinel: RedisSentinelSetup, meetq_namespace: str
 ) -> AsyncIterator[tuple[QueueManager, QueueManager]]:
-    """A worker's and a producer's queue manager, each on a client of its own."""
+    """A worker's and a producer's queue manager, each on a client of its own: a
+    ``master_for`` client passed in, or (parameter ``"config"``) built from
+    ``redis.mode: sentinel``."""
+    from_config = getattr(request, "param", "client") == "config"
     made: list[tuple[Sentinel, Any]] = []
     qms: list[QueueManager] = []
     try:
         for _ in range(2):
+            if from_config:
+                config = _sentinel_config(meetq_redis_sentinel, meetq_namespace)
+                qms.append(await initialize_queue_system(config))
+                continue
             sentinel, client = _master_client(meetq_redis_sentinel)
             made.append((sentinel, client))
             qms.append(await initialize_queue_system(_config(meetq_namespace), redis=client))
@@ -113,6 +136,7 @@ async def managers(
             await _close(sentinel, client)
 
 
+@pytest.mark.parametrize("managers", ["client", "config"], indirect=True)
 @pytest.mark.parametrize("failure", ["kill", "freeze"])
 async def test_a_failover_is_ridden_out_with_no_acknowledged_message_lost(
     meetq_redis_sentinel: RedisSentinelSetup,
