@@ -142,3 +142,29 @@ async def test_an_unreachable_cluster_is_a_meetq_error() -> None:
     finally:
         await ps.stop()
         await client.aclose()
+
+
+async def test_pubsub_from_a_cluster_config_hears_channels_and_patterns(
+    meetq_redis_cluster: LocalRedisCluster, meetq_namespace: str
+) -> None:
+    config = {
+        "redis": {"mode": "cluster", "startup_nodes": meetq_redis_cluster.startup_nodes},
+        "event_bus": {"type": "redis_pubsub", "namespace": meetq_namespace},
+    }
+    sub, pub = pubsub_from(config), pubsub_from(config)
+    on_channel, on_pattern = Collector(), Collector()
+    try:
+        await sub.start()
+        await pub.start()
+        await sub.subscribe("news", on_channel)
+        await sub.psubscribe("alerts.*", on_pattern)
+        # Both on the preferred node: the receiver count is the cluster's.
+        assert await pub.publish("news", PubSubMessage(type="n")) == 1
+        assert await pub.publish("alerts.fire", PubSubMessage(type="a")) == 1
+        assert (await on_channel.wait_for(1))[0].type == "n"
+        assert [(m.channel, m.type) for m in await on_pattern.wait_for(1)] == [
+            ("alerts.fire", "a")
+        ]
+    finally:
+        await pub.stop()
+        await sub.stop()
