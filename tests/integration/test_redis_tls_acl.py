@@ -30,7 +30,7 @@ from meetq import (
     QueueManager,
 )
 from meetq.sync import SyncProducer
-from meetq.testing import Collector
+from meetq.testing import Collector, ContractSuite
 from meetq.testing._redis_tls import ADMIN, TlsRedisServer
 
 TIMEOUT = 10.0
@@ -223,6 +223,21 @@ def least_privileged(
         admin.execute_command("ACL", "DELUSER", name)
     finally:
         admin.close()
+
+
+class TestContractOverTlsAsALeastPrivilegedUser(ContractSuite):
+    """The whole shipped suite over TLS (client certificate, CA, host name checked), as
+    an ACL user with exactly the documented rights, built from the config keys alone."""
+
+    @pytest.fixture
+    def backend_config(
+        self, meetq_redis_tls_server: TlsRedisServer, least_privileged: tuple[str, str]
+    ) -> Mapping[str, Any]:
+        return {
+            "redis": tls_keys(meetq_redis_tls_server, least_privileged),
+            "message_queue": {"type": "redis"},
+            "event_bus": {"type": "redis_pubsub"},
+        }
 
 
 async def test_the_documented_user_is_refused_what_it_was_not_granted(
